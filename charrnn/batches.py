@@ -1,0 +1,53 @@
+"""Truncated backpropagation through time, as char-rnn does it.
+
+A split of N ids is cut into `batch_size` contiguous streams of L = (N - 1) // batch_size
+characters. Window i of an epoch is columns [i*T, (i+1)*T) of every stream (T = seq_len), with
+targets shifted by one character; the hidden state after window i is the start of window i + 1.
+Both arrays are views on the (memory-mapped) split: nothing is copied until a window is read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from charrnn.errors import CharrnnError
+
+
+def fit(n: int, batch_size: int, seq_len: int) -> tuple[int, int, str | None]:
+    """Shrink batch and window to fit a split of n ids; return them and a warning, if any."""
+    if n < 2:
+        raise CharrnnError(f"the training text has {n} character(s); charrnn needs at least 2 "
+                           "to learn anything (give a longer corpus)")
+    b, t = batch_size, seq_len
+    if (n - 1) // b < t:
+        b = max(1, (n - 1) // t)
+        t = min(t, (n - 1) // b)
+    if (b, t) == (batch_size, seq_len):
+        return b, t, None
+    return b, t, (f"the training text is small ({n:,} characters): using --batch-size {b} and "
+                  f"--seq-len {t} instead of {batch_size} and {seq_len}")
+
+
+class Streams:
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.stream_len = (len(ids) - 1) // batch_size
+        L = self.stream_len
+        self.inputs = ids[: batch_size * L].reshape(batch_size, L)  # (B, L)
+        self.targets = ids[1: batch_size * L + 1].reshape(batch_size, L)  # (B, L)
+        self.windows = L // seq_len  # windows per epoch; the ragged tail is left out
+
+    def window(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        cols = slice(i * self.seq_len, (i + 1) * self.seq_len)
+        return self.inputs[:, cols], self.targets[:, cols]  # (B, T) each
+
+    def tensors(self, i: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.window(i)
+        # int64 on the host, then one copy to the device: no per-character work in Python
+        x = torch.from_numpy(x.astype(np.int64))
+        y = torch.from_numpy(y.astype(np.int64))
+        if device.type == "cuda":
+            return (x.pin_memory().to(device, non_blocking=True),
+                    y.pin_memory().to(device, non_blocking=True))
+        return x.to(device), y.to(device)

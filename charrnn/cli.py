@@ -1,0 +1,262 @@
+"""The command line: an argument surface over the library. Each command body is a few calls.
+
+    charrnn train corpus.txt                        learn a character model of any text
+    charrnn sample runs/corpus --temp 0.8           stream new text from it
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from charrnn import __version__, checkpoint
+from charrnn.errors import CharrnnError
+
+SIGNAL_EXIT = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal convention
+
+
+# Typer raises click's exception types (vendored in newer releases): find them by name
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class Group(TyperGroup):
+    """Every user mistake ends as one line on stderr and a non-zero exit, never a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "charrnn",
+                              complete_var=complete_var, standalone_mode=False, **extra)
+        except CharrnnError as e:
+            _fail(str(e), 1)
+        except ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+                print(ctx.get_help(), file=sys.stderr)
+                sys.exit(2)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _fail(e.format_message().replace("\n", " ") + hint, e.exit_code)
+        except typer.Abort:
+            _fail("aborted", 130)
+        except BrokenPipeError:
+            sys.stderr.close()  # `charrnn sample run | head` is not an error
+            sys.exit(0)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int):
+    print(f"charrnn: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Character-level RNN language models: train on any text, sample from "
+                       "them, and see what their hidden cells track.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
+    pass
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h30m', '2.5h' or plain seconds -> seconds."""
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
+                         r"(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None:
+        raise CharrnnError(f"--time {text!r} is not a duration; write it like 90s, 10m or 1h30m")
+    h, m, s = (float(p) if p else 0.0 for p in parts.groups())
+    seconds = 3600 * h + 60 * m + s
+    if seconds <= 0:
+        raise CharrnnError(f"--time must be more than 0, not {text!r}")
+    return seconds
+
+
+# Shared options, declared once
+RunArg = Annotated[Path, typer.Argument(help="A run directory written by `charrnn train`.",
+                                        show_default=False)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed: the same seed "
+                                                "gives the same result.")]
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    corpus: Annotated[Optional[str], typer.Argument(
+        help="A text file, or a built-in corpus name (python-stdlib). Optional with --resume.",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Run directory. [default: runs/<corpus name>]", show_default=False)] = None,
+    model: Annotated[str, typer.Option("--model", help="Recurrent cell: lstm, gru or rnn "
+                                       "(vanilla tanh RNN).")] = "lstm",
+    layers: Annotated[int, typer.Option("--layers", help="Recurrent layers stacked.")] = 2,
+    hidden_size: Annotated[int, typer.Option("--hidden-size", help="Units per layer.")] = 256,
+    embedding_size: Annotated[int, typer.Option("--embedding-size", help="Size of the "
+                                                "character embedding.")] = 64,
+    dropout: Annotated[float, typer.Option("--dropout", help="Dropout between layers and "
+                                           "before the output, in [0, 1).")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Contiguous streams trained "
+                                            "side by side.")] = 32,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Characters per window of truncated "
+                                         "backpropagation through time.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (after warm-up, then "
+                                      "cosine decay).")] = 4e-3,
+    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear "
+                                              "learning-rate warm-up.")] = 50,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay of "
+                                                "the weight matrices.")] = 0.01,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adam or rmsprop.")]
+    = "adamw",
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the global gradient "
+                                             "norm to this; 0 turns clipping off.")] = 5.0,
+    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Stop after this many "
+                                                    "passes over the training text.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many "
+                                                     "training steps.")] = None,
+    time_budget: Annotated[Optional[str], typer.Option(
+        "--time", help="Stop after this wall time, like 90s, 10m or 1h; the learning-rate "
+        "schedule then follows the clock. [default: 10m when no other stop is given]",
+        show_default=False)] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Validate (and checkpoint) "
+                                            "every this many steps.")] = 200,
+    eval_chars: Annotated[int, typer.Option("--eval-chars", help="Validate on at most this "
+                                            "many characters.")] = 200_000,
+    patience: Annotated[int, typer.Option("--patience", help="Stop after this many evaluations "
+                                          "without improvement; 0 never stops early.")] = 10,
+    val_frac: Annotated[float, typer.Option("--val-frac", help="Fraction of the corpus, at its "
+                                            "end, kept for validation.")] = 0.1,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the corpus.")]
+    = "utf-8",
+    errors: Annotated[str, typer.Option("--errors", help="Undecodable bytes: strict (stop), "
+                                        "replace (U+FFFD) or ignore.")] = "strict",
+    device: DeviceOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed, the same "
+                                      "run.")] = 1337,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run "
+                                                   "exactly where it stopped.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this "
+                                                      "run's weights on a new corpus.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in "
+                                            "the run directory.")] = False,
+):
+    """Train a character model on a text file; write checkpoints to a run directory."""
+    from charrnn.progress import reporter_for
+    from charrnn.train import TrainConfig, Trainer
+
+    budget = parse_duration(time_budget) if time_budget is not None else None
+    given = {name for name in ctx.params
+             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+    reporter = reporter_for(stderr_console())
+    if resume is not None:
+        if init_from is not None:
+            raise CharrnnError("--resume and --init-from do not go together; choose one")
+        if out is not None and out != resume:
+            raise CharrnnError("--resume continues a run in its own directory; leave out --out")
+        stops = {"epochs": epochs, "max_steps": max_steps, "time": budget, "device": device}
+        overrides = {k: v for k, v in stops.items()
+                     if k in given or (k == "time" and "time_budget" in given)}
+        trainer = Trainer(corpus, resume, None, resume=True, reporter=reporter,
+                          overrides=overrides)
+    else:
+        if corpus is None:
+            raise CharrnnError("give a CORPUS to train on (a text file or python-stdlib), or "
+                               "--resume RUN")
+        cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, lr=lr,
+                          warmup_steps=warmup_steps, weight_decay=weight_decay,
+                          optimizer=optimizer, grad_clip=grad_clip, epochs=epochs,
+                          max_steps=max_steps, time=budget, eval_every=eval_every,
+                          eval_chars=eval_chars, patience=patience, val_frac=val_frac, seed=seed,
+                          device=device, encoding=encoding, errors=errors)
+        model_cfg = dict(model=model, layers=layers, hidden_size=hidden_size,
+                         embedding_size=embedding_size, dropout=dropout)
+        trainer = Trainer(corpus, out, cfg, model_cfg, init_from=init_from, overwrite=overwrite,
+                          reporter=reporter)
+    outcome = trainer.run_loop()
+    if outcome.stopped_by == "interrupted":
+        raise typer.Exit(SIGNAL_EXIT.get(outcome.signal, 130))
+    reporter.say(f"stopped by {outcome.stopped_by.replace('_', '-')} at step {outcome.step}; "
+                 f"best validation loss {outcome.best_val_loss:.4f} nats/char "
+                 f"({outcome.best_val_loss / 0.6931471805599453:.3f} bits/char)")
+    reporter.say(f"sample from it with:  charrnn sample {outcome.run}")
+
+
+@app.command()
+def sample(
+    run: RunArg,
+    temperature: Annotated[float, typer.Option("--temperature", "--temp", help="Below 1: safer, "
+                                               "more repetitive; above 1: wilder; 0: greedy.")]
+    = 0.8,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k "
+                                                 "likeliest characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only among the "
+                                                   "likeliest characters holding this much "
+                                                   "probability, in (0, 1].")] = None,
+    argmax: Annotated[bool, typer.Option("--argmax", help="Always take the likeliest character "
+                                         "(same as --temp 0).")] = False,
+    prime: Annotated[str, typer.Option("--prime", help="Text to start from; printed first.")]
+    = "",
+    prime_file: Annotated[Optional[Path], typer.Option("--prime-file", help="Read the prime "
+                                                       "from this UTF-8 file.")] = None,
+    drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="Leave out prime "
+                                               "characters the model never saw.")] = False,
+    length: Annotated[int, typer.Option("--length", help="Characters to generate.")] = 1000,
+    num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples, one "
+                                             "after another.")] = 1,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "cpu",
+):
+    """Stream text from a trained run to stdout (everything else goes to stderr)."""
+    import torch
+
+    from charrnn.output import TextOut
+    from charrnn.sample import SampleConfig, check_prime, generate
+    from charrnn.train import pick_device
+
+    cfg = SampleConfig(temperature=0.0 if argmax else temperature, top_k=top_k, top_p=top_p,
+                       length=length)
+    if num_samples < 1:
+        raise CharrnnError(f"--num-samples must be 1 or more, not {num_samples}")
+    if prime_file is not None:
+        if prime:
+            raise CharrnnError("give --prime or --prime-file, not both")
+        try:
+            prime = prime_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CharrnnError(f"cannot read --prime-file {prime_file}: {e}") from None
+    model, vocab, _ = checkpoint.load(run, pick_device(device))
+    prime = check_prime(prime, vocab, drop_unknown)
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    out = TextOut(sys.stdout)
+    for n in range(num_samples):
+        if n:
+            out.write("\n\n")
+        out.write(prime)
+        for ch in generate(model, vocab, prime, cfg, generator):
+            out.write(ch)
+        out.write("\n")
+    out.flush()
+
+
+def main() -> None:
+    app()

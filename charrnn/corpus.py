@@ -1,0 +1,216 @@
+"""Corpora: find the text, encode it once into a memory-mapped array of character ids, split it.
+
+Encoding reads the file in chunks with an incremental decoder, so a multi-byte character that
+straddles a chunk boundary is decoded whole, and a corpus of any size is encoded in bounded
+memory. The result is cached by content hash: a second run on the same file maps the cached
+array instead of encoding again, and a file that changed gets a new entry.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import itertools
+import json
+import os
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+from charrnn.fileio import atomic_write, atomic_write_text
+from charrnn.vocab import MAX_CODE_POINT, Vocab, code_points, id_dtype
+
+CACHE_FORMAT = 1
+CHUNK_BYTES = 1 << 24  # 16 MiB of file per decode step: bounded memory for any corpus size
+BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file (the test git and grep use)
+
+
+def cache_dir() -> Path:
+    """Where encoded corpora live: $CHARRNN_CACHE_DIR, else the platform's user cache folder."""
+    env = os.environ.get("CHARRNN_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("charrnn"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Named corpora that need no network
+
+
+def _python_stdlib(dest: Path) -> None:
+    """The running Python's standard library source, tests excluded, in sorted path order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        files += [Path(folder, n) for n in sorted(names) if n.endswith(".py")]
+    parts = []
+    for f in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+        text = f.read_bytes().decode("utf-8", "replace")
+        parts.append(f"# {f.relative_to(root).as_posix()}\n{text.rstrip()}\n\n")
+    atomic_write_text(dest, "".join(parts))
+
+
+NAMED_CORPORA = {
+    "python-stdlib": (_python_stdlib, "the running Python's standard library source, no tests"),
+}
+
+
+def resolve(name_or_path: str) -> tuple[str, Path]:
+    """(run name, file) for a CORPUS argument: an existing path wins over a corpus name."""
+    path = Path(name_or_path).expanduser()
+    if path.exists() or name_or_path not in NAMED_CORPORA:
+        return path.stem or "corpus", path
+    build, _ = NAMED_CORPORA[name_or_path]
+    version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    dest = cache_dir() / "corpora" / f"{name_or_path}-{version}.txt"
+    if not dest.exists():
+        build(dest)
+    return name_or_path, dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _check_file(path: Path) -> int:
+    if not path.exists():
+        raise CharrnnError(f"corpus {path} does not exist; give a text file or a corpus name "
+                           f"({', '.join(NAMED_CORPORA)})")
+    if path.is_dir():
+        raise CharrnnError(f"corpus {path} is a directory; give a text file "
+                           "(concatenate a folder's files into one first)")
+    size = path.stat().st_size
+    if size == 0:
+        raise CharrnnError(f"corpus {path} is empty; give a file with some text in it")
+    return size
+
+
+def _chunks(path: Path):
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield chunk
+
+
+def _decoded(path: Path, encoding: str, errors: str):
+    """Yield (byte offset of the chunk, code points) for each chunk of the file."""
+    # utf-8-sig drops a leading byte-order mark, which is not part of the text
+    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    decoder = codecs.getincrementaldecoder(codec)(errors)
+    offset = 0
+    for chunk in itertools.chain(_chunks(path), [b""]):  # b"": the final, flushing call
+        pending = len(decoder.getstate()[0])  # bytes of a character begun in the last chunk
+        try:
+            text = decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as e:
+            at = offset - pending + e.start
+            raise CharrnnError(
+                f"corpus {path} is not valid {encoding} at byte {at}; pass --encoding with the "
+                "file's encoding, or --errors replace to go on with U+FFFD in its place") from None
+        yield offset, code_points(text)
+        offset += len(chunk)
+
+
+def count_characters(path: Path, encoding: str = "utf-8", errors: str = "strict") -> np.ndarray:
+    """How often each code point occurs in the file (an array indexed by code point)."""
+    counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
+    for _, cps in _decoded(path, encoding, errors):
+        if len(cps):
+            counts[: int(cps.max()) + 1] += np.bincount(cps)
+    return counts
+
+
+def encode_file(path: Path, out: Path, encoding: str = "utf-8", errors: str = "strict") -> Vocab:
+    """Encode a text file into `out` (a .npy of ids) in two chunked passes; return its vocab."""
+    counts = count_characters(path, encoding, errors)
+    present = np.flatnonzero(counts)
+    if len(present) == 0:
+        raise CharrnnError(f"corpus {path} holds no characters; give a file with some text in it")
+    vocab = Vocab.from_code_points(present)
+    lut = np.zeros(int(present[-1]) + 1, dtype=id_dtype(len(vocab)))
+    lut[present] = np.arange(len(present))
+
+    def write(tmp: Path) -> None:
+        ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=lut.dtype,
+                                        shape=(int(counts.sum()),))
+        at = 0
+        for _, cps in _decoded(path, encoding, errors):
+            ids[at: at + len(cps)] = lut[cps]
+            at += len(cps)
+        ids.flush()
+        del ids
+
+    atomic_write(out, write)
+    return vocab
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    for chunk in _chunks(path):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus a run trains on
+
+
+@dataclass
+class Corpus:
+    """A text file encoded as character ids (a read-only memory map) with its vocabulary."""
+
+    name: str
+    path: Path
+    digest: str
+    vocab: Vocab
+    ids: np.ndarray  # (N,) uint8/uint16/uint32
+
+    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+        """(train, val): contiguous, the last `val_frac` of the text is validation."""
+        cut = int(len(self.ids) * (1 - val_frac))
+        return self.ids[:cut], self.ids[cut:]
+
+
+def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",
+         sniff_binary: bool = True) -> Corpus:
+    """Find, check and encode a corpus (or map its cached encoding)."""
+    name, path = resolve(name_or_path)
+    _check_file(path)
+    if sniff_binary:
+        with open(path, "rb") as f:
+            if b"\0" in f.read(BINARY_SNIFF_BYTES):
+                raise CharrnnError(f"corpus {path} looks binary (it contains NUL bytes); give a "
+                                   "text file, or pass --encoding if it is UTF-16 or UTF-32 text")
+    try:
+        codecs.lookup(encoding)
+        codecs.lookup_error(errors)
+    except LookupError as e:
+        raise CharrnnError(f"{e}; see --help for --encoding and --errors") from None
+    digest = file_digest(path)
+    key = hashlib.blake2b(f"{CACHE_FORMAT}|{digest}|{encoding}|{errors}".encode(),
+                          digest_size=16).hexdigest()
+    entry = cache_dir() / "encoded"
+    ids_path, meta_path = entry / f"{key}.npy", entry / f"{key}.json"
+    vocab = None
+    if meta_path.exists() and ids_path.exists():
+        try:
+            vocab = Vocab(tuple(json.loads(meta_path.read_text())["vocab"]))
+        except (ValueError, KeyError, TypeError):
+            vocab = None  # a damaged cache entry is rebuilt, never trusted
+    if vocab is None:
+        entry.mkdir(parents=True, exist_ok=True)
+        vocab = encode_file(path, ids_path, encoding, errors)
+        # the metadata is written last: its presence says the ids file is complete
+        atomic_write_text(meta_path, json.dumps({"vocab": list(vocab.chars), "file": str(path)}))
+    ids = np.load(ids_path, mmap_mode="r")
+    if ids.dtype != vocab.dtype:  # a stale or damaged entry: encode again
+        vocab = encode_file(path, ids_path, encoding, errors)
+        ids = np.load(ids_path, mmap_mode="r")
+    return Corpus(name=name, path=path, digest=digest, vocab=vocab, ids=ids)

@@ -1,0 +1,38 @@
+"""Raw text to stdout, streamed: model text is written as it is, never through Rich markup."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+
+class TextOut:
+    """Write generated text as it comes; flush at once on a terminal, every 50 ms elsewhere."""
+
+    def __init__(self, stream: TextIO, interval: float = 0.05):
+        self.buffer = getattr(stream, "buffer", None)
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+        self.interval = 0.0 if _isatty(stream) else interval
+        self._last = time.monotonic()
+
+    def write(self, text: str) -> None:
+        if self.buffer is not None:
+            # a lone surrogate (from an odd corpus) is written escaped rather than crashing
+            self.buffer.write(text.encode(self.encoding, "backslashreplace"))
+        else:
+            self.stream.write(text)
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.flush()
+
+    def flush(self) -> None:
+        (self.buffer or self.stream).flush()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,108 @@
+"""What a person sees while a run trains: a live Rich display on a terminal, log lines elsewhere.
+
+Everything goes to stderr; stdout stays free for the product (sampled text).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+LN2 = math.log(2)
+
+
+def fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Reporter:
+    """Plain log lines: one per evaluation and one every `every` seconds (for logs and pipes)."""
+
+    def __init__(self, console: Console | None = None, every: float = 30.0):
+        self.console = console or Console(stderr=True, highlight=False)
+        self.every = every
+        self._last = 0.0
+
+    def start(self, description: str) -> None:
+        self.say(description)
+
+    def say(self, line: str) -> None:
+        # a Text object: corpus names and paths are never read as markup
+        self.console.print(Text(line), soft_wrap=True)
+
+    def warn(self, line: str) -> None:
+        self.console.print(Text("warning: " + line, style="yellow"), soft_wrap=True)
+
+    def step(self, s: dict) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self.say(self._step_line(s))
+
+    @staticmethod
+    def _step_line(s: dict) -> str:
+        return (f"step {s['step']}  epoch {s['epoch']:.2f}  train loss {s['train_loss']:.4f}  "
+                f"{s['chars_per_sec']:,.0f} chars/s  lr {s['lr']:.2e}  "
+                f"elapsed {fmt_duration(s['elapsed'])}  eta {fmt_duration(s['eta'])}")
+
+    def evaluation(self, r: dict) -> None:
+        mark = "  (best)" if r.get("best") else ""
+        self.say(f"step {r['step']}  epoch {r['epoch']:.2f}  train loss {r['train_loss']:.4f}  "
+                 f"val loss {r['val_loss']:.4f} nats ({r['val_bpc']:.3f} bits/char)  "
+                 f"{r['chars_per_sec']:,.0f} chars/s  elapsed {fmt_duration(r['elapsed'])}{mark}")
+
+    def finish(self) -> None:
+        pass
+
+
+class LiveReporter(Reporter):
+    """A Rich progress bar with the current figures, redrawn in place on a terminal."""
+
+    def __init__(self, console: Console | None = None):
+        super().__init__(console)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"),
+            TextColumn("{task.fields[figures]}"),
+            console=self.console, transient=False, refresh_per_second=4,
+        )
+        self.task = None
+        self.val = ""
+
+    def start(self, description: str) -> None:
+        self.progress.start()
+        self.say(description)
+        self.task = self.progress.add_task("train", total=1.0, eta="?", figures="")
+
+    def say(self, line: str) -> None:
+        self.progress.console.print(Text(line), soft_wrap=True)
+
+    def step(self, s: dict) -> None:
+        figures = (f"step {s['step']} · epoch {s['epoch']:.2f} · loss {s['train_loss']:.3f}"
+                   f"{self.val} · {s['chars_per_sec']:,.0f} chars/s")
+        self.progress.update(self.task, completed=min(s["progress"], 1.0),
+                             eta=fmt_duration(s["eta"]), figures=figures)
+
+    def evaluation(self, r: dict) -> None:
+        self.val = f" · val {r['val_loss']:.3f} ({r['val_bpc']:.2f} bpc)"
+        super().evaluation(r)
+
+    def finish(self) -> None:
+        self.progress.stop()
+
+
+def reporter_for(console: Console | None = None) -> Reporter:
+    console = console or Console(stderr=True, highlight=False)
+    if console.is_terminal and sys.stderr.isatty():
+        return LiveReporter(console)
+    return Reporter(console)

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TINYSHAKESPEARE = SHARED / "corpora" / "tinyshakespeare.txt"
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory, monkeypatch):
+    """Every test encodes into its own cache, never the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write(name: str, text: str | bytes) -> Path:
+        path = tmp_path / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+        return path
+    return write
+
+
+def quiet():
+    from rich.console import Console
+
+    from charrnn.progress import Reporter
+    return Reporter(Console(stderr=True, quiet=True))
+
+
+def train_run(corpus_path, run, model=None, resume=False, callback=None, **train):
+    """Train through the library with quiet output; return (trainer, outcome)."""
+    from charrnn.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(**{"device": "cpu", "eval_every": 10**6, "warmup_steps": 0, **train})
+    model_cfg = {"hidden_size": 32, "layers": 1, "embedding_size": 16, **(model or {})}
+    trainer = Trainer(str(corpus_path) if corpus_path else None, run, cfg, model_cfg,
+                      resume=resume, reporter=quiet(),
+                      overrides=train if resume else None)
+    return trainer, trainer.run_loop(on_step=callback)

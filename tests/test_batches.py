@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from charrnn.batches import Streams, fit
+from charrnn.errors import CharrnnError
+
+
+def test_streams_are_contiguous_and_cover_the_split():
+    ids = np.arange(1001, dtype=np.int64)
+    s = Streams(ids, batch_size=4, seq_len=25)
+    assert s.stream_len == 250 and s.windows == 10
+    xs = np.concatenate([s.window(i)[0] for i in range(s.windows)], axis=1)  # (B, L)
+    ys = np.concatenate([s.window(i)[1] for i in range(s.windows)], axis=1)
+    for b in range(4):
+        assert np.array_equal(xs[b], np.arange(b * 250, (b + 1) * 250))  # one contiguous run
+    assert np.array_equal(ys, xs + 1)  # targets are the next character
+    assert np.array_equal(np.sort(xs.ravel()), np.arange(1000))  # every input, once
+
+
+def test_window_continues_where_the_previous_ended():
+    s = Streams(np.arange(500), batch_size=2, seq_len=10)
+    assert s.window(1)[0][0, 0] == s.window(0)[0][0, -1] + 1
+
+
+def test_small_text_shrinks_batch_then_window():
+    assert fit(10_000, 32, 64)[:2] == (32, 64)
+    b, t, warning = fit(1_000, 32, 64)
+    assert (b, t) == (15, 64) and "small" in warning
+    assert fit(5, 32, 64)[:2] == (1, 4)
+
+
+def test_text_too_small_to_train_is_an_error():
+    with pytest.raises(CharrnnError, match="at least 2"):
+        fit(1, 32, 64)

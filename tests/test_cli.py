@@ -1,0 +1,129 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from charrnn.cli import app
+
+TEXT = "ROMEO: But soft, what light through yonder window breaks?\n" * 60
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_clear_line(result, needle):
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("charrnn: error: ") and needle in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    corpus = folder / "romeo.txt"
+    corpus.write_text(TEXT)
+    result = invoke("train", corpus, "--out", folder / "run", "--max-steps", 30,
+                    "--eval-every", 10, "--hidden-size", 32, "--layers", 1, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "best validation loss" in result.stderr
+    assert f"charrnn sample {folder / 'run'}" in result.stderr
+    assert result.stdout == ""  # stdout is kept for sampled text
+    return folder / "run"
+
+
+def test_train_writes_a_run_and_sample_streams_text_to_stdout(run):
+    assert (run / "model.safetensors").exists()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    result = invoke("sample", run, "--prime", "ROMEO:", "--length", 50, "--seed", 1)
+    assert result.exit_code == 0
+    assert result.stdout.startswith("ROMEO:") and len(result.stdout) == len("ROMEO:") + 50 + 1
+    assert result.stderr == ""
+    again = invoke("sample", run, "--prime", "ROMEO:", "--length", 50, "--seed", 1)
+    assert again.stdout == result.stdout
+
+
+def test_sample_options(run):
+    greedy = invoke("sample", run, "--temp", 0, "--length", 40, "--seed", 1).stdout
+    assert invoke("sample", run, "--argmax", "--length", 40, "--seed", 9).stdout == greedy
+    two = invoke("sample", run, "--num-samples", 2, "--length", 20, "--seed", 1,
+                 "--top-k", 5, "--top-p", 0.9).stdout
+    assert len(two) == 20 + 1 + 2 + 20 + 1
+
+
+def test_prime_file_and_unknown_characters(run, tmp_path):
+    prime = tmp_path / "prime.txt"
+    prime.write_text("But soft")
+    assert invoke("sample", run, "--prime-file", prime, "--length", 5).stdout.startswith(
+        "But soft")
+    one_clear_line(invoke("sample", run, "--prime", "ROMEO§", "--length", 5), "'§'")
+    dropped = invoke("sample", run, "--prime", "ROMEO§", "--drop-unknown", "--length", 5)
+    assert dropped.exit_code == 0 and dropped.stdout.startswith("ROMEO")
+
+
+def test_resume_continues_with_a_new_step_limit(run, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    result = invoke("train", "--resume", copy, "--max-steps", 40)
+    assert result.exit_code == 0, result.output
+    assert json.loads((copy / "config.json").read_text())["step"] in (30, 40)
+    assert "at step 40" in result.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "nope.txt"], "does not exist"),
+    (["train", "{empty}"], "is empty"),
+    (["train", "{binary}"], "looks binary"),
+    (["train", "{latin}"], "not valid utf-8 at byte"),
+    (["train", "{dir}"], "is a directory"),
+    (["train", "{corpus}", "--model", "transformer"], "unknown --model"),
+    (["train", "{corpus}", "--time", "soon"], "not a duration"),
+    (["train", "{corpus}", "--val-frac", "1.5"], "--val-frac"),
+    (["train", "{corpus}", "--layers", "abc"], "--layers"),
+    (["train", "{corpus}", "--device", "tpu"], "--device"),
+    (["train"], "give a CORPUS"),
+    (["sample", "{run}", "--temp", "-1"], "--temperature"),
+    (["sample", "{run}", "--top-p", "0"], "--top-p"),
+    (["sample", "{run}", "--top-p", "1.2"], "--top-p"),
+    (["sample", "{run}", "--length", "-5"], "--length"),
+    (["sample", "{missing}"], "does not exist"),
+    (["sample", "{dir}"], "no config.json"),
+    (["sample", "{corrupt}"], "corrupted"),
+    (["sample", "{truncated}"], "corrupted or truncated"),
+    (["sample", "{run}", "--bogus"], "No such option"),
+])
+def test_each_mistake_is_one_clear_line(run, tmp_path, args, needle):
+    import shutil
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "binary.bin").write_bytes(b"\x00\x01\x02ELF")
+    (tmp_path / "latin.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    (tmp_path / "folder").mkdir()
+    shutil.copytree(run, tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "config.json").write_text("{not json")
+    shutil.copytree(run, tmp_path / "truncated")
+    weights = tmp_path / "truncated" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    names = {"empty": "empty.txt", "binary": "binary.bin", "latin": "latin.txt",
+             "dir": "folder", "corpus": "corpus.txt", "missing": "no-such-run",
+             "corrupt": "corrupt", "truncated": "truncated"}
+    filled = [str(run) if a == "{run}" else
+              str(tmp_path / names[a[1:-1]]) if a.startswith("{") else a for a in args]
+    one_clear_line(invoke(*filled), needle)
+
+
+def test_python_m_charrnn_and_help_explain_every_option():
+    out = subprocess.run([sys.executable, "-m", "charrnn", "train", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for flag in ("--model", "--hidden-size", "--time", "--resume", "--init-from", "--seed"):
+        assert flag in out
+    out = subprocess.run([sys.executable, "-m", "charrnn", "sample", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for flag in ("--temperature", "--top-k", "--top-p", "--prime", "--length", "--argmax"):
+        assert flag in out

@@ -1,0 +1,121 @@
+import json
+import re
+
+import numpy as np
+import pytest
+
+from charrnn import corpus
+from charrnn.errors import CharrnnError
+from charrnn.vocab import Vocab
+
+from conftest import TINYSHAKESPEARE
+
+UNICODE = "Hello, 세계! Ça va? 🎉 naïve café — 日本語\n" * 20
+
+
+def test_vocabulary_is_sorted_unicode_characters_not_bytes(write):
+    c = corpus.load(str(write("u.txt", UNICODE)))
+    assert list(c.vocab.chars) == sorted(set(UNICODE))
+    assert "🎉" in c.vocab.chars and "세" in c.vocab.chars
+    assert c.vocab.decode(c.ids) == UNICODE
+    assert c.ids.dtype == np.uint8  # fits in a byte
+
+
+def test_wide_vocabulary_uses_wider_ids(write):
+    text = "".join(chr(0x4E00 + i) for i in range(400)) * 3
+    c = corpus.load(str(write("cjk.txt", text)))
+    assert len(c.vocab) == 400 and c.ids.dtype == np.uint16
+    assert c.vocab.decode(c.ids) == text
+
+
+def test_chunked_encoding_equals_whole_encoding_across_split_characters(write, monkeypatch,
+                                                                        tmp_path):
+    path = write("u.txt", UNICODE)
+    whole = Vocab(tuple(sorted(set(UNICODE)))).encode(UNICODE)
+    for chunk in (1, 2, 3, 5, 7, 64):  # boundaries fall inside 2-, 3- and 4-byte characters
+        monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)
+        out = tmp_path / f"ids{chunk}.npy"
+        vocab = corpus.encode_file(path, out)
+        assert np.array_equal(np.load(out), whole)
+        assert vocab.chars == tuple(sorted(set(UNICODE)))
+
+
+def test_second_load_uses_the_cache_and_a_changed_file_is_encoded_again(write, monkeypatch):
+    path = write("a.txt", "abcabc\n" * 50)
+    first = corpus.load(str(path))
+    calls = []
+    real = corpus.encode_file
+    monkeypatch.setattr(corpus, "encode_file", lambda *a: calls.append(a) or real(*a))
+    again = corpus.load(str(path))
+    assert calls == [] and np.array_equal(first.ids, again.ids)
+    path.write_text("xyzxyz\n" * 50)
+    changed = corpus.load(str(path))
+    assert len(calls) == 1 and "x" in changed.vocab.chars
+
+
+def test_split_is_contiguous_with_the_last_tenth_for_validation(write):
+    c = corpus.load(str(write("d.txt", "".join(chr(97 + i % 26) for i in range(1000)))))
+    train, val = c.split(0.1)
+    assert len(train) == 900 and len(val) == 100
+    assert np.array_equal(np.concatenate([train, val]), c.ids)
+
+
+@pytest.mark.skipif(not TINYSHAKESPEARE.exists(), reason="../shared/corpora is absent")
+def test_tinyshakespeare_split_matches_nanogpt():
+    c = corpus.load(str(TINYSHAKESPEARE))
+    train, val = c.split(0.1)
+    assert (len(train), len(val), len(c.vocab)) == (1_003_854, 111_540, 65)
+
+
+def test_byte_order_mark_is_not_text(write):
+    c = corpus.load(str(write("bom.txt", b"\xef\xbb\xbfhello\n")))
+    assert c.vocab.decode(c.ids) == "hello\n"
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"", "is empty"),
+    (b"\x7fELF\x00\x00\x01binary", "looks binary"),
+    (b"good text \xff\xfe bad", "not valid utf-8 at byte 10"),
+])
+def test_bad_corpora_get_clear_errors(write, tmp_path, content, message):
+    path = tmp_path / "missing.txt" if content is None else write("bad.txt", content)
+    with pytest.raises(CharrnnError, match=message):
+        corpus.load(str(path))
+
+
+def test_directory_is_not_a_corpus(tmp_path):
+    with pytest.raises(CharrnnError, match="is a directory"):
+        corpus.load(str(tmp_path))
+
+
+def test_undecodable_bytes_can_be_replaced_or_read_in_another_encoding(write):
+    path = write("latin.txt", "café crème\n".encode("latin-1"))
+    assert "\ufffd" in corpus.load(str(path), errors="replace").vocab.chars
+    latin = corpus.load(str(path), encoding="latin-1")
+    assert latin.vocab.decode(latin.ids) == "café crème\n"
+
+
+def test_python_stdlib_is_built_offline_and_deterministically(monkeypatch, tmp_path):
+    name, path = corpus.resolve("python-stdlib")
+    assert name == "python-stdlib" and path.stat().st_size > 1_000_000
+    text = path.read_text(encoding="utf-8")
+    files = re.findall(r"^# (\S+\.py)$", text, flags=re.M)
+    assert "os.py" in files and "json/decoder.py" in files
+    assert not [f for f in files if {"test", "tests"} & set(f.split("/")[:-1])]
+    other = tmp_path / "again.txt"
+    corpus.NAMED_CORPORA["python-stdlib"][0](other)
+    assert other.read_bytes() == path.read_bytes()
+
+
+def test_an_existing_file_wins_over_a_corpus_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "python-stdlib").write_text("my own text\n")
+    name, path = corpus.resolve("python-stdlib")
+    assert path.read_text() == "my own text\n"
+
+
+def test_cache_metadata_is_json(write, cache_dir):
+    corpus.load(str(write("a.txt", "abc\n")))
+    meta = next((cache_dir / "encoded").glob("*.json"))
+    assert json.loads(meta.read_text())["vocab"] == ["\n", "a", "b", "c"]

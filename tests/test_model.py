@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from charrnn.errors import CharrnnError
+from charrnn.model import GATES, CharRNN, ModelConfig
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_per_step_path_reproduces_the_fused_path(kind, layers):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, model=kind, layers=layers, hidden_size=24,
+                                embedding_size=8, dropout=0.3)).eval()
+    x = torch.randint(11, (3, 17))
+    state = tuple(torch.randn_like(s) for s in model.init_state(3))
+    with torch.no_grad():
+        fused, fused_state = model(x, state)
+        stepped, stepped_state, trace = model.trace(x, state)
+    assert torch.allclose(fused, stepped, atol=1e-5)
+    for a, b in zip(fused_state, stepped_state):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert set(trace) == {"h", *(["c"] if kind == "lstm" else []), *GATES[kind]}
+    for value in trace.values():
+        assert value.shape == (layers, 3, 17, 24)
+    assert torch.allclose(trace["h"][:, :, -1], fused_state[0], atol=1e-5)
+    for gate in GATES[kind]:
+        lo, hi = (-1, 1) if gate in ("candidate", "new") else (0, 1)
+        assert trace[gate].min() >= lo and trace[gate].max() <= hi
+
+
+def test_trace_of_a_long_text_is_one_pass_continuing_the_state():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=5, hidden_size=8, embedding_size=4)).eval()
+    x = torch.randint(5, (1, 30))
+    with torch.no_grad():
+        whole, _, _ = model.trace(x)
+        _, mid, _ = model.trace(x[:, :12])
+        rest, _, _ = model.trace(x[:, 12:], mid)
+    assert torch.allclose(whole[:, 12:], rest, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(model="transformer"), "unknown --model"),
+    (dict(hidden_size=0), "hidden-size"),
+    (dict(dropout=1.0), "dropout"),
+])
+def test_bad_model_settings_are_clear_errors(bad, message):
+    with pytest.raises(CharrnnError, match=message):
+        ModelConfig(vocab_size=4, **bad)

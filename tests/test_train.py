@@ -1,0 +1,143 @@
+import json
+import math
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.errors import CharrnnError
+from charrnn.sample import SampleConfig, generate
+
+from conftest import train_run
+
+TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "\n") * 40
+
+
+def greedy(run, prime, length):
+    model, vocab, _ = checkpoint.load(run)
+    return "".join(generate(model, vocab, prime, SampleConfig(temperature=0, length=length),
+                            torch.Generator().manual_seed(0)))
+
+
+def test_hello_learns_h_e_l_l_o(write, tmp_path):
+    """The lectures' example: after "h", a trained model continues "ello"."""
+    _, outcome = train_run(write("hello.txt", "hello"), tmp_path / "run", val_frac=0.0,
+                           max_steps=150, lr=1e-2, batch_size=1, seq_len=4)
+    assert outcome.best_val_loss < 0.05
+    assert greedy(tmp_path / "run", "h", 4) == "ello"
+
+
+def test_a_small_text_is_overfitted(write, tmp_path):
+    _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", val_frac=0.0,
+                           max_steps=300, lr=1e-2, batch_size=4, seq_len=32,
+                           model={"hidden_size": 64})
+    assert outcome.best_val_loss < 0.1
+    assert greedy(tmp_path / "run", "The quick", 35) == " brown fox jumps over the lazy dog."
+
+
+def test_run_directory_holds_a_self_describing_checkpoint(write, tmp_path):
+    _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", max_steps=20, eval_every=10)
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} == {"config.json", "model.safetensors", "latest.pt",
+                                               "metrics.jsonl"}
+    config = json.loads((run / "config.json").read_text())
+    assert config["format_version"] == checkpoint.FORMAT_VERSION
+    assert config["model"]["model"] == "lstm" and config["train"]["max_steps"] == 20
+    assert config["vocab"] == sorted(set(TEXT)) and config["torch_version"]
+    assert config["best_val_loss"] == pytest.approx(outcome.best_val_loss)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [10, 20]
+    assert metrics[-1]["val_bpc"] == pytest.approx(metrics[-1]["val_loss"] / math.log(2))
+    state = torch.load(run / "latest.pt", weights_only=True)
+    assert state["step"] == 20
+
+
+def test_save_then_load_gives_identical_logits(write, tmp_path):
+    trainer, _ = train_run(write("fox.txt", TEXT), tmp_path / "run", max_steps=5, eval_every=5)
+    loaded, vocab, _ = checkpoint.load(tmp_path / "run")
+    x = torch.from_numpy(vocab.encode("The lazy dog").astype("int64"))[None]
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.equal(trainer.model(x)[0], loaded(x)[0])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_resume_after_n_steps_equals_an_uninterrupted_2n_step_run(write, tmp_path, kind):
+    corpus = write("fox.txt", TEXT)
+    settings = dict(max_steps=24, eval_every=5, batch_size=3, seq_len=8, warmup_steps=5)
+    model = {"model": kind, "layers": 2, "dropout": 0.2}  # dropout: the RNG state must carry over
+    _, whole = train_run(corpus, tmp_path / "whole", model=model, callback=lambda t: None,
+                         **settings)
+
+    def stop_at_12(trainer):
+        if trainer.step == 12:
+            trainer.interrupt()
+
+    _, first = train_run(corpus, tmp_path / "split", model=model, callback=stop_at_12,
+                         **settings)
+    assert first.stopped_by == "interrupted" and first.step == 12
+    _, second = train_run(None, tmp_path / "split", resume=True, callback=lambda t: None)
+    assert second.step == 24
+    assert first.losses + second.losses == whole.losses  # loss for loss, bit for bit
+
+    def evaluations(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["train_loss"], r["val_loss"]) for r in map(json.loads, lines)]
+
+    assert evaluations(tmp_path / "split") == evaluations(tmp_path / "whole")
+
+
+def test_unicode_corpus_trains_and_samples(write, tmp_path):
+    text = "안녕하세요 세계! Ça va, naïve café? 🎉🐍 日本語のテキスト。\n" * 30
+    _, outcome = train_run(write("u.txt", text), tmp_path / "run", max_steps=120, lr=1e-2,
+                           batch_size=4, seq_len=32, model={"hidden_size": 64})
+    assert outcome.best_val_loss < 1.0
+    model, vocab, _ = checkpoint.load(tmp_path / "run")
+    out = "".join(generate(model, vocab, "안녕", SampleConfig(length=200),
+                           torch.Generator().manual_seed(3)))
+    assert len(out) == 200 and set(out) <= set(text)
+    assert "🎉" in greedy(tmp_path / "run", "Ça va, naïve café? ", 3)
+
+
+def test_init_from_keeps_old_rows_and_adds_new_characters(write, tmp_path):
+    from charrnn.train import TrainConfig, Trainer
+    from conftest import quiet
+
+    train_run(write("ab.txt", "abab\n" * 100), tmp_path / "base", max_steps=10, eval_every=10)
+    base, base_vocab, _ = checkpoint.load(tmp_path / "base")
+    trainer = Trainer(str(write("xy.txt", "abxy\n" * 100)), tmp_path / "new",
+                      TrainConfig(device="cpu", max_steps=1), init_from=tmp_path / "base",
+                      reporter=quiet())
+    assert trainer.vocab.chars == ("\n", "a", "b", "x", "y")
+    new_weights = trainer.model.embed.weight
+    for ch in "\nab":
+        assert torch.equal(new_weights[trainer.vocab.chars.index(ch)],
+                           base.embed.weight[base_vocab.chars.index(ch)])
+    assert torch.equal(trainer.model.rnn.weight_hh_l0, base.rnn.weight_hh_l0)
+    trainer.run_loop()
+
+
+def test_an_existing_run_is_not_overwritten_silently(write, tmp_path):
+    corpus = write("fox.txt", TEXT)
+    train_run(corpus, tmp_path / "run", max_steps=2)
+    with pytest.raises(CharrnnError, match="--resume"):
+        train_run(corpus, tmp_path / "run", max_steps=2)
+
+
+def test_resume_refuses_a_changed_corpus(write, tmp_path):
+    corpus = write("fox.txt", TEXT)
+    train_run(corpus, tmp_path / "run", max_steps=2)
+    corpus.write_text(TEXT.upper())
+    with pytest.raises(CharrnnError, match="changed"):
+        train_run(None, tmp_path / "run", resume=True)
+
+
+def test_time_budget_stops_the_run(write, tmp_path):
+    _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", time=1.0)
+    assert outcome.stopped_by == "time"
+
+
+def test_patience_stops_on_a_plateau(write, tmp_path):
+    _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", lr=1e-9, warmup_steps=0,
+                           eval_every=1, patience=2, max_steps=1000)
+    assert outcome.stopped_by == "patience" and outcome.step < 1000
