@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from charrnn import __version__, checkpoint
@@ -256,6 +257,125 @@ def sample(
             out.write(ch)
         out.write("\n")
     out.flush()
+
+
+@app.command("inspect-cells")
+def inspect_cells(
+    run: RunArg,
+    text: Annotated[Optional[Path], typer.Option("--text", help="Inspect this UTF-8 file "
+                                                 "instead of the run's validation text.")] = None,
+    prime: Annotated[Optional[str], typer.Option("--prime", help="Inspect this text and the "
+                                                 "model's continuation of it.")] = None,
+    length: Annotated[int, typer.Option("--length", help="Characters to inspect (with --prime: "
+                                        "to generate).")] = 1000,
+    offset: Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
+                                        "characters.")] = 0,
+    layer: Annotated[Optional[int], typer.Option("--layer", help="Layer, counted from 1. "
+                                                 "[default: all; the last with --cells]",
+                                                 show_default=False)] = None,
+    cells: Annotated[Optional[str], typer.Option("--cells", help="Cells to paint, like "
+                                                 "17,230.")] = None,
+    state: Annotated[Optional[str], typer.Option(
+        "--state", help="c (LSTM cell state, as tanh(c)), h (hidden state), or a gate: input, "
+        "forget, output, candidate (LSTM); reset, update, new (GRU). [default: c for an LSTM, "
+        "else h]", show_default=False)] = None,
+    top: Annotated[int, typer.Option("--top", help="Cells to paint when none are named; rows "
+                                     "of each probe table.")] = 3,
+    probe: Annotated[Optional[list[str]], typer.Option(
+        "--probe", help="Rank cells by correlation with a feature of the text; repeatable. "
+        "See --list-probes.", show_default=False)] = None,
+    probe_regex: Annotated[Optional[list[str]], typer.Option(
+        "--probe-regex", help="A probe that is on inside matches of this regular expression; "
+        "repeatable.", show_default=False)] = None,
+    list_probes: Annotated[bool, typer.Option("--list-probes", help="List the probes and "
+                                              "exit.")] = False,
+    gates: Annotated[bool, typer.Option("--gates", help="Table of gate saturation per "
+                                        "layer.")] = False,
+    surprisal: Annotated[bool, typer.Option("--surprisal", help="Paint each character by the "
+                                            "probability the model gave it.")] = False,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the views to "
+                                                     "this self-contained HTML file.")] = None,
+    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+    temperature: Annotated[float, typer.Option("--temperature", "--temp", help="With --prime: "
+                                               "sampling temperature.")] = 0.8,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "cpu",
+):
+    """Paint each character of a text by what a hidden cell does there; find cells by probes."""
+    from charrnn import cells as cell_inspection, probes, report
+    from charrnn.fileio import atomic_write_text
+
+    console = stdout_console(color)
+    if list_probes:
+        for p in probes.PROBES.values():
+            console.print(Text(f"{p.name:<10} {p.help}"))
+        console.print(Text("--probe-regex PATTERN: on inside matches of PATTERN"))
+        return
+    request = report.Request(state=state, layer=layer, cells=report.parse_cells(cells), top=top,
+                             probes=probe or [], regexes=probe_regex or [], gates=gates,
+                             surprisal=surprisal)
+    if length < 2 and prime is None:
+        raise CharrnnError(f"--length must be 2 or more, not {length}")
+    if offset < 0:
+        raise CharrnnError(f"--offset must be 0 or more, not {offset}")
+    from charrnn.train import pick_device
+
+    model, vocab, config = checkpoint.load(run, pick_device(device))
+    source = text_to_inspect(model, vocab, config, text, prime, length, offset, temperature,
+                             seed)
+    ins = cell_inspection.inspect(model, vocab, source)
+    built = report.build(ins, request)
+    report.show(console, built, ins)
+    if html_out is not None:
+        atomic_write_text(html_out, report.html(f"charrnn inspect-cells {run}", built, ins))
+        stderr_console().print(Text(f"wrote {html_out}"))
+
+
+def text_to_inspect(model, vocab, config, text_file, prime, length, offset, temperature, seed):
+    """The --text file, the --prime and its continuation, or the run's validation text."""
+    if text_file is not None and prime is not None:
+        raise CharrnnError("give --text or --prime, not both")
+    if text_file is not None:
+        try:
+            source = text_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CharrnnError(f"--text {text_file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CharrnnError(f"cannot read --text {text_file}: {e}") from None
+        return source[offset: offset + length]
+    if prime is not None:
+        import torch
+
+        from charrnn.sample import SampleConfig, check_prime, generate
+
+        prime = check_prime(prime, vocab, drop_unknown=False)
+        g = torch.Generator().manual_seed(seed if seed is not None else 0)
+        cfg = SampleConfig(temperature=temperature, length=length)
+        return prime + "".join(generate(model, vocab, prime, cfg, g))
+    from charrnn import corpus as corpora
+
+    info, train_cfg = config.get("corpus", {}), config.get("train", {})
+    path = Path(info.get("path", ""))
+    if not path.is_file():
+        raise CharrnnError(f"the run's corpus {path} is not here to take validation text from; "
+                           "pass --text FILE or --prime TEXT")
+    c = corpora.load(str(path), train_cfg.get("encoding", "utf-8"),
+                     train_cfg.get("errors", "strict"))
+    _, val = c.split(train_cfg.get("val_frac", 0.1))
+    if len(val) < 2:
+        val = c.ids
+    if offset >= len(val) - 1:
+        raise CharrnnError(f"--offset {offset} is past the end of the validation text "
+                           f"({len(val):,} characters)")
+    return c.vocab.decode(val[offset: offset + length])
+
+
+def stdout_console(color: str) -> Console:
+    if color not in ("auto", "always", "never"):
+        raise CharrnnError(f"--color must be auto, always or never, not {color!r}")
+    if color == "never":
+        return Console(color_system=None, no_color=True, highlight=False)
+    return Console(force_terminal=True if color == "always" else None, highlight=False)
 
 
 def main() -> None:

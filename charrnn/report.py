@@ -1,0 +1,140 @@
+"""What `inspect-cells` shows: the views of one inspection, for the terminal and for HTML.
+
+A view is a title and one value per character (with its scale); the terminal paints it with
+`render.heatmap`, the HTML page with the same colours. Tables (probe rankings, gate
+saturation) and summary lines go beside the views.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+from rich.console import Console
+from rich.text import Text
+
+from charrnn import page, probes, render
+from charrnn.cells import Inspection, default_state, describe, value_range
+from charrnn.errors import CharrnnError
+
+
+@dataclass
+class Request:
+    """The questions asked of one inspection (mirrors the command's options)."""
+
+    state: str | None = None  # None: tanh(c) for an LSTM, h otherwise
+    layer: int | None = None  # 1-based; None: all layers (or the last, with `cells`)
+    cells: list[int] = field(default_factory=list)
+    top: int = 3  # cells painted when none are named; rows of each probe table
+    probes: list[str] = field(default_factory=list)
+    regexes: list[str] = field(default_factory=list)
+    gates: bool = False
+    surprisal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.top < 1:
+            raise CharrnnError(f"--top must be 1 or more, not {self.top}")
+
+
+@dataclass
+class Report:
+    views: list[dict] = field(default_factory=list)  # title, values, lo, hi, marks
+    tables: list = field(default_factory=list)  # (heading, Rich table)
+    lines: list[str] = field(default_factory=list)  # summary lines
+
+
+def parse_cells(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise CharrnnError(f"--cells {text!r} is not a list of cell numbers like 17,230") from None
+
+
+def cell_view(ins: Inspection, state: str, layer: int, cell: int, note: str = "") -> dict:
+    lo, hi = value_range(state)
+    title = f"layer {layer} cell {cell} · {describe(state)}{note}"
+    return {"title": title, "values": ins.values(state, layer, cell), "lo": lo, "hi": hi}
+
+
+def build(ins: Inspection, req: Request) -> Report:
+    state = req.state or default_state(ins.model)
+    ins.check(state, req.layer, req.cells)
+    chosen = [probes.get(name) for name in req.probes]
+    chosen += [probes.regex_probe(pattern) for pattern in req.regexes]
+    report = Report()
+
+    if req.cells:
+        layer = req.layer or ins.layers
+        report.views += [cell_view(ins, state, layer, c) for c in req.cells]
+    elif not (chosen or req.gates or req.surprisal):
+        report.views += [cell_view(ins, state, k, c, " (one of the most active cells)")
+                         for k, c in ins.most_active(state, req.top, req.layer)]
+
+    if chosen:
+        columns = ins.columns(state)  # (N, layers * H), shared by every probe
+        for probe in chosen:
+            feature = probe.feature(ins.text)
+            if np.ptp(feature) == 0:
+                report.lines.append(f"probe {probe.name} ({probe.help}) is the same all through "
+                                    "this text, so no cell can follow it; inspect a text where "
+                                    "it changes (--text, --offset)")
+                continue
+            r = probes.correlations(columns, feature)
+            order = np.argsort(-np.abs(r), kind="stable")[: req.top]
+            ranked = [(int(k) // ins.hidden_size + 1, int(k) % ins.hidden_size, float(r[k]))
+                      for k in order]
+            report.tables.append((f"Probe {probe.name} ({probe.help}): the cells of "
+                                  f"{describe(state)} by |r|", render.correlation_table(ranked)))
+            layer, cell, best_r = ranked[0]
+            report.views.append(cell_view(ins, state, layer, cell,
+                                          f" · best for probe {probe.name}, r = {best_r:+.3f}"))
+
+    if req.gates:
+        rows = ins.gate_saturation()
+        if not rows:
+            report.lines.append("a vanilla RNN has no gates: --gates shows nothing for it")
+        else:
+            report.tables.append(("Gate saturation: the fraction of time steps below 0.1 "
+                                  "(left) and above 0.9 (right), as in the paper",
+                                  render.saturation_table(rows)))
+
+    if req.surprisal:
+        p, bits = ins.surprisal()
+        wrong = np.nan_to_num(p, nan=1.0) < 0.5
+        report.views.append({
+            "title": "probability the model gave each character (red: surprising; underlined: "
+                     "below 0.5, a mistake)",
+            "values": 2 * p - 1, "lo": -1.0, "hi": 1.0, "marks": wrong})
+        scored = len(p) - 1
+        report.lines.append(f"{bits:.3f} bits per character over {scored:,} predicted "
+                            f"characters; {int(wrong.sum()):,} ({wrong.sum() / scored:.1%}) "
+                            "got a probability below 0.5")
+    return report
+
+
+def show(console: Console, report: Report, ins: Inspection) -> None:
+    for heading, table in report.tables:
+        console.print(Text(heading, style="bold"))
+        console.print(table)
+        console.print()
+    for line in report.lines:
+        console.print(Text(line))
+    if report.lines:
+        console.print()
+    for view in report.views:
+        render.heatmap(console, view["title"], ins.text, np.asarray(view["values"]),
+                       view["lo"], view["hi"], view.get("marks"))
+
+
+def html(title: str, report: Report, ins: Inspection) -> str:
+    top_ids, top_p = ins.top_predictions(5)
+    glyphs = [[render.glyph(ins.vocab.chars[i]) for i in row] for row in top_ids]
+    summary = list(report.lines)
+    for heading, table in report.tables:  # the tables as plain lines, escaped by the page
+        console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
+        console.print(table)
+        summary += ["", heading] + console.export_text().rstrip().splitlines()
+    return page.build(title, ins.text, report.views, glyphs, top_p, summary)

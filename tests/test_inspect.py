@@ -1,0 +1,208 @@
+import io
+import json
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from charrnn import cells, checkpoint, page, probes, render, report
+from charrnn.cli import app
+from charrnn.model import CharRNN, ModelConfig
+
+from conftest import train_run
+
+runner = CliRunner()
+
+
+def quoted_text(n_words, seed):
+    """Lower-case words outside double quotes, upper-case inside: the next character depends
+    on whether the text is inside quotes, so a good model must track it."""
+    rng = random.Random(seed)
+    out, inside = [], False
+    for _ in range(n_words):
+        word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 6)))
+        if rng.random() < 0.2:
+            out.append('"')
+            inside = not inside
+        out.append((word.upper() if inside else word) + " ")
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def quote_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quotes")
+    corpus = folder / "quotes.txt"
+    corpus.write_text(quoted_text(6000, 0))
+    train_run(corpus, folder / "run", model={"hidden_size": 32, "layers": 2},
+              max_steps=300, lr=1e-2, batch_size=16, seq_len=64, eval_every=100)
+    return folder / "run"
+
+
+def best_quote_r(model, vocab):
+    ins = cells.inspect(model, vocab, quoted_text(400, 1))
+    r = probes.correlations(ins.columns("c"), probes.quote(ins.text))
+    return ins, r
+
+
+def test_a_quote_tracking_cell_is_discovered(quote_run):
+    model, vocab, _ = checkpoint.load(quote_run)
+    ins, r = best_quote_r(model, vocab)
+    assert np.abs(r).max() > 0.8
+    built = report.build(ins, report.Request(probes=["quote"]))
+    best = built.views[0]
+    k = int(np.argmax(np.abs(r)))
+    assert best["title"].startswith(f"layer {k // 32 + 1} cell {k % 32} ")
+    # the control: the same network untrained has no such cell
+    torch.manual_seed(1337)
+    untrained = CharRNN(model.config).eval()
+    assert np.abs(best_quote_r(untrained, vocab)[1]).max() < 0.8
+
+
+def paint(color_system, text="ab\ncd", values=(-1.0, 0.0, 1.0, 0.5, -0.5), width=40):
+    out = io.StringIO()
+    console = Console(file=out, color_system=color_system, force_terminal=color_system is not None,
+                      width=width, no_color=color_system is None)
+    render.heatmap(console, "layer 1 cell 0", text, np.asarray(values), -1.0, 1.0)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("system, codes", [
+    ("truecolor", ["48;2;202;0;32", "48;2;5;113;176"]),  # -1 red, +1 blue, exactly
+    ("256", ["48;5;160", "48;5;25"]),
+    ("standard", ["41", "4[46]", "10?7"]),  # red, blue (or cyan), white of the 16 colours
+])
+def test_heatmap_paints_under_each_colour_system(system, codes):
+    # a fresh process per colour system: Rich caches a style's escape codes process-wide
+    script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
+             f"from test_inspect import paint; print(paint({system!r}), end='')"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout
+    for code in codes:
+        assert re.search(r"\x1b\[(?:[0-9]+;)*(?:" + code + r")m", out), (code, out)
+    assert "↵" in out and "▁" not in out  # the block row is only for no colour
+
+
+def test_without_colour_block_rows_show_strong_and_weak_values():
+    out = paint(None, text="abcde", values=(-1.0, -0.2, 0.0, 0.3, 1.0))
+    assert "\x1b" not in out
+    lines = out.splitlines()
+    text_row = lines.index("abcde")
+    blocks = lines[text_row + 1]
+    assert blocks[0] == " " and blocks[-1] == "█" and blocks[2] == "▄"
+    assert render.BLOCKS.index(blocks[1]) < render.BLOCKS.index(blocks[3])
+
+
+def test_hostile_text_is_shown_never_interpreted():
+    text = "[bold red]x[/] \x1b[31mred\x00 <b>"
+    for system in ("truecolor", None):
+        out = paint(system, text=text, values=np.zeros(len(text)))
+        shown = re.sub(r"\x1b\[[0-9;]*m", "", out)  # what Rich itself added
+        assert "[bold red]x[/]" in shown and "␛[31mred␀" in shown
+        assert "\x1b" not in shown and "\x00" not in shown
+
+
+def test_wrapping_keeps_block_rows_aligned_with_text():
+    text = "x" * 25 + "\n" + "y" * 5
+    out = paint(None, text=text, values=np.linspace(-1, 1, len(text)), width=10)
+    lines = out.splitlines()
+    rows = lines[lines.index("x" * 10):][:8]
+    assert rows[0::2] == ["x" * 10, "x" * 10, "xxxxx↵", "yyyyy"]
+    assert [len(r) for r in rows[1::2]] == [10, 10, 6, 5]  # one glyph under each character
+
+
+HOSTILE = 'abc "</script><script>alert(1)</script>" & <!-- x \x1b[31m [b]y[/b] \u202e'
+
+
+def hostile_page(title="<title>"):
+    n = len(HOSTILE)
+    view = {"title": "<i>view</i>", "values": np.linspace(-1, 1, n), "lo": -1.0, "hi": 1.0}
+    top = [["<", "&", "\n", "\x00", "a"]] * n
+    return page.build(title, HOSTILE, [view], top, np.full((n, 5), 0.2), ["<b>summary</b>"])
+
+
+def page_data(doc):
+    found = re.search(r'<script type="application/json" id="data">(.*?)</script>', doc, re.S)
+    return json.loads(found.group(1))
+
+
+def test_html_escapes_hostile_text_and_needs_no_network():
+    doc = hostile_page()
+    assert "<script>alert" not in doc and "<!-- x" not in doc and "<i>" not in doc
+    assert "&lt;title&gt;" in doc and "&lt;b&gt;summary&lt;/b&gt;" in doc
+    assert "\x1b" not in doc and "\u202e" not in doc
+    assert not re.search(r"""(src|href)\s*=|https?://|@import|url\(""", doc)
+    assert "".join(page_data(doc)["glyphs"]).startswith('abc "</script><script>alert(1)')
+
+
+def test_html_carries_the_models_top5_predictions(quote_run):
+    model, vocab, _ = checkpoint.load(quote_run)
+    ins = cells.inspect(model, vocab, quoted_text(30, 3))
+    data = page_data(report.html("run", report.build(ins, report.Request()), ins))
+    assert len(data["top"]) == len(ins.text) and all(len(t) == 5 for t in data["top"])
+    probs = [p for _, p in data["top"][0]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    i = 10
+    best = vocab.chars[int(np.argmax(ins.next_probs[i]))]
+    assert data["top"][i][0][0] == render.glyph(best)
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_inspect_cells_cli_end_to_end(quote_run, tmp_path):
+    default = invoke("inspect-cells", quote_run, "--length", 300, "--color", "never")
+    assert default.exit_code == 0, default.output
+    assert default.stdout.count("(one of the most active cells)") == 3
+    chosen = invoke("inspect-cells", quote_run, "--layer", 1, "--cells", "3,5", "--length", 100,
+                    "--color", "never")
+    assert "layer 1 cell 3 · tanh(c)" in chosen.stdout and "layer 1 cell 5" in chosen.stdout
+    text = tmp_path / "t.txt"
+    text.write_text(quoted_text(100, 7))
+    probed = invoke("inspect-cells", quote_run, "--text", text, "--probe", "quote",
+                    "--probe-regex", "[A-Z]+", "--top", 2, "--color", "never", "--state", "h")
+    assert probed.exit_code == 0
+    assert "Probe quote" in probed.stdout and "best for probe quote" in probed.stdout
+    assert "regex [A-Z]+" in probed.stdout
+    flat = invoke("inspect-cells", quote_run, "--text", text, "--probe", "if-paren",
+                  "--color", "never")
+    assert flat.exit_code == 0 and "probe if-paren" in flat.stdout
+    assert "no cell can follow it" in flat.stdout and "best for probe" not in flat.stdout
+    gates = invoke("inspect-cells", quote_run, "--gates", "--length", 200, "--color", "never")
+    assert "Gate saturation" in gates.stdout and "forget" in gates.stdout
+    surprise = invoke("inspect-cells", quote_run, "--surprisal", "--length", 300,
+                      "--color", "never", "--html", tmp_path / "s.html")
+    assert re.search(r"\d\.\d{3} bits per character", surprise.stdout)
+    assert (tmp_path / "s.html").read_text().startswith("<!DOCTYPE html>")
+    primed = invoke("inspect-cells", quote_run, "--prime", 'ab "CD', "--length", 50,
+                    "--seed", 1, "--color", "never")
+    assert primed.exit_code == 0 and 'ab·"CD' not in primed.stdout
+    listed = invoke("inspect-cells", quote_run, "--list-probes")
+    assert all(name in listed.stdout for name in probes.PROBES)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--layer", "3"], "--layer 3 does not exist"),
+    (["--layer", "0"], "--layer 0 does not exist"),
+    (["--cells", "32"], "--cells 32 does not exist"),
+    (["--cells", "x,y"], "not a list of cell numbers"),
+    (["--state", "reset"], "unknown --state"),
+    (["--probe", "sarcasm"], "unknown --probe"),
+    (["--probe-regex", "(["], "not a valid regular expression"),
+    (["--color", "sometimes"], "--color"),
+    (["--text", "missing.txt"], "does not exist"),
+    (["--prime", "abc§"], "never saw"),
+    (["--offset", "999999999"], "past the end"),
+])
+def test_inspect_cells_mistakes_are_one_clear_line(quote_run, args, needle):
+    result = invoke("inspect-cells", quote_run, "--length", 100, *args)
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from charrnn import probes
+from charrnn.errors import CharrnnError
+
+
+def on(text, feature):
+    """The characters where a feature is non-zero, as a string (for readable asserts)."""
+    return "".join(ch for ch, f in zip(text, feature) if f)
+
+
+def test_quote_is_on_from_an_opening_quote_to_its_closing_one():
+    text = 'he said "hi there" and "bye"'
+    f = probes.quote(text)
+    assert on(text, f) == '"hi there' + '"bye'
+    assert f[text.index("said")] == 0 and f[text.index("hi")] == 1
+
+
+def test_depth_counts_nested_brackets_and_never_goes_negative():
+    text = "a(b[c{d}e]f)g) (h)"
+    d = probes.depth(text)
+    assert d[text.index("a")] == 0 and d[text.index("b")] == 1 and d[text.index("c")] == 2
+    assert d[text.index("d")] == 3 and d[text.index("g")] == 0
+    assert d.min() == 0 and d[text.index("h")] == 1
+
+
+def test_comment_and_string_spans_for_c_python_and_latex():
+    c = 'x = 1; /* note "a" */ y = "s/*"; // tail\nz'
+    assert on(c, probes.comment(c)) == '/* note "a" */"s/*"// tail'
+    py = "a = '#no' # yes\nb"
+    assert on(py, probes.comment(py)) == "'#no'# yes"
+    tex = r"50\% off % real comment" + "\nnext"
+    assert on(tex, probes.comment(tex)) == "% real comment"
+
+
+def test_if_paren_covers_the_condition_with_nested_parens():
+    text = "if (a && (b || c)) { f(x); } elif(y)"
+    assert on(text, probes.if_paren(text)) == "(a && (b || c))"
+
+
+def test_indent_and_line_position():
+    text = "def f():\n    return 1\n\tx\n"
+    ind = probes.indent(text)
+    assert ind[text.index("def")] == 0 and ind[text.index("return")] == 4
+    assert ind[text.index("x")] == 4
+    pos = probes.line_pos(text)
+    assert pos[text.index("return")] == 4 and pos[text.index("def")] == 0
+    assert pos[text.index("\n")] == 8
+
+
+def test_regex_probe_marks_matches():
+    text = "see https://example.org/x now"
+    f = probes.regex_probe(r"https?://\S+").feature(text)
+    assert on(text, f) == "https://example.org/x"
+
+
+def test_correlations_find_the_matching_column():
+    rng = np.random.default_rng(0)
+    feature = (rng.random(500) > 0.5).astype(float)
+    acts = rng.normal(size=(500, 10))
+    acts[:, 7] = -feature + 0.01 * rng.normal(size=500)
+    acts[:, 3] = 1.0  # a flat cell has no correlation, not NaN
+    r = probes.correlations(acts, feature)
+    assert np.argmax(np.abs(r)) == 7 and r[7] < -0.99 and r[3] == 0
+
+
+def test_bad_probe_names_and_regexes_are_clear_errors():
+    with pytest.raises(CharrnnError, match="unknown --probe"):
+        probes.get("sarcasm")
+    with pytest.raises(CharrnnError, match="not a valid regular expression"):
+        probes.regex_probe("(unclosed")
