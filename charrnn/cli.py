@@ -224,14 +224,14 @@ def sample(
     num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples, one "
                                              "after another.")] = 1,
     seed: SeedOpt = None,
-    device: DeviceOpt = "cpu",
 ):
-    """Stream text from a trained run to stdout (everything else goes to stderr)."""
+    """Stream text from a trained run to stdout (everything else goes to stderr).
+
+    Sampling runs on the CPU: one character at a time, a CPU beats a GPU's launch costs."""
     import torch
 
     from charrnn.output import TextOut
     from charrnn.sample import SampleConfig, check_prime, generate
-    from charrnn.train import pick_device
 
     cfg = SampleConfig(temperature=0.0 if argmax else temperature, top_k=top_k, top_p=top_p,
                        length=length)
@@ -244,7 +244,7 @@ def sample(
             prime = prime_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise CharrnnError(f"cannot read --prime-file {prime_file}: {e}") from None
-    model, vocab, _ = checkpoint.load(run, pick_device(device))
+    model, vocab, _ = checkpoint.load(run)
     prime = check_prime(prime, vocab, drop_unknown)
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))

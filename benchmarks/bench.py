@@ -1,0 +1,388 @@
+"""charrnn benchmarks: every figure beside a baseline measured in the same run, on this machine.
+
+    python benchmarks/bench.py            # the full set (about 15 minutes on a 2-core CPU)
+    python benchmarks/bench.py --quick    # a smaller set, in under two minutes
+
+Prints a table and writes the same figures as JSON (benchmarks/results/latest.json, or --json).
+
+- training: charrnn's training step against a minimal reference loop written here (nn.Embedding
+  + nn.LSTM + nn.Linear, AdamW, clipping), same configuration, same process, interleaved;
+  and the achieved GFLOP/s against a matrix-multiply peak measured in the same run.
+- sampling: batch 1, streaming 2,000 characters, against the plain per-character loop, for
+  lstm, gru and rnn; and whether the fast path writes the same text as the straightforward one.
+  Each path runs in a fresh process, as a sampling script does: in a process that has already
+  run large batches, nn.LSTM at batch 1 runs up to 4x faster (glibc's malloc keeps the large
+  buffers it would otherwise map and fault in again on every call), so in-process figures
+  depend on what ran before.
+- encoding: MB/s and peak resident memory encoding a generated UTF-8 text with a few hundred
+  distinct characters (100 MB; 20 MB with --quick), in a fresh process.
+- memory: peak resident memory training on a generated 1 GB corpus (full run only).
+- quality: validation loss after a fixed wall-clock budget with default settings on
+  ../shared/corpora/tinyshakespeare.txt (skipped when absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from charrnn import checkpoint  # noqa: E402
+from charrnn.model import CharRNN, ModelConfig  # noqa: E402
+from charrnn.output import TextOut  # noqa: E402
+from charrnn.sample import SampleConfig, generate  # noqa: E402
+from charrnn.train import TrainConfig, Trainer  # noqa: E402
+from charrnn.vocab import Vocab  # noqa: E402
+
+TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+TARGETS = {"train_ratio": 0.97, "sample_512": 12.0, "sample_128": 2.5, "encode_mb_s": 50.0,
+           "rss_1gb_mb": 1536.0, "quality_4m": 1.55}
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU, {torch.get_num_threads()} threads"
+
+
+# ---------------------------------------------------------------------------------------------
+# Matrix-multiply peak
+
+
+def matmul_peak(device: torch.device, seconds: float = 1.5) -> float:
+    """The best float32 matrix-multiply rate here, GFLOP/s. On a CPU both BLAS (torch.mm) and
+    oneDNN (what nn.LSTM runs on) are tried: on some CPUs one is twice the other."""
+    n = 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    candidates = [lambda: a @ b]
+    if device.type == "cpu" and torch.backends.mkldnn.is_available():
+        from torch.utils import mkldnn as onednn
+
+        linear = onednn.to_mkldnn(nn.Linear(n, n, bias=False))
+        x = torch.randn(n, n).to_mkldnn()
+        candidates.append(lambda: linear(x))
+    best = 0.0
+    with torch.no_grad():
+        for fn in candidates:
+            fn()
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / len(candidates):
+                fn()
+                reps += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def step_flops(layers: int, hidden: int, emb: int, vocab: int, chars: int, gates: int = 4):
+    """Matrix-multiply FLOPs of one step: forward, and backward at twice the forward."""
+    recurrent = sum(2 * gates * hidden * ((emb if k == 0 else hidden) + hidden)
+                    for k in range(layers))
+    return 3 * chars * (recurrent + 2 * hidden * vocab)
+
+
+class Reference:
+    """The plain training loop a person would write first."""
+
+    def __init__(self, vocab: int, layers: int, hidden: int, emb: int, device):
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(vocab, emb).to(device)
+        self.rnn = nn.LSTM(emb, hidden, layers, batch_first=True).to(device)
+        self.head = nn.Linear(hidden, vocab).to(device)
+        self.params = [*self.emb.parameters(), *self.rnn.parameters(), *self.head.parameters()]
+        self.opt = torch.optim.AdamW(self.params, lr=2e-3)
+        self.h = None
+
+    def step(self, x, y):
+        out, h = self.rnn(self.emb(x), self.h)
+        self.h = tuple(s.detach() for s in h)
+        logits = self.head(out)
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 5.0)
+        self.opt.step()
+        return loss
+
+
+def bench_training(corpus: Path, device, layers, hidden, seq, batch, blocks, steps, peak):
+    cfg = TrainConfig(batch_size=batch, seq_len=seq, device=str(device), max_steps=10**9,
+                      warmup_steps=0)
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(str(corpus), Path(run) / "run", cfg,
+                          {"hidden_size": hidden, "layers": layers, "embedding_size": 64},
+                          reporter=_quiet())
+    streams = trainer.train_streams
+    data = torch.from_numpy(np.asarray(streams.inputs, dtype=np.int64))  # (B, L)
+    target = torch.from_numpy(np.asarray(streams.targets, dtype=np.int64))
+    ref = Reference(len(trainer.vocab), layers, hidden, 64, device)
+    window = [0]
+
+    def ours():
+        i = window[0] % streams.windows
+        x, y = streams.tensors(i, device)
+        trainer.train_step(x, y, cfg.lr)
+        window[0] += 1
+
+    def reference():
+        i = window[0] % streams.windows
+        cols = slice(i * seq, (i + 1) * seq)
+        ref.step(data[:, cols].to(device), target[:, cols].to(device))
+        window[0] += 1
+
+    def timed(fn, n):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return n * batch * seq / (time.perf_counter() - start)
+
+    timed(ours, 3), timed(reference, 3)  # warm up allocators and kernels
+    rates = {"charrnn": [], "reference": []}
+    for _ in range(blocks):  # interleaved, so drift in the machine hits both alike
+        rates["reference"].append(timed(reference, steps))
+        rates["charrnn"].append(timed(ours, steps))
+    ours_rate = statistics.median(rates["charrnn"])
+    ref_rate = statistics.median(rates["reference"])
+    flops = step_flops(layers, hidden, 64, len(trainer.vocab), batch * seq) / (batch * seq)
+    return {"config": f"{layers}x{hidden} lstm, seq {seq}, batch {batch}",
+            "charrnn_chars_per_s": ours_rate, "reference_chars_per_s": ref_rate,
+            "ratio": ours_rate / ref_rate, "gflops": ours_rate * flops / 1e9,
+            "fraction_of_peak": ours_rate * flops / 1e9 / peak}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def sampling_model(kind: str, layers: int, hidden: int) -> tuple[CharRNN, Vocab]:
+    vocab = Vocab(tuple(sorted(set(TINYSHAKESPEARE.read_text()[:20000])))
+                  if TINYSHAKESPEARE.exists() else tuple(chr(32 + i) for i in range(65)))
+    torch.manual_seed(0)
+    return CharRNN(ModelConfig(vocab_size=len(vocab), model=kind, layers=layers,
+                               hidden_size=hidden)).eval(), vocab
+
+
+def sampling_worker(kind: str, layers: int, hidden: int, n: int, mode: str) -> dict:
+    """Run in a fresh process, as a user's sampling script would be: chars/s of one path."""
+    model, vocab = sampling_model(kind, layers, hidden)
+    sink = TextOut(io.StringIO())
+    if mode == "plain":  # one nn.LSTM/GRU/RNN call per character, the way a person writes it
+        g = torch.Generator().manual_seed(0)
+        x = torch.tensor([[vocab.chars.index("\n") if "\n" in vocab.chars else 0]])
+        state = None
+        with torch.no_grad():
+            start = time.perf_counter()
+            for _ in range(n):
+                logits, state = model(x, state)
+                probs = torch.softmax(logits[0, -1] / 0.8, dim=-1)
+                i = torch.multinomial(probs, 1, generator=g)
+                sink.write(vocab.chars[int(i)])
+                x = i.view(1, 1)
+        return {"chars_per_s": n / (time.perf_counter() - start)}
+    start = time.perf_counter()
+    text = []
+    for ch in generate(model, vocab, "\n", SampleConfig(length=n),
+                       torch.Generator().manual_seed(1), fast=mode == "fast"):
+        sink.write(ch)
+        text.append(ch)
+    return {"chars_per_s": n / (time.perf_counter() - start), "text": "".join(text)}
+
+
+def in_fresh_process(*args) -> dict:
+    code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench; "
+            f"print(json.dumps(bench.sampling_worker(*{args!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out)
+
+
+def bench_sampling(kind: str, layers: int, hidden: int, n: int, n_plain: int, n_check: int):
+    plain = in_fresh_process(kind, layers, hidden, n_plain, "plain")["chars_per_s"]
+    fast = in_fresh_process(kind, layers, hidden, n, "fast")
+    slow = in_fresh_process(kind, layers, hidden, n_check, "straightforward")
+    return {"config": f"{layers}x{hidden} {kind}", "charrnn_chars_per_s": fast["chars_per_s"],
+            "plain_chars_per_s": plain, "ratio": fast["chars_per_s"] / plain,
+            "straightforward_chars_per_s": slow["chars_per_s"],
+            "same_text": fast["text"][:n_check] == slow["text"], "checked_chars": n_check}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and memory
+
+
+def generated_text(path: Path, megabytes: int, seed: int = 0) -> None:
+    """UTF-8 text of about `megabytes` MB over ~300 distinct characters, lines of 20-120."""
+    rng = np.random.default_rng(seed)
+    alphabet = np.array([*range(32, 127), *range(0xC0, 0x180), *range(0x391, 0x3CA),
+                         *range(0x4E00, 0x4E30), 0x1F600, 0x1F389], dtype=np.uint32)
+    weights = rng.random(len(alphabet)) ** 3
+    weights /= weights.sum()
+    written = 0
+    with open(path, "wb") as f:
+        while written < megabytes * 1_000_000:
+            cps = rng.choice(alphabet, size=4_000_000, p=weights)
+            cps[rng.integers(20, 120, size=len(cps)).cumsum() % len(cps)] = 10
+            data = cps.astype("<u4").tobytes().decode("utf-32-le").encode("utf-8")
+            data = data[: megabytes * 1_000_000 - written]
+            data = data.decode("utf-8", "ignore").encode("utf-8")  # whole characters only
+            f.write(data)
+            written += len(data)
+
+
+def run_measured(args: list[str], env: dict) -> tuple[float, float, str]:
+    """(seconds, peak resident MB, stderr) of a fresh process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read().decode("utf-8", "replace")
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args} failed: {stderr[-2000:]}")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, stderr
+
+
+def bench_encoding(folder: Path, megabytes: int) -> dict:
+    path = folder / f"generated-{megabytes}mb.txt"
+    generated_text(path, megabytes)
+    env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-encode")}
+    code = ("import sys; from charrnn import corpus; c = corpus.load(sys.argv[1]); "
+            "print(len(c.ids), len(c.vocab), file=sys.stderr)")
+    seconds, rss, out = run_measured([sys.executable, "-c", code, str(path)], env)
+    chars, distinct = map(int, out.split())
+    size = path.stat().st_size
+    return {"megabytes": size / 1e6, "characters": chars, "distinct": distinct,
+            "seconds": seconds, "mb_per_s": size / 1e6 / seconds, "peak_rss_mb": rss}
+
+
+def bench_big_training(folder: Path) -> dict:
+    path = folder / "generated-1000mb.txt"
+    generated_text(path, 1000, seed=1)
+    env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-big")}
+    args = [sys.executable, "-m", "charrnn", "train", str(path), "--out", str(folder / "big"),
+            "--max-steps", "40", "--eval-every", "20", "--device", "cpu"]
+    seconds, rss, _ = run_measured(args, env)
+    path.unlink()
+    return {"megabytes": 1000, "seconds": seconds, "peak_rss_mb": rss}
+
+
+def bench_quality(folder: Path, seconds: int) -> dict:
+    run = folder / f"quality-{seconds}s"
+    env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-quality")}
+    run_measured([sys.executable, "-m", "charrnn", "train", str(TINYSHAKESPEARE), "--out",
+                  str(run), "--time", f"{seconds}s", "--device", "cpu"], env)
+    config = checkpoint.read_config(run)
+    return {"seconds": seconds, "best_val_loss": config["best_val_loss"],
+            "steps": config["step"]}
+
+
+def _quiet():
+    from rich.console import Console
+
+    from charrnn.progress import Reporter
+    return Reporter(Console(stderr=True, quiet=True))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller set, under two minutes")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
+                        "latest.json", help="where to write the figures")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="sections: training sampling encoding memory quality")
+    args = parser.parse_args()
+    quick = args.quick
+    sections = set(args.only or ["training", "sampling", "encoding", "memory", "quality"])
+    if quick:
+        sections.discard("memory")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results = {"device": device_name(), "torch": torch.__version__, "quick": quick,
+               "when": time.strftime("%Y-%m-%d %H:%M")}
+    print(f"charrnn benchmarks on {results['device']}, torch {torch.__version__}"
+          f"{' (quick)' if quick else ''}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        corpus = TINYSHAKESPEARE
+        if not corpus.exists():
+            corpus = folder / "generated.txt"
+            generated_text(corpus, 2)
+        if "training" in sections:
+            peak = matmul_peak(device)
+            results["matmul_peak_gflops"] = peak
+            print(f"matrix-multiply peak: {peak:,.1f} GFLOP/s", flush=True)
+            results["training"] = []
+            for layers, hidden, seq, batch, steps in ((2, 128, 50, 50, 20), (2, 512, 100, 50, 4)):
+                r = bench_training(corpus, device, layers, hidden, seq, batch,
+                                   blocks=3 if quick else 7, steps=steps, peak=peak)
+                results["training"].append(r)
+                print(f"train {r['config']}: charrnn {r['charrnn_chars_per_s']:,.0f} chars/s, "
+                      f"reference {r['reference_chars_per_s']:,.0f}: {r['ratio']:.3f}x "
+                      f"(target >= {TARGETS['train_ratio']}); {r['gflops']:.1f} GFLOP/s, "
+                      f"{r['fraction_of_peak']:.0%} of peak", flush=True)
+        if "sampling" in sections:
+            results["sampling"] = []
+            for kind in ("lstm", "gru", "rnn"):
+                for layers, hidden in ((2, 128), (2, 512)):
+                    n_plain = 2000 if hidden == 128 or not quick else 300
+                    n_check = 2000 if hidden == 128 or not quick else 300
+                    r = bench_sampling(kind, layers, hidden, 2000, n_plain, n_check)
+                    results["sampling"].append(r)
+                    target = TARGETS["sample_512" if hidden == 512 else "sample_128"]
+                    print(f"sample {r['config']}: charrnn {r['charrnn_chars_per_s']:,.0f} "
+                          f"chars/s, plain loop {r['plain_chars_per_s']:,.0f}: "
+                          f"{r['ratio']:.1f}x (target >= {target}); the straightforward "
+                          f"path {r['straightforward_chars_per_s']:,.0f}; same text as it "
+                          f"over {r['checked_chars']} chars: "
+                          f"{r['same_text']}", flush=True)
+        if "encoding" in sections:
+            r = bench_encoding(folder, 20 if quick else 100)
+            results["encoding"] = r
+            print(f"encode {r['megabytes']:.0f} MB ({r['distinct']} distinct characters): "
+                  f"{r['mb_per_s']:.0f} MB/s (target >= {TARGETS['encode_mb_s']}), peak "
+                  f"{r['peak_rss_mb']:.0f} MB resident", flush=True)
+        if "memory" in sections:
+            r = bench_big_training(folder)
+            results["big_corpus"] = r
+            print(f"train on a 1 GB corpus (encode + 40 steps): peak {r['peak_rss_mb']:.0f} MB "
+                  f"resident (target < {TARGETS['rss_1gb_mb']:.0f}), {r['seconds']:.0f} s",
+                  flush=True)
+        if "quality" in sections and TINYSHAKESPEARE.exists():
+            results["quality"] = []
+            for seconds in ((60,) if quick else (60, 240)):
+                r = bench_quality(folder, seconds)
+                results["quality"].append(r)
+                print(f"quality: tinyshakespeare, defaults, {seconds} s: best validation loss "
+                      f"{r['best_val_loss']:.4f} nats/char after {r['steps']} steps", flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
