@@ -32,6 +32,8 @@ def fit(n: int, batch_size: int, seq_len: int) -> tuple[int, int, str | None]:
 class Streams:
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
         self.batch_size, self.seq_len = batch_size, seq_len
+        self.ids = ids
+        self.device_data: torch.Tensor | None = None
         self.stream_len = (len(ids) - 1) // batch_size
         L = self.stream_len
         self.inputs = ids[: batch_size * L].reshape(batch_size, L)  # (B, L)
@@ -42,12 +44,32 @@ class Streams:
         cols = slice(i * self.seq_len, (i + 1) * self.seq_len)
         return self.inputs[:, cols], self.targets[:, cols]  # (B, T) each
 
+    def to(self, device: torch.device, keep: bool | None = None,
+           max_bytes: int = 1 << 30) -> Streams:
+        """On a GPU, keep the whole split there when it fits: then a step reads its window with
+        no host-to-device copy and no synchronisation. (`keep` forces the choice.)"""
+        B, L = self.inputs.shape
+        if keep is None:
+            keep = device.type != "cpu" and self.inputs.nbytes <= max_bytes
+        self.device_data = None
+        if keep:
+            ids = self.ids[: B * L + 1]
+            if ids.dtype != np.uint8:  # torch has no uint16/uint32 arithmetic on every device
+                ids = ids.astype(np.int32)
+            self.device_data = torch.from_numpy(np.ascontiguousarray(ids)).to(device)
+        return self
+
     def tensors(self, i: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window i as int64 tensors (B, T) on `device`."""
+        data = self.device_data
+        if data is not None:
+            B, L, T = self.batch_size, self.stream_len, self.seq_len
+            starts = torch.arange(B, device=device) * L + i * T  # (B,)
+            cols = starts[:, None] + torch.arange(T + 1, device=device)  # (B, T + 1)
+            window = data[cols].long()
+            return window[:, :-1], window[:, 1:]
         x, y = self.window(i)
         # int64 on the host, then one copy to the device: no per-character work in Python
         x = torch.from_numpy(x.astype(np.int64))
         y = torch.from_numpy(y.astype(np.int64))
-        if device.type == "cuda":
-            return (x.pin_memory().to(device, non_blocking=True),
-                    y.pin_memory().to(device, non_blocking=True))
-        return x.to(device), y.to(device)
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)

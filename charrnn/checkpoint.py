@@ -14,13 +14,13 @@ Every file is written atomically, so a crash leaves the previous version whole.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors_bytes
+from safetensors import safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
 import charrnn
@@ -34,6 +34,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 LATEST = "latest.pt"
 METRICS = "metrics.jsonl"
+MAX_CONFIG_BYTES = 64 << 20  # a vocabulary of every Unicode character fits many times over
 
 
 def is_run(path: Path) -> bool:
@@ -54,19 +55,25 @@ def read_config(run: Path) -> dict:
         raise CharrnnError(f"{run} is a file, not a run directory; give the folder "
                            "`charrnn train` wrote (runs/NAME)")
     path = run / CONFIG
-    if not path.exists():
-        raise CharrnnError(f"{run} has no {CONFIG}, so it is not a charrnn run (or its training "
-                           "had not finished a first evaluation)")
+    if not path.is_file():
+        raise CharrnnError(f"{run} has no {CONFIG}, so it is not a charrnn run directory")
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path.stat().st_size:,} bytes is far too large")
         config = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CharrnnError(f"{path} is corrupted ({e}); train the run again") from None
+    except (ValueError, UnicodeDecodeError, RecursionError, OSError) as e:
+        first = (str(e).splitlines() or ["unreadable"])[0][:200]
+        raise CharrnnError(f"{path} is corrupted ({first}); train the run again") from None
     if not isinstance(config, dict):
         raise CharrnnError(f"{path} is corrupted (not a JSON object); train the run again")
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise CharrnnError(f"{path} has checkpoint format version {version!r}, this charrnn "
                            f"reads version {FORMAT_VERSION}; use a matching charrnn")
+    for key, kind in (("model", dict), ("train", dict), ("vocab", list), ("corpus", dict)):
+        if not isinstance(config.get(key), kind):
+            raise CharrnnError(f"{path} is corrupted (\"{key}\" is missing or not a JSON "
+                               f"{'object' if kind is dict else 'list'}); train the run again")
     return config
 
 
@@ -74,6 +81,10 @@ def model_config(config: dict, where: Path) -> tuple[ModelConfig, Vocab]:
     """The network settings and vocabulary of a config, checked against each other."""
     try:
         vocab = Vocab(tuple(config["vocab"]))
+    except (TypeError, ValueError):
+        raise CharrnnError(f"{where / CONFIG} is invalid: its vocabulary is not a sorted list of "
+                           "distinct characters; train the run again") from None
+    try:
         model = ModelConfig(**config["model"])
     except CharrnnError as e:
         raise CharrnnError(f"{where / CONFIG} is invalid: {e}") from None
@@ -84,6 +95,32 @@ def model_config(config: dict, where: Path) -> tuple[ModelConfig, Vocab]:
         raise CharrnnError(f"{where / CONFIG} is inconsistent: {len(vocab)} characters in the "
                            f"vocabulary but the model has {model.vocab_size}")
     return model, vocab
+
+
+def expected_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes a model of this config has, worked out without building it."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.model] * c.hidden_size
+    shapes = {"embed.weight": (c.vocab_size, c.embedding_size),
+              "head.weight": (c.vocab_size, c.hidden_size), "head.bias": (c.vocab_size,)}
+    for k in range(c.layers):
+        shapes[f"rnn.weight_ih_l{k}"] = (gates, c.embedding_size if k == 0 else c.hidden_size)
+        shapes[f"rnn.weight_hh_l{k}"] = (gates, c.hidden_size)
+        shapes[f"rnn.bias_ih_l{k}"] = (gates,)
+        shapes[f"rnn.bias_hh_l{k}"] = (gates,)
+    return shapes
+
+
+def check_shapes(found: dict[str, tuple[int, ...]], config: ModelConfig, where: Path) -> None:
+    expected = expected_shapes(config)
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    if missing or extra:
+        raise CharrnnError(f"{where} does not match the model in {CONFIG}: "
+                           f"missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, shape in expected.items():
+        if tuple(found[name]) != shape:
+            raise CharrnnError(f"{where} does not match the model in {CONFIG}: {name} has shape "
+                               f"{tuple(found[name])}, expected {shape}")
 
 
 def state_dict_cpu(model: CharRNN) -> dict[str, torch.Tensor]:
@@ -97,19 +134,28 @@ def save_weights(run: Path, model: CharRNN, best_val_loss: float) -> None:
 
 
 def load_weights_into(model: CharRNN, weights: dict[str, torch.Tensor], where: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    extra = sorted(set(weights) - set(expected))
-    if missing or extra:
-        raise CharrnnError(f"{where} does not match the model in {CONFIG}: "
-                           f"missing {missing[:3]}, unexpected {extra[:3]}")
+    check_shapes({k: tuple(v.shape) for k, v in weights.items()}, model.config, where)
     for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise CharrnnError(f"{where} does not match the model in {CONFIG}: {name} has shape "
-                               f"{tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-        if not tensor.is_floating_point():
+        if tensor.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
             raise CharrnnError(f"{where} is corrupted: {name} is not a floating-point tensor")
-    model.load_state_dict(weights)
+        if not torch.isfinite(tensor).all():
+            raise CharrnnError(f"{where} is corrupted: {name} holds NaN or infinite values")
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+
+
+def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file, shapes checked against the config before any is read."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            check_shapes({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, config,
+                         path)
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except CharrnnError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to parse untrusted bytes is corruption
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CharrnnError(f"{path} is corrupted or truncated ({first}); "
+                           "train the run again") from None
 
 
 def load(run: Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
@@ -121,11 +167,7 @@ def load(run: Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab,
     if not path.exists():
         raise CharrnnError(f"{run} has no {WEIGHTS}; its training had not finished a first "
                            "evaluation, so there is no model to load yet")
-    try:
-        weights = load_safetensors_bytes(path.read_bytes())
-    except (SafetensorError, ValueError, RuntimeError, OSError) as e:
-        raise CharrnnError(f"{path} is corrupted or truncated ({str(e).splitlines()[0]}); "
-                           "train the run again") from None
+    weights = read_weights(path, mc)
     model = CharRNN(mc)
     load_weights_into(model, weights, path)
     return model.to(device).eval(), vocab, config
@@ -144,13 +186,75 @@ def load_state(run: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, TypeError, KeyError, IndexError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharrnnError(f"{path} is corrupted or not a charrnn training state ({first[:200]});"
-                           " it cannot be resumed") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
+        raise CharrnnError(f"{path} is corrupted or not a charrnn training state ({first}); "
+                           "it cannot be resumed") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CharrnnError(f"{path} is not a charrnn training state of format {FORMAT_VERSION}; "
                            "it cannot be resumed")
     return state
+
+
+class RunLock:
+    """One writer per run directory: an exclusive lock on the directory, held while training.
+
+    The operating system drops the lock when its process ends, however it ends, so a crashed
+    or killed run never leaves a run directory locked; and no lock file is left behind.
+    """
+
+    def __init__(self, run: Path):
+        self.run = Path(run)
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.run.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform: go on unguarded
+            return self
+        self.fd = os.open(self.run, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise CharrnnError(f"{self.run} is being trained by another charrnn process; wait "
+                               "for it to finish, or train into another --out") from None
+        remove_partial_writes(self.run)  # the run is ours now: what a crash left is litter
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+
+
+def remove_partial_writes(run: Path) -> None:
+    """Delete temporary files a killed writer left (only ever called under the run's lock)."""
+    for tmp in Path(run).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def clear_run(run: Path) -> None:
+    """Remove a previous run's files (for --overwrite), so nothing of it mixes with the new."""
+    for name in (CONFIG, WEIGHTS, LATEST, METRICS):
+        (Path(run) / name).unlink(missing_ok=True)
+
+
+def trim_metrics(run: Path, step: int) -> None:
+    """Keep the evaluations up to `step` (a resumed run writes the later ones again)."""
+    path = Path(run) / METRICS
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("step", step + 1) <= step:
+                kept.append(line)
+        except ValueError:
+            pass  # a line cut short by a crash
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def append_metrics(run: Path, record: dict) -> None:

@@ -31,7 +31,7 @@ class Group(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args=args, prog_name=prog_name or "charrnn",
+            rv = super().main(args=args, prog_name="charrnn",
                               complete_var=complete_var, standalone_mode=False, **extra)
         except CharrnnError as e:
             _fail(str(e), 1)
@@ -151,6 +151,8 @@ def train(
     errors: Annotated[str, typer.Option("--errors", help="Undecodable bytes: strict (stop), "
                                         "replace (U+FFFD) or ignore.")] = "strict",
     device: DeviceOpt = "auto",
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bfloat16; float16 with "
+                                      "loss scaling on GPUs without bfloat16).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed, the same "
                                       "run.")] = 1337,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run "
@@ -187,7 +189,7 @@ def train(
                           optimizer=optimizer, grad_clip=grad_clip, epochs=epochs,
                           max_steps=max_steps, time=budget, eval_every=eval_every,
                           eval_chars=eval_chars, patience=patience, val_frac=val_frac, seed=seed,
-                          device=device, encoding=encoding, errors=errors)
+                          device=device, amp=amp, encoding=encoding, errors=errors)
         model_cfg = dict(model=model, layers=layers, hidden_size=hidden_size,
                          embedding_size=embedding_size, dropout=dropout)
         trainer = Trainer(corpus, out, cfg, model_cfg, init_from=init_from, overwrite=overwrite,
@@ -224,6 +226,9 @@ def sample(
     num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples, one "
                                              "after another.")] = 1,
     seed: SeedOpt = None,
+    safe: Annotated[bool, typer.Option("--safe", help="Show control characters (ESC, NUL...) "
+                                       "as visible symbols instead of writing them raw.")]
+    = False,
 ):
     """Stream text from a trained run to stdout (everything else goes to stderr).
 
@@ -242,13 +247,16 @@ def sample(
             raise CharrnnError("give --prime or --prime-file, not both")
         try:
             prime = prime_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CharrnnError(f"cannot read --prime-file {prime_file}: it does not exist") \
+                from None
         except (OSError, UnicodeDecodeError) as e:
             raise CharrnnError(f"cannot read --prime-file {prime_file}: {e}") from None
     model, vocab, _ = checkpoint.load(run)
     prime = check_prime(prime, vocab, drop_unknown)
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
-    out = TextOut(sys.stdout)
+    out = TextOut(sys.stdout, safe=safe)
     for n in range(num_samples):
         if n:
             out.write("\n\n")

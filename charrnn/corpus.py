@@ -173,9 +173,13 @@ class Corpus:
     ids: np.ndarray  # (N,) uint8/uint16/uint32
 
     def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
-        """(train, val): contiguous, the last `val_frac` of the text is validation."""
-        cut = int(len(self.ids) * (1 - val_frac))
-        return self.ids[:cut], self.ids[cut:]
+        return split(self.ids, val_frac)
+
+
+def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): contiguous, the last `val_frac` of the text is validation."""
+    cut = int(len(ids) * (1 - val_frac))
+    return ids[:cut], ids[cut:]
 
 
 def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",

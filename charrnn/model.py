@@ -25,6 +25,9 @@ GATES = {
     "rnn": (),
 }
 
+# sizes past these are mistakes (or a hostile config), not models
+LIMITS = {"vocab_size": 0x110000, "layers": 64, "hidden_size": 1 << 16, "embedding_size": 1 << 16}
+
 State = tuple[torch.Tensor, ...]  # lstm: (h, c); gru, rnn: (h,); each (layers, B, H)
 
 
@@ -42,11 +45,12 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise CharrnnError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
-        for name in ("vocab_size", "layers", "hidden_size", "embedding_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise CharrnnError(f"{name.replace('_', '-')} must be a whole number of 1 or "
-                                   f"more, not {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        for name, most in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise CharrnnError(f"{name.replace('_', '-')} must be a whole number from 1 to "
+                                   f"{most:,}, not {value!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise CharrnnError(f"--dropout must be in [0, 1), not {self.dropout}")
 
     def to_dict(self) -> dict:

@@ -6,10 +6,24 @@ import time
 from typing import TextIO
 
 
-class TextOut:
-    """Write generated text as it comes; flush at once on a terminal, every 50 ms elsewhere."""
+def visible(ch: str) -> str:
+    """A character as --safe shows it: newlines and tabs as they are, every other control or
+    invisible character (ESC, NUL, bidi overrides, lone surrogates) as a visible symbol."""
+    from charrnn.render import glyph
 
-    def __init__(self, stream: TextIO, interval: float = 0.05):
+    return ch if ch in "\n\t" else glyph(ch)
+
+
+class TextOut:
+    """Write generated text as it comes; flush at once on a terminal, every 50 ms elsewhere.
+
+    By default the text is written raw, exactly as the model made it. With `safe`, control
+    characters are shown as symbols, so text from an untrusted model cannot drive the terminal.
+    """
+
+    def __init__(self, stream: TextIO, interval: float = 0.05, safe: bool = False):
+        self.safe = safe
+        self._shown: dict[str, str] = {}
         self.buffer = getattr(stream, "buffer", None)
         self.stream = stream
         self.encoding = getattr(stream, "encoding", None) or "utf-8"
@@ -17,6 +31,9 @@ class TextOut:
         self._last = time.monotonic()
 
     def write(self, text: str) -> None:
+        if self.safe:
+            text = "".join(self._shown.get(ch) or self._shown.setdefault(ch, visible(ch))
+                           for ch in text)
         if self.buffer is not None:
             # a lone surrogate (from an odd corpus) is written escaped rather than crashing
             self.buffer.write(text.encode(self.encoding, "backslashreplace"))

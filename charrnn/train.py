@@ -50,6 +50,7 @@ class TrainConfig:
     val_frac: float = 0.1  # the last val_frac of the corpus is the validation text
     seed: int = 1337  # seeds initialisation, dropout and everything else random
     device: str = "auto"  # auto | cpu | cuda | mps
+    amp: bool = False  # mixed precision: bfloat16 autocast (float16 with loss scaling on old GPUs)
     encoding: str = "utf-8"  # the corpus file's text encoding
     errors: str = "strict"  # what to do with undecodable bytes: strict | replace | ignore
 
@@ -100,6 +101,14 @@ def pick_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise CharrnnError("--device mps asked for, but this machine has no MPS; use --device cpu")
     return device
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16
+    raise CharrnnError(f"--amp is not supported on {device.type}; leave it out")
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -174,12 +183,32 @@ class Trainer:
                  reporter: Reporter | None = None, overrides: dict | None = None):
         self.reporter = reporter or Reporter()
         self.resume_state = None
+        self.lock = None
+        try:
+            self._setup(corpus_arg, run, cfg, model_cfg, resume, init_from, overwrite,
+                        overrides)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.__exit__(None, None, None)
+            self.lock = None
+
+    def _setup(self, corpus_arg, run, cfg, model_cfg, resume, init_from, overwrite, overrides):
         stored = None
         if resume:
+            self.run = Path(run)
             stored = checkpoint.read_config(run)
+            self.lock = checkpoint.RunLock(self.run).__enter__()
             self.resume_state = checkpoint.load_state(run)
-            cfg = TrainConfig.from_dict({**stored["train"], **(overrides or {})})
-            corpus_arg = corpus_arg or stored["corpus"]["path"]
+            try:
+                cfg = TrainConfig.from_dict({**stored["train"], **(overrides or {})})
+            except TypeError as e:
+                raise CharrnnError(f"{self.run / checkpoint.CONFIG} is corrupted ({e}); "
+                                   "it cannot be resumed") from None
+            corpus_arg = corpus_arg or stored["corpus"].get("path")
         self.cfg = cfg
         self.device = pick_device(cfg.device)
         torch.manual_seed(cfg.seed)
@@ -187,7 +216,9 @@ class Trainer:
         self.corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
                                    sniff_binary=cfg.encoding == "utf-8")
         vocab, ids = self.corpus.vocab, self.corpus.ids
-        self.run = Path(run) if run is not None else Path("runs") / self.corpus.name
+        if len(ids) < 2:
+            raise CharrnnError(f"corpus {self.corpus.path} has {len(ids)} character; charrnn "
+                               "needs at least 2 to learn anything (give a longer text)")
 
         if resume:
             if stored["corpus"]["digest"] != self.corpus.digest:
@@ -198,16 +229,22 @@ class Trainer:
             checkpoint.load_weights_into(self.model, self.resume_state["model"],
                                          self.run / checkpoint.LATEST)
         else:
-            if checkpoint.is_run(self.run) and not overwrite:
-                raise CharrnnError(f"{self.run} already holds a run; pass --resume {self.run} to "
-                                   "continue it, --overwrite to replace it, or --out elsewhere")
+            # everything that can be wrong is checked before the run directory is touched
             if init_from is not None:
                 base, base_vocab, _ = checkpoint.load(init_from)
                 vocab = Vocab(tuple(sorted(set(base_vocab.chars) | set(vocab.chars))))
+            else:
+                mc = ModelConfig(vocab_size=len(vocab), **(model_cfg or {}))
+            self.run = Path(run) if run is not None else Path("runs") / self.corpus.name
+            if checkpoint.is_run(self.run) and not overwrite:
+                raise CharrnnError(f"{self.run} already holds a run; pass --resume {self.run} to "
+                                   "continue it, --overwrite to replace it, or --out elsewhere")
+            self.lock = checkpoint.RunLock(self.run).__enter__()
+            checkpoint.clear_run(self.run)  # nothing of an earlier run may mix with this one
+            if init_from is not None:
                 self.model = extend_vocab(base, base_vocab, vocab)
                 self.reporter.say(f"starting from the weights of {init_from}")
             else:
-                mc = ModelConfig(vocab_size=len(vocab), **(model_cfg or {}))
                 self.model = CharRNN(mc)
         self.vocab = vocab
         if vocab != self.corpus.vocab:  # the model's ids differ from the corpus's own
@@ -216,20 +253,24 @@ class Trainer:
             ids = lut[ids].astype(vocab.dtype)
         self.model.to(self.device)
 
-        train_ids, val_ids = self.corpus.split(cfg.val_frac)
-        if len(val_ids) < 2:
+        train_ids, val_ids = corpora.split(ids, cfg.val_frac)
+        if len(val_ids) < 2 or len(train_ids) < 2:
             if cfg.val_frac > 0:
                 self.reporter.warn("the corpus is too small for a validation split; "
-                                   "validating on the training text")
-            val_ids = train_ids
+                                   "training and validating on all of it")
+            train_ids = val_ids = ids
         batch, seq, warning = fit(len(train_ids), cfg.batch_size, cfg.seq_len)
         if warning and not resume:
             self.reporter.warn(warning)
-        self.train_streams = Streams(train_ids, batch, seq)
+        self.train_streams = Streams(train_ids, batch, seq).to(self.device)
         eval_ids = val_ids[: cfg.eval_chars]
         eb, et, _ = fit(len(eval_ids), 64, seq)
-        self.val_streams = Streams(eval_ids, eb, et)
+        self.val_streams = Streams(eval_ids, eb, et).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg)
+        self.amp_dtype = amp_dtype(self.device) if cfg.amp else torch.float32
+        # loss scaling only for float16, whose range is too narrow for small gradients
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.amp_dtype == torch.float16)
 
         self.step = 0
         self.window = 0
@@ -335,29 +376,44 @@ class Trainer:
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         for i in range(s.windows):
             x, y = s.tensors(i, self.device)
-            logits, hidden = self.model(x, hidden)
-            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+            with self.autocast():
+                logits, hidden = self.model(x, hidden)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
         self.model.train()
         return total.item() / (s.windows * s.batch_size * s.seq_len)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        logits, hidden = self.model(x, self.hidden)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        with self.autocast():
+            logits, hidden = self.model(x, self.hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.hidden = detach(hidden)
         return loss.detach()
 
     def run_loop(self, on_step=None) -> Outcome:
-        self.run.mkdir(parents=True, exist_ok=True)
+        """Train until a stop condition; release the run directory however it ends."""
+        try:
+            return self._loop(on_step)
+        finally:
+            self.release()
+
+    def _loop(self, on_step) -> Outcome:
         if self.resume_state is None:
+            self.save_latest()  # a run killed before its first evaluation still resumes
             checkpoint.write_config(self.run, self.config_dict())
-            (self.run / checkpoint.METRICS).unlink(missing_ok=True)
+        else:
+            checkpoint.trim_metrics(self.run, self.step)
         s, cfg = self.train_streams, self.cfg
         chars_per_step = s.batch_size * s.seq_len
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -396,7 +452,9 @@ class Trainer:
                     rate_t, rate_step = now, self.step
                 if now - last_show >= 0.25:
                     last_show = now
-                    self.reporter.step(self._figures(chars_per_sec))
+                    figures = self._figures(chars_per_sec)
+                    self._check_divergence(figures["train_loss"])
+                    self.reporter.step(figures)
                 if self.step % cfg.eval_every == 0:
                     self._evaluate_and_save(chars_per_sec)
         finally:
@@ -404,6 +462,7 @@ class Trainer:
         if reason == "interrupted":
             # save where we are, but do not evaluate: a resumed run then matches an
             # uninterrupted one evaluation for evaluation
+            self._check_divergence((self.loss_sum / max(self.loss_count, 1)).item())
             self.save_latest()
             self.reporter.say(f"interrupted at step {self.step}: saved {self.run}; "
                               f"continue with `charrnn train --resume {self.run}`")
@@ -424,11 +483,9 @@ class Trainer:
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
         record = self._figures(chars_per_sec)
+        self._check_divergence(record["train_loss"])
         val_loss = self.evaluate()
-        if not math.isfinite(val_loss):
-            raise CharrnnError(
-                f"training diverged at step {self.step} (validation loss {val_loss}); the last "
-                f"good checkpoint is in {self.run}; try a lower --lr or --grad-clip")
+        self._check_divergence(val_loss)
         best = val_loss < self.best_val_loss
         if best:
             self.best_val_loss, self.evals_since_best = val_loss, 0
@@ -444,6 +501,18 @@ class Trainer:
         self.save_latest()
         checkpoint.append_metrics(self.run, record)
         self.reporter.evaluation(record)
+
+    def _check_divergence(self, loss: float) -> None:
+        """Stop on a NaN or exploding loss, before anything of it reaches a checkpoint."""
+        limit = 2 * math.log(len(self.vocab)) + 2  # far worse than guessing uniformly
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if math.isfinite(loss) and loss <= limit and finite:
+            return
+        shown = f"{loss:.4g}" if finite else "NaN weights"
+        raise CharrnnError(
+            f"training diverged at step {self.step} (loss {shown}); the last good checkpoint in "
+            f"{self.run} is kept; try a lower --lr (it was {self.cfg.lr:g}) or a smaller "
+            f"--grad-clip (it was {self.cfg.grad_clip:g})")
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():

@@ -32,3 +32,14 @@ def test_small_text_shrinks_batch_then_window():
 def test_text_too_small_to_train_is_an_error():
     with pytest.raises(CharrnnError, match="at least 2"):
         fit(1, 32, 64)
+
+
+def test_windows_read_on_the_device_equal_windows_read_from_the_host():
+    import torch
+    ids = (np.arange(5003) * 7 % 251).astype(np.uint8)
+    host = Streams(ids, batch_size=6, seq_len=13)
+    kept = Streams(ids, batch_size=6, seq_len=13).to(torch.device("cpu"), keep=True)
+    assert kept.device_data is not None
+    for i in range(host.windows):
+        for a, b in zip(host.tensors(i, torch.device("cpu")), kept.tensors(i, torch.device("cpu"))):
+            assert a.dtype == b.dtype == torch.int64 and torch.equal(a, b)

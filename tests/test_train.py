@@ -141,3 +141,20 @@ def test_patience_stops_on_a_plateau(write, tmp_path):
     _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", lr=1e-9, warmup_steps=0,
                            eval_every=1, patience=2, max_steps=1000)
     assert outcome.stopped_by == "patience" and outcome.step < 1000
+
+
+def test_mixed_precision_trains_and_resumes(write, tmp_path):
+    corpus = write("fox.txt", TEXT)
+
+    def stop_at_20(trainer):
+        if trainer.step == 20:
+            trainer.interrupt()
+
+    trainer, first = train_run(corpus, tmp_path / "run", amp=True, max_steps=40, eval_every=10,
+                               lr=1e-2, batch_size=4, seq_len=32, callback=stop_at_20)
+    assert trainer.amp_dtype == torch.bfloat16 and first.stopped_by == "interrupted"
+    _, second = train_run(None, tmp_path / "run", resume=True)
+    assert second.step == 40 and second.best_val_loss < 2.0
+    model, _, config = checkpoint.load(tmp_path / "run")
+    assert config["train"]["amp"] is True
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32

@@ -1,0 +1,157 @@
+"""Every command with every kind of bad input: a non-zero exit, one clear line on stderr, no
+traceback, and no file of the user's changed. The README's troubleshooting section lists the
+same cases; a test keeps the two in step."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charrnn.cli import app
+
+from conftest import train_run
+
+runner = CliRunner()
+README = Path(__file__).resolve().parents[1] / "README.md"
+TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n" * 40
+
+# (what the user did, the command line, what the one line on stderr says)
+CASES = [
+    ("corpus file does not exist", "train missing.txt", "does not exist"),
+    ("corpus file is empty", "train empty.txt", "is empty"),
+    ("corpus is a binary file", "train binary.bin", "looks binary"),
+    ("corpus is not UTF-8", "train latin1.txt", "is not valid utf-8 at byte"),
+    ("corpus is a directory", "train folder", "is a directory"),
+    ("corpus has one character", "train one.txt", "has 1 character; charrnn needs at least 2"),
+    ("no corpus given", "train", "give a CORPUS"),
+    ("unknown --model", "train york.txt --model transformer", "unknown --model"),
+    ("--layers 0", "train york.txt --layers 0", "layers must be a whole number"),
+    ("--hidden-size too large", "train york.txt --hidden-size 100000000",
+     "hidden-size must be a whole number"),
+    ("--dropout 1.5", "train york.txt --dropout 1.5", "--dropout must be in [0, 1)"),
+    ("--lr 0", "train york.txt --lr 0", "--lr must be a positive number"),
+    ("--batch-size 0", "train york.txt --batch-size 0", "--batch-size must be 1 or more"),
+    ("--seq-len 0", "train york.txt --seq-len 0", "--seq-len must be 1 or more"),
+    ("--epochs 0", "train york.txt --epochs 0", "--epochs must be more than 0"),
+    ("--grad-clip -1", "train york.txt --grad-clip -1", "--grad-clip must be 0 (off) or more"),
+    ("--time that is not a duration", "train york.txt --time soon", "is not a duration"),
+    ("--time 0", "train york.txt --time 0s", "--time must be more than 0"),
+    ("--val-frac 1.5", "train york.txt --val-frac 1.5", "--val-frac must be in [0, 1)"),
+    ("unknown --device", "train york.txt --device tpu", "--device must be auto, cpu, cuda"),
+    ("unknown --encoding", "train york.txt --encoding klingon", "unknown encoding: klingon"),
+    ("unknown --errors", "train york.txt --errors shrug", "unknown error handler name"),
+    ("a number option given a word", "train york.txt --layers many",
+     "Invalid value for '--layers'"),
+    ("--out holds a finished run", "train york.txt --out run", "already holds a run"),
+    ("--resume of a missing run", "train --resume nowhere", "does not exist"),
+    ("--resume with --init-from", "train --resume run --init-from run",
+     "do not go together"),
+    ("--init-from a folder that is not a run", "train york.txt --init-from folder",
+     "has no config.json"),
+    ("--temperature below 0", "sample run --temp -1", "--temperature must be 0 or more"),
+    ("--top-p 0", "sample run --top-p 0", "--top-p must be in (0, 1]"),
+    ("--top-p above 1", "sample run --top-p 1.5", "--top-p must be in (0, 1]"),
+    ("--top-k 0", "sample run --top-k 0", "--top-k must be 1 or more"),
+    ("--length below 0", "sample run --length -5", "--length must be 0 or more"),
+    ("--num-samples 0", "sample run --num-samples 0", "--num-samples must be 1 or more"),
+    ("a prime with unseen characters", "sample run --prime Zebra§", "never saw"),
+    ("--prime and --prime-file", "sample run --prime a --prime-file york.txt", "not both"),
+    ("--prime-file missing", "sample run --prime-file nothing.txt", "cannot read --prime-file"),
+    ("an unknown option", "sample run --bogus", "No such option"),
+    ("run does not exist", "sample nowhere", "does not exist"),
+    ("run is a file", "sample york.txt", "is a file, not a run directory"),
+    ("run folder without a checkpoint", "sample folder", "has no config.json"),
+    ("config.json is not JSON", "sample broken-config", "config.json is corrupted"),
+    ("model.safetensors truncated", "sample truncated-weights", "is corrupted or truncated"),
+    ("weights do not match the config", "sample mismatched", "does not match the model"),
+    ("checkpoint format from another version", "sample future", "format version 99"),
+    ("latest.pt damaged", "train --resume broken-state", "it cannot be resumed"),
+    ("--layer that does not exist", "inspect-cells run --layer 9", "--layer 9 does not exist"),
+    ("--cells that do not exist", "inspect-cells run --cells 999", "--cells 999 does not exist"),
+    ("--cells that are not numbers", "inspect-cells run --cells a,b",
+     "is not a list of cell numbers"),
+    ("unknown --state", "inspect-cells run --state reset", "unknown --state"),
+    ("unknown --probe", "inspect-cells run --probe sarcasm", "unknown --probe"),
+    ("bad --probe-regex", "inspect-cells run --probe-regex ([", "not a valid regular expression"),
+    ("unknown --color", "inspect-cells run --color sometimes", "--color must be auto"),
+    ("--text missing", "inspect-cells run --text nothing.txt", "--text nothing.txt does not"),
+    ("--offset past the text", "inspect-cells run --offset 99999999", "past the end"),
+    ("--top 0", "inspect-cells run --top 0", "--top must be 1 or more"),
+    ("--text and --prime", "inspect-cells run --text york.txt --prime a", "not both"),
+]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return make_workspace(tmp_path_factory.mktemp("user"))
+
+
+def make_workspace(ws: Path) -> Path:
+    """A folder of the user's: corpora, a trained run, and damaged copies of it."""
+    (ws / "york.txt").write_text(TEXT)
+    (ws / "empty.txt").write_bytes(b"")
+    (ws / "binary.bin").write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00" * 10)
+    (ws / "latin1.txt").write_bytes("Café au lait, crème brûlée.\n".encode("latin-1"))
+    (ws / "one.txt").write_text("x")
+    (ws / "folder").mkdir()
+    train_run(ws / "york.txt", ws / "run", max_steps=4, eval_every=2,
+              model={"hidden_size": 16, "embedding_size": 8})
+    for name in ("broken-config", "truncated-weights", "mismatched", "future", "broken-state"):
+        shutil.copytree(ws / "run", ws / name)
+    (ws / "broken-config" / "config.json").write_text('{"format_version": 1, "mod')
+    weights = ws / "truncated-weights" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])
+    for name, change in (("mismatched", lambda c: c["model"].update(hidden_size=32)),
+                         ("future", lambda c: c.update(format_version=99))):
+        config = json.loads((ws / name / "config.json").read_text())
+        change(config)
+        (ws / name / "config.json").write_text(json.dumps(config))
+    state = ws / "broken-state" / "latest.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    return ws
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("what, command, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_clear_line_and_changes_nothing(workspace, monkeypatch, what,
+                                                           command, message):
+    monkeypatch.chdir(workspace)
+    before = snapshot(workspace)
+    result = runner.invoke(app, command.split())
+    assert result.exit_code != 0, result.output
+    assert "Traceback" not in result.output and result.exception is None or \
+        isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("charrnn: error: ") and message in lines[0], lines[0]
+    after = snapshot(workspace)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert not changed, f"{what} changed {changed}"
+    assert not set(after) - set(before), f"{what} left {set(after) - set(before)}"
+
+
+def test_there_are_at_least_30_kinds_of_bad_input():
+    assert len(CASES) >= 30 and len({c[1] for c in CASES}) == len(CASES)
+
+
+def test_the_readme_lists_every_case_and_its_message():
+    readme = README.read_text(encoding="utf-8")
+    section = readme[readme.index("## Troubleshooting"):]
+    for what, command, message in CASES:
+        assert f"`charrnn {command}`" in section, command
+        assert message in section, message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_that_is_not_there(workspace, monkeypatch):
+    monkeypatch.chdir(workspace)
+    result = runner.invoke(app, ["train", "york.txt", "--device", "cuda", "--out", "gpu-run"])
+    assert result.exit_code == 1 and "sees no CUDA GPU" in result.stderr

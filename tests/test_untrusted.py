@@ -1,0 +1,205 @@
+"""Checkpoints from strangers: loading never runs code, and any damage is a clear error."""
+
+import io
+import json
+import pickle
+import shutil
+import struct
+import zipfile
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+from typer.testing import CliRunner
+
+from charrnn import checkpoint
+from charrnn.cli import app
+from charrnn.errors import CharrnnError
+
+from conftest import train_run
+
+runner = CliRunner()
+TEXT = "All the world's a stage, and all the men and women merely players.\n" * 40
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("good")
+    corpus = folder / "asyoulikeit.txt"
+    corpus.write_text(TEXT)
+    train_run(corpus, folder / "run", max_steps=4, eval_every=2,
+              model={"hidden_size": 16, "layers": 2, "embedding_size": 8})
+    return folder / "run"
+
+
+@pytest.fixture
+def run_copy(good_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(good_run, copy)
+    return copy
+
+
+class Exploit:
+    """Unpickling this would create a marker file: the proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def exploits(marker) -> dict[str, bytes]:
+    raw = pickle.dumps({"format_version": 1, "x": Exploit(str(marker))})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:  # torch.save's zip layout, with the exploit inside
+        z.writestr("archive/data.pkl", raw)
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/byteorder", "little")
+    return {"plain pickle": raw, "torch zip": buffer.getvalue()}
+
+
+COMMANDS = [["sample", "{run}", "--length", "5"],
+            ["inspect-cells", "{run}", "--prime", "All the", "--length", "20"],
+            ["train", "--resume", "{run}", "--max-steps", "8"]]
+
+
+@pytest.mark.parametrize("target", [checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.LATEST,
+                                    checkpoint.METRICS])
+@pytest.mark.parametrize("kind", ["plain pickle", "torch zip"])
+def test_a_planted_pickle_never_runs_in_any_file_of_a_run(run_copy, tmp_path, target, kind):
+    marker = tmp_path / "pwned"
+    needs = {checkpoint.CONFIG: COMMANDS, checkpoint.WEIGHTS: COMMANDS[:2],
+             checkpoint.LATEST: COMMANDS[2:], checkpoint.METRICS: []}[target]
+    for command in COMMANDS:
+        (run_copy / target).write_bytes(exploits(marker)[kind])  # planted afresh each time
+        result = runner.invoke(app, [str(run_copy) if a == "{run}" else a for a in command])
+        assert not marker.exists(), f"{command} ran code from {target}"
+        if command in needs:  # a command that reads the planted file refuses it, clearly
+            assert result.exit_code == 1, (command, result.output)
+            lines = result.stderr.strip().splitlines()
+            assert lines[-1].startswith("charrnn: error: ") and "Traceback" not in result.output
+        else:
+            assert result.exit_code == 0, (command, result.output)
+
+
+def edit_config(run, change):
+    config = json.loads((run / checkpoint.CONFIG).read_text())
+    change(config)
+    (run / checkpoint.CONFIG).write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(format_version=99), "format version 99"),
+    (lambda c: c["model"].update(hidden_size=17), "does not match the model"),
+    (lambda c: c["model"].update(layers=3), "does not match the model"),
+    (lambda c: c.update(vocab=c["vocab"][:-1]), "inconsistent"),
+    (lambda c: c.update(vocab=c["vocab"][::-1]), "invalid"),
+    (lambda c: c["model"].update(model="lstm2"), "unknown --model"),
+    (lambda c: c["model"].update(hidden_size=10**12), "hidden-size must be"),
+    (lambda c: c.pop("model"), '"model" is missing'),
+])
+def test_damaged_configs_are_clear_errors(run_copy, change, message):
+    edit_config(run_copy, change)
+    with pytest.raises(CharrnnError, match=message):
+        checkpoint.load(run_copy)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "header"])
+def test_damaged_weights_are_clear_errors(run_copy, damage):
+    path = run_copy / checkpoint.WEIGHTS
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[20] ^= 0xFF
+    elif damage == "empty":
+        data = bytearray()
+    else:  # a header that claims a huge length
+        data[:8] = struct.pack("<Q", 2**60)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CharrnnError, match="corrupted"):
+        checkpoint.load(run_copy)
+
+
+def test_nan_weights_are_refused(run_copy):
+    from safetensors.torch import load_file, save_file
+    weights = load_file(run_copy / checkpoint.WEIGHTS)
+    weights["head.bias"][0] = float("nan")
+    save_file(weights, run_copy / checkpoint.WEIGHTS)
+    with pytest.raises(CharrnnError, match="NaN"):
+        checkpoint.load(run_copy)
+
+
+def test_a_damaged_training_state_cannot_be_resumed(run_copy):
+    path = run_copy / checkpoint.LATEST
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CharrnnError, match="cannot be resumed"):
+        checkpoint.load_state(run_copy)
+    torch.save({"format_version": 1, "model": {"embed.weight": torch.zeros(2, 2)}}, path)
+    result = runner.invoke(app, ["train", "--resume", str(run_copy)])
+    assert result.exit_code == 1 and "charrnn: error:" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Property-based: whatever the bytes, the loader answers with its own error or a model
+
+
+def load_answers(run) -> None:
+    try:
+        checkpoint.load(run)
+    except CharrnnError:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=20)
+fuzz = settings(max_examples=60, deadline=2000, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@fuzz
+@given(field=st.sampled_from(["model", "vocab", "format_version", "train", "corpus",
+                              "model.hidden_size", "model.layers", "model.model",
+                              "model.dropout", "model.vocab_size", "model.embedding_size"]),
+       value=json_values)
+def test_random_config_values_never_crash_the_loader(run_copy, field, value):
+    def change(config):
+        if "." in field:
+            outer, inner = field.split(".")
+            config[outer][inner] = value
+        else:
+            config[field] = value
+    original = (run_copy / checkpoint.CONFIG).read_bytes()
+    edit_config(run_copy, change)
+    load_answers(run_copy)
+    (run_copy / checkpoint.CONFIG).write_bytes(original)
+
+
+@fuzz
+@given(data=st.data())
+def test_mutated_files_never_crash_the_loader(run_copy, data):
+    name = data.draw(st.sampled_from([checkpoint.CONFIG, checkpoint.WEIGHTS]))
+    path = run_copy / name
+    original = path.read_bytes()
+    mutated = bytearray(original)
+    # the safetensors header (and all of a config) is near the start: mutate there most
+    for _ in range(data.draw(st.integers(1, 8))):
+        where = data.draw(st.integers(0, min(len(mutated) - 1, 600)))
+        action = data.draw(st.sampled_from(["set", "insert", "delete", "truncate"]))
+        if action == "set":
+            mutated[where] = data.draw(st.integers(0, 255))
+        elif action == "insert":
+            mutated[where:where] = data.draw(st.binary(min_size=1, max_size=16))
+        elif action == "delete":
+            del mutated[where: where + data.draw(st.integers(1, 16))]
+        else:
+            del mutated[where:]
+        if not mutated:
+            break
+    path.write_bytes(bytes(mutated))
+    load_answers(run_copy)
+    path.write_bytes(original)
