@@ -11,9 +11,8 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
 - sampling: batch 1, streaming 2,000 characters, against the plain per-character loop, for
   lstm, gru and rnn; and whether the fast path writes the same text as the straightforward one.
   Each path runs in a fresh process, as a sampling script does: in a process that has already
-  run large batches, nn.LSTM at batch 1 runs up to 4x faster (glibc's malloc keeps the large
-  buffers it would otherwise map and fault in again on every call), so in-process figures
-  depend on what ran before.
+  run large batches, nn.LSTM at batch 1 was seen to run up to 4x faster, so an in-process
+  figure depends on what ran before it.
 - encoding: MB/s and peak resident memory encoding a generated UTF-8 text with a few hundred
   distinct characters (100 MB; 20 MB with --quick), in a fresh process.
 - memory: peak resident memory training on a generated 1 GB corpus (full run only).
@@ -253,26 +252,42 @@ def generated_text(path: Path, megabytes: int, seed: int = 0) -> None:
             written += len(data)
 
 
-def run_measured(args: list[str], env: dict) -> tuple[float, float, str]:
-    """(seconds, peak resident MB, stderr) of a fresh process."""
+PEAK_RSS = ("import sys\n"
+            "def peak_mb():\n"
+            "    # VmHWM belongs to this program alone; ru_maxrss would also count the memory of\n"
+            "    # the benchmark process that forked it\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith('VmHWM:'):\n"
+            "            return int(line.split()[1]) / 1024\n")
+
+
+def run_measured(code: str, env: dict) -> tuple[float, float, str]:
+    """(seconds, peak resident MB, stderr) of `code` run in a fresh Python process."""
+    program = PEAK_RSS + "try:\n" + "".join(f"    {line}\n" for line in code.splitlines()) + \
+        "except SystemExit as e:\n    if e.code:\n        raise\n" \
+        "print('peak_rss_mb', peak_mb(), file=sys.stderr)\n"
     start = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read().decode("utf-8", "replace")
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"{args} failed: {stderr[-2000:]}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, stderr
+        raise RuntimeError(f"benchmark child failed: {proc.stderr[-2000:]}")
+    peak = float(proc.stderr.rsplit("peak_rss_mb", 1)[1].split()[0])
+    return seconds, peak, proc.stderr
+
+
+def charrnn_main(*args: str) -> str:
+    return f"sys.argv = ['charrnn', *{list(args)!r}]\nfrom charrnn.cli import main\nmain()"
 
 
 def bench_encoding(folder: Path, megabytes: int) -> dict:
     path = folder / f"generated-{megabytes}mb.txt"
     generated_text(path, megabytes)
     env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-encode")}
-    code = ("import sys; from charrnn import corpus; c = corpus.load(sys.argv[1]); "
+    code = (f"from charrnn import corpus\nc = corpus.load({str(path)!r})\n"
             "print(len(c.ids), len(c.vocab), file=sys.stderr)")
-    seconds, rss, out = run_measured([sys.executable, "-c", code, str(path)], env)
-    chars, distinct = map(int, out.split())
+    seconds, rss, out = run_measured(code, env)
+    chars, distinct = map(int, out.split()[:2])
     size = path.stat().st_size
     return {"megabytes": size / 1e6, "characters": chars, "distinct": distinct,
             "seconds": seconds, "mb_per_s": size / 1e6 / seconds, "peak_rss_mb": rss}
@@ -282,9 +297,9 @@ def bench_big_training(folder: Path) -> dict:
     path = folder / "generated-1000mb.txt"
     generated_text(path, 1000, seed=1)
     env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-big")}
-    args = [sys.executable, "-m", "charrnn", "train", str(path), "--out", str(folder / "big"),
-            "--max-steps", "40", "--eval-every", "20", "--device", "cpu"]
-    seconds, rss, _ = run_measured(args, env)
+    seconds, rss, _ = run_measured(charrnn_main(
+        "train", str(path), "--out", str(folder / "big"), "--max-steps", "40",
+        "--eval-every", "20", "--device", "cpu"), env)
     path.unlink()
     return {"megabytes": 1000, "seconds": seconds, "peak_rss_mb": rss}
 
@@ -292,8 +307,8 @@ def bench_big_training(folder: Path) -> dict:
 def bench_quality(folder: Path, seconds: int) -> dict:
     run = folder / f"quality-{seconds}s"
     env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-quality")}
-    run_measured([sys.executable, "-m", "charrnn", "train", str(TINYSHAKESPEARE), "--out",
-                  str(run), "--time", f"{seconds}s", "--device", "cpu"], env)
+    run_measured(charrnn_main("train", str(TINYSHAKESPEARE), "--out", str(run), "--time",
+                              f"{seconds}s", "--device", "cpu"), env)
     config = checkpoint.read_config(run)
     return {"seconds": seconds, "best_val_loss": config["best_val_loss"],
             "steps": config["step"]}
@@ -316,6 +331,9 @@ def main() -> None:
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling encoding memory quality")
+    parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
+                        help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
+                             "with --quick]")
     args = parser.parse_args()
     quick = args.quick
     sections = set(args.only or ["training", "sampling", "encoding", "memory", "quality"])
@@ -374,7 +392,8 @@ def main() -> None:
                   flush=True)
         if "quality" in sections and TINYSHAKESPEARE.exists():
             results["quality"] = []
-            for seconds in ((60,) if quick else (60, 240)):
+            minutes = args.quality_minutes or ([0.5] if quick else [1, 4])
+            for seconds in (int(m * 60) for m in minutes):
                 r = bench_quality(folder, seconds)
                 results["quality"].append(r)
                 print(f"quality: tinyshakespeare, defaults, {seconds} s: best validation loss "

@@ -7,12 +7,15 @@ reads the same arrays, computed once per command in one batched pass of the mode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from charrnn import corpus as corpora
 from charrnn.errors import CharrnnError
 from charrnn.model import GATES, CharRNN
+from charrnn.sample import SampleConfig, check_prime, generate
 from charrnn.vocab import Vocab
 
 SIGMOID_GATES = {"input", "forget", "output", "reset", "update"}
@@ -107,6 +110,41 @@ class Inspection:
         k = min(k, self.next_probs.shape[1])
         order = np.argsort(-self.next_probs, axis=1)[:, :k]
         return order, np.take_along_axis(self.next_probs, order, axis=1)
+
+
+def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path | None,
+                    prime: str | None, length: int, offset: int, temperature: float,
+                    seed: int | None) -> str:
+    """The --text file, the --prime and its continuation, or the run's validation text."""
+    if text_file is not None and prime is not None:
+        raise CharrnnError("give --text or --prime, not both")
+    if text_file is not None:
+        try:
+            source = text_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CharrnnError(f"--text {text_file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise CharrnnError(f"cannot read --text {text_file}: {e}") from None
+        return source[offset: offset + length]
+    if prime is not None:
+        prime = check_prime(prime, vocab, drop_unknown=False)
+        g = torch.Generator().manual_seed(seed if seed is not None else 0)
+        cfg = SampleConfig(temperature=temperature, length=length)
+        return prime + "".join(generate(model, vocab, prime, cfg, g))
+    info, train_cfg = config.get("corpus", {}), config.get("train", {})
+    path = Path(info.get("path", ""))
+    if not path.is_file():
+        raise CharrnnError(f"the run's corpus {path} is not here to take validation text from; "
+                           "pass --text FILE or --prime TEXT")
+    c = corpora.load(str(path), train_cfg.get("encoding", "utf-8"),
+                     train_cfg.get("errors", "strict"))
+    _, val = c.split(train_cfg.get("val_frac", 0.1))
+    if len(val) < 2:
+        val = c.ids
+    if offset >= len(val) - 1:
+        raise CharrnnError(f"--offset {offset} is past the end of the validation text "
+                           f"({len(val):,} characters)")
+    return c.vocab.decode(val[offset: offset + length])
 
 
 @torch.no_grad()

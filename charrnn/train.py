@@ -285,7 +285,6 @@ class Trainer:
         if self.resume_state is not None:
             self._restore(self.resume_state)
         self.stop_signal: int | None = None
-        self.stored_config = stored
 
     # -----------------------------------------------------------------------------------------
     # Checkpoints
@@ -312,6 +311,7 @@ class Trainer:
             "best_val_loss": self.best_val_loss, "evals_since_best": self.evals_since_best,
             "loss_sum": self.loss_sum.detach().cpu(), "loss_count": self.loss_count,
             "hidden": [h.detach().cpu() for h in self.hidden],
+            "scaler": self.scaler.state_dict(),
             "rng": rng_state(self.device),
         }
 
@@ -328,6 +328,8 @@ class Trainer:
             if [h.shape for h in hidden] != [h.shape for h in self.hidden]:
                 raise ValueError("hidden state shape")
             self.hidden = hidden
+            if s.get("scaler"):
+                self.scaler.load_state_dict(s["scaler"])
             set_rng_state(s["rng"], self.device)
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
             raise CharrnnError(f"{self.run / checkpoint.LATEST} does not fit this run ({e}); "

@@ -186,23 +186,3 @@ def test_inspect_cells_cli_end_to_end(quote_run, tmp_path):
     assert primed.exit_code == 0 and 'ab·"CD' not in primed.stdout
     listed = invoke("inspect-cells", quote_run, "--list-probes")
     assert all(name in listed.stdout for name in probes.PROBES)
-
-
-@pytest.mark.parametrize("args, needle", [
-    (["--layer", "3"], "--layer 3 does not exist"),
-    (["--layer", "0"], "--layer 0 does not exist"),
-    (["--cells", "32"], "--cells 32 does not exist"),
-    (["--cells", "x,y"], "not a list of cell numbers"),
-    (["--state", "reset"], "unknown --state"),
-    (["--probe", "sarcasm"], "unknown --probe"),
-    (["--probe-regex", "(["], "not a valid regular expression"),
-    (["--color", "sometimes"], "--color"),
-    (["--text", "missing.txt"], "does not exist"),
-    (["--prime", "abc§"], "never saw"),
-    (["--offset", "999999999"], "past the end"),
-])
-def test_inspect_cells_mistakes_are_one_clear_line(quote_run, args, needle):
-    result = invoke("inspect-cells", quote_run, "--length", 100, *args)
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], result.stderr
