@@ -2,6 +2,7 @@
 
     charrnn train corpus.txt                        learn a character model of any text
     charrnn sample runs/corpus --temp 0.8           stream new text from it
+    charrnn inspect-cells runs/corpus               see what its hidden cells track
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def train(
     eval_chars: Annotated[int, typer.Option("--eval-chars", help="Validate on at most this "
                                             "many characters.")] = 200_000,
     patience: Annotated[int, typer.Option("--patience", help="Stop after this many evaluations "
-                                          "without improvement; 0 never stops early.")] = 10,
+                                          "without improvement in the second half of the run; "
+                                          "0 never stops early.")] = 10,
     val_frac: Annotated[float, typer.Option("--val-frac", help="Fraction of the corpus, at its "
                                             "end, kept for validation.")] = 0.1,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the corpus.")]

@@ -46,7 +46,7 @@ class TrainConfig:
     time: float | None = None  # stop after this many seconds (the schedule then follows time)
     eval_every: int = 200  # validate every this many steps (and at the end)
     eval_chars: int = 200_000  # validate on at most this many characters of the validation text
-    patience: int = 10  # stop after this many evaluations without a better validation loss
+    patience: int = 10  # stop after this many evaluations without improvement (second half)
     val_frac: float = 0.1  # the last val_frac of the corpus is the validation text
     seed: int = 1337  # seeds initialisation, dropout and everything else random
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -491,7 +491,9 @@ class Trainer:
         best = val_loss < self.best_val_loss
         if best:
             self.best_val_loss, self.evals_since_best = val_loss, 0
-        else:
+        elif self.progress() >= 0.5:
+            # a plateau counts only once the learning rate is decaying: in the first half of
+            # a long run, the loss often stalls at the high rate and improves again later
             self.evals_since_best += 1
         record.update(val_loss=val_loss, val_bpc=val_loss / LN2, best=best)
         del record["progress"], record["eta"]
