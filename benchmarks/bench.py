@@ -310,8 +310,9 @@ def bench_quality(folder: Path, seconds: int) -> dict:
     run_measured(charrnn_main("train", str(TINYSHAKESPEARE), "--out", str(run), "--time",
                               f"{seconds}s", "--device", "cpu"), env)
     config = checkpoint.read_config(run)
+    last = json.loads((run / checkpoint.METRICS).read_text().splitlines()[-1])
     return {"seconds": seconds, "best_val_loss": config["best_val_loss"],
-            "steps": config["step"]}
+            "best_step": config["step"], "steps": last["step"]}
 
 
 def _quiet():
@@ -397,7 +398,8 @@ def main() -> None:
                 r = bench_quality(folder, seconds)
                 results["quality"].append(r)
                 print(f"quality: tinyshakespeare, defaults, {seconds} s: best validation loss "
-                      f"{r['best_val_loss']:.4f} nats/char after {r['steps']} steps", flush=True)
+                      f"{r['best_val_loss']:.4f} nats/char (at step {r['best_step']} of "
+                      f"{r['steps']})", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -112,11 +112,11 @@ def train(
     model: Annotated[str, typer.Option("--model", help="Recurrent cell: lstm, gru or rnn "
                                        "(vanilla tanh RNN).")] = "lstm",
     layers: Annotated[int, typer.Option("--layers", help="Recurrent layers stacked.")] = 2,
-    hidden_size: Annotated[int, typer.Option("--hidden-size", help="Units per layer.")] = 256,
+    hidden_size: Annotated[int, typer.Option("--hidden-size", help="Units per layer.")] = 384,
     embedding_size: Annotated[int, typer.Option("--embedding-size", help="Size of the "
                                                 "character embedding.")] = 64,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout between layers and "
-                                           "before the output, in [0, 1).")] = 0.0,
+                                           "before the output, in [0, 1).")] = 0.1,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Contiguous streams trained "
                                             "side by side.")] = 32,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Characters per window of truncated "

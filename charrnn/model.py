@@ -38,9 +38,9 @@ class ModelConfig:
     vocab_size: int
     model: str = "lstm"  # lstm | gru | rnn (vanilla tanh RNN)
     layers: int = 2  # recurrent layers stacked
-    hidden_size: int = 256  # units per recurrent layer
+    hidden_size: int = 384  # units per recurrent layer
     embedding_size: int = 64  # size of the learned character embedding fed to layer 1
-    dropout: float = 0.0  # dropout between recurrent layers and before the head, when training
+    dropout: float = 0.1  # dropout between recurrent layers and before the head, when training
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:

@@ -98,7 +98,9 @@ class LiveReporter(Reporter):
         super().evaluation(r)
 
     def finish(self) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
 
 
 def reporter_for(console: Console | None = None) -> Reporter:

@@ -408,6 +408,7 @@ class Trainer:
         try:
             return self._loop(on_step)
         finally:
+            self.reporter.finish()  # a live display must not outlive the run, even on an error
             self.release()
 
     def _loop(self, on_step) -> Outcome:
@@ -470,7 +471,6 @@ class Trainer:
                               f"continue with `charrnn train --resume {self.run}`")
         elif self.loss_count:
             self._evaluate_and_save(chars_per_sec)
-        self.reporter.finish()
         return Outcome(self.run, self.step, self.best_val_loss, reason, self.stop_signal,
                        self.losses)
 
