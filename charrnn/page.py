@@ -49,7 +49,9 @@ function show(view, i) {
     view.title + ": " + (v === null ? "-" : v.toFixed(3)),
     "next character, likeliest first:",
   ];
-  for (const [g, p] of data.top[i]) lines.push("  " + JSON.stringify(g) + "  " + (100 * p).toFixed(1) + "%");
+  for (const [g, p] of data.top[i]) {
+    lines.push("  " + JSON.stringify(g) + "  " + (100 * p).toFixed(1) + "%");
+  }
   panel.textContent = lines.join("\\n");
 }
 for (const view of data.views) {

@@ -71,9 +71,10 @@ class LiveReporter(Reporter):
     def __init__(self, console: Console | None = None):
         super().__init__(console)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TextColumn("eta {task.fields[eta]}"),
-            TextColumn("{task.fields[figures]}"),
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%", markup=False), TimeElapsedColumn(),
+            TextColumn("eta {task.fields[eta]}", markup=False),
+            TextColumn("{task.fields[figures]}", markup=False),
             console=self.console, transient=False, refresh_per_second=4,
         )
         self.task = None

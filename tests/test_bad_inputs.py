@@ -145,7 +145,7 @@ def test_there_are_at_least_30_kinds_of_bad_input():
 def test_the_readme_lists_every_case_and_its_message():
     readme = README.read_text(encoding="utf-8")
     section = readme[readme.index("## Troubleshooting"):]
-    for what, command, message in CASES:
+    for _, command, message in CASES:
         assert f"`charrnn {command}`" in section, command
         assert message in section, message
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from charrnn import cells, checkpoint, page, probes, render, report
 from charrnn.cli import app
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.model import CharRNN
 
 from conftest import train_run
 
