@@ -129,7 +129,8 @@ def bench_training(corpus: Path, device, layers, hidden, seq, batch, blocks, ste
                       warmup_steps=0)
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(str(corpus), Path(run) / "run", cfg,
-                          {"hidden_size": hidden, "layers": layers, "embedding_size": 64},
+                          {"hidden_size": hidden, "layers": layers, "embedding_size": 64,
+                           "dropout": 0.0},  # the reference loop has no dropout
                           reporter=_quiet())
     streams = trainer.train_streams
     data = torch.from_numpy(np.asarray(streams.inputs, dtype=np.int64))  # (B, L)
