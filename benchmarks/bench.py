@@ -13,6 +13,7 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
   Each path runs in a fresh process, as a sampling script does: in a process that has already
   run large batches, nn.LSTM at batch 1 was seen to run up to 4x faster, so an in-process
   figure depends on what ran before it.
+- inspect: one inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view.
 - encoding: MB/s and peak resident memory encoding a generated UTF-8 text with a few hundred
   distinct characters (100 MB; 20 MB with --quick), in a fresh process.
 - memory: peak resident memory training on a generated 1 GB corpus (full run only).
@@ -316,6 +317,25 @@ def bench_quality(folder: Path, seconds: int) -> dict:
             "best_step": config["step"], "steps": last["step"]}
 
 
+def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
+    """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
+    from charrnn import cells, probes, report
+
+    text = corpus.read_text(encoding="utf-8")[:chars]
+    vocab = Vocab(tuple(sorted(set(text))))
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=3, hidden_size=512)).eval()
+    start = time.perf_counter()
+    ins = cells.inspect(model, vocab, text)
+    traced = time.perf_counter()
+    built = report.build(ins, report.Request(probes=list(probes.PROBES), gates=True,
+                                             surprisal=True))
+    report.html("benchmark", built, ins)
+    done = time.perf_counter()
+    return {"characters": len(text), "model": "3x512 lstm", "trace_s": traced - start,
+            "views_s": done - traced}
+
+
 def _quiet():
     from rich.console import Console
 
@@ -332,13 +352,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections: training sampling encoding memory quality")
+                        help="sections: training sampling inspect encoding memory quality")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
     args = parser.parse_args()
     quick = args.quick
-    sections = set(args.only or ["training", "sampling", "encoding", "memory", "quality"])
+    sections = set(args.only or ["training", "sampling", "inspect", "encoding", "memory",
+                                 "quality"])
     if quick:
         sections.discard("memory")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -380,6 +401,12 @@ def main() -> None:
                           f"path {r['straightforward_chars_per_s']:,.0f}; same text as it "
                           f"over {r['checked_chars']} chars: "
                           f"{r['same_text']}", flush=True)
+        if "inspect" in sections:
+            r = bench_inspect(corpus)
+            results["inspect"] = r
+            print(f"inspect {r['characters']:,} characters, {r['model']}: one pass "
+                  f"{r['trace_s']:.1f} s, then every probe, gates, surprisal and the HTML page "
+                  f"{r['views_s']:.1f} s", flush=True)
         if "encoding" in sections:
             r = bench_encoding(folder, 20 if quick else 100)
             results["encoding"] = r
