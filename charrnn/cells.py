@@ -160,7 +160,7 @@ def inspect(model: CharRNN, vocab: Vocab, text: str) -> Inspection:
     model.eval()
     device = next(model.parameters()).device
     ids = torch.from_numpy(vocab.encode(text).astype(np.int64)).to(device)[None]  # (1, N)
-    logits, _, trace = model.trace(ids)
+    logits, _, trace = model.trace_fast(ids)
     states = {name: v[:, 0].float().cpu().numpy() for name, v in trace.items()}  # (L, N, H)
     if "c" in states:
         states["c"] = np.tanh(states["c"])

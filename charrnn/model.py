@@ -144,6 +144,62 @@ class CharRNN(nn.Module):
             final = final + (torch.stack([f[1] for f in finals]),)
         return logits, final, {name: torch.stack(v) for name, v in record.items()}
 
+    def trace_fast(self, x: torch.Tensor, state: State | None = None):
+        """What `trace` returns, computed a layer at a time: the fused module gives each layer's
+        h for every step, then every gate comes from one batched product over all steps, and
+        only the LSTM cell state needs a loop (two elementwise ops a step). For long texts."""
+        c = self.config
+        B, T = x.shape
+        if state is None:
+            state = self.init_state(B, x.device)
+        kind = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[c.model]
+        gates = GATES[c.model]
+        record = {name: [] for name in ("h", "c")[: 2 if c.model == "lstm" else 1] + gates}
+        inp = self.embed(x)  # (B, T, E)
+        finals_h, finals_c = [], []
+        for k in range(c.layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
+            single = kind(inp.shape[-1], c.hidden_size, batch_first=True).to(x.device)
+            params = {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b_ih,
+                      "bias_hh_l0": b_hh}
+            h0 = state[0][k: k + 1]
+            hx = (h0, state[1][k: k + 1]) if c.model == "lstm" else h0
+            h_seq, _ = torch.func.functional_call(single, params, (inp, hx))  # (B, T, H)
+            h_prev = torch.cat([h0.transpose(0, 1), h_seq[:, :-1]], dim=1)  # (B, T, H)
+            xw = F.linear(inp, w_ih, b_ih)  # (B, T, G*H)
+            hw = F.linear(h_prev, w_hh, b_hh)
+            if c.model == "lstm":
+                i, f, g, o = (xw + hw).chunk(4, dim=-1)
+                i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+                ig = i * g
+                cells = torch.empty_like(ig)
+                cell = state[1][k]
+                for t in range(T):  # c_t = f_t * c_{t-1} + i_t * g_t
+                    cell = torch.addcmul(ig[:, t], f[:, t], cell)
+                    cells[:, t] = cell
+                record["c"].append(cells)
+                finals_c.append(cell)
+                values = (i, f, g, o)
+            elif c.model == "gru":
+                x_r, x_z, x_n = xw.chunk(3, dim=-1)
+                h_r, h_z, h_n = hw.chunk(3, dim=-1)
+                r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+                values = (r, z, torch.tanh(x_n + r * h_n))
+            else:
+                values = ()
+            record["h"].append(h_seq)
+            for name, value in zip(gates, values):
+                record[name].append(value)
+            finals_h.append(h_seq[:, -1])
+            inp = h_seq
+            if k < c.layers - 1:
+                inp = F.dropout(inp, c.dropout, self.training)
+        logits = self.head(self.drop(inp))
+        final: State = (torch.stack(finals_h),)
+        if c.model == "lstm":
+            final = final + (torch.stack(finals_c),)
+        return logits, final, {name: torch.stack(v) for name, v in record.items()}
+
 
 def lstm_cell(xw: torch.Tensor, hw: torch.Tensor, c: torch.Tensor):
     """Take the input and recurrent projections (B, 4H) and c_{t-1}; return h_t, c_t, gates."""

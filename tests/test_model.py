@@ -28,6 +28,25 @@ def test_per_step_path_reproduces_the_fused_path(kind, layers):
         assert trace[gate].min() >= lo and trace[gate].max() <= hi
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_layer_at_a_time_trace_equals_the_per_step_trace(kind, layers):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, model=kind, layers=layers, hidden_size=24,
+                                embedding_size=8)).eval()
+    x = torch.randint(11, (2, 40))
+    state = tuple(torch.randn_like(s) for s in model.init_state(2))
+    with torch.no_grad():
+        slow = model.trace(x, state)
+        fast = model.trace_fast(x, state)
+    assert torch.allclose(slow[0], fast[0], atol=1e-5)
+    for a, b in zip(slow[1], fast[1]):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert slow[2].keys() == fast[2].keys()
+    for name in slow[2]:
+        assert torch.allclose(slow[2][name], fast[2][name], atol=1e-5), name
+
+
 def test_trace_of_a_long_text_is_one_pass_continuing_the_state():
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=5, hidden_size=8, embedding_size=4)).eval()
