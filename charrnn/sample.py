@@ -25,6 +25,9 @@ from charrnn.model import CharRNN, State
 from charrnn.vocab import Vocab
 
 
+UNIFORM_BLOCK = 4096  # uniform numbers drawn per call to the generator
+
+
 @dataclass
 class SampleConfig:
     temperature: float = 0.8  # below 1 is safer and more repetitive; 0 always takes the likeliest
@@ -161,12 +164,14 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, cfg: SampleConfig,
     model.eval()
     device = next(model.parameters()).device
     ids = start_ids(prime, vocab, generator)
-    uniforms = torch.rand(cfg.length, generator=generator, dtype=torch.float64).numpy()
     logits, state = model(torch.tensor([ids], device=device))  # the prime in one fused call
     last = logits[0, -1].float().cpu().numpy()
     stepper = (Stepper if fast else FusedStepper)(model, state)
     for n in range(cfg.length):
-        i = draw(distribution(last, cfg), uniforms[n])
+        if n % UNIFORM_BLOCK == 0:  # uniforms in blocks: one call per block, bounded memory
+            block = min(UNIFORM_BLOCK, cfg.length - n)
+            uniforms = torch.rand(block, generator=generator, dtype=torch.float64).numpy()
+        i = draw(distribution(last, cfg), uniforms[n % UNIFORM_BLOCK])
         yield vocab.chars[i]
         if n + 1 < cfg.length:
             last = stepper.step(i)

@@ -465,7 +465,8 @@ class Trainer:
         if reason == "interrupted":
             # save where we are, but do not evaluate: a resumed run then matches an
             # uninterrupted one evaluation for evaluation
-            self._check_divergence((self.loss_sum / max(self.loss_count, 1)).item())
+            self._check_divergence((self.loss_sum / max(self.loss_count, 1)).item(),
+                                   weights=True)
             self.save_latest()
             self.reporter.say(f"interrupted at step {self.step}: saved {self.run}; "
                               f"continue with `charrnn train --resume {self.run}`")
@@ -485,9 +486,9 @@ class Trainer:
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
         record = self._figures(chars_per_sec)
-        self._check_divergence(record["train_loss"])
-        val_loss = self.evaluate()
-        self._check_divergence(val_loss)
+        val_loss = self.evaluate()  # run with the weights after the last update
+        for loss in (record["train_loss"], val_loss):  # not max(): max(3.0, nan) is 3.0
+            self._check_divergence(loss)
         best = val_loss < self.best_val_loss
         if best:
             self.best_val_loss, self.evals_since_best = val_loss, 0
@@ -506,10 +507,12 @@ class Trainer:
         checkpoint.append_metrics(self.run, record)
         self.reporter.evaluation(record)
 
-    def _check_divergence(self, loss: float) -> None:
-        """Stop on a NaN or exploding loss, before anything of it reaches a checkpoint."""
+    def _check_divergence(self, loss: float, weights: bool = False) -> None:
+        """Stop on a NaN or exploding loss (or, with `weights`, NaN weights: the last update
+        may have made them after the loss was computed), before anything reaches a checkpoint."""
         limit = 2 * math.log(len(self.vocab)) + 2  # far worse than guessing uniformly
-        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        finite = not weights or all(bool(torch.isfinite(p).all())
+                                    for p in self.model.parameters())
         if math.isfinite(loss) and loss <= limit and finite:
             return
         shown = f"{loss:.4g}" if finite else "NaN weights"
