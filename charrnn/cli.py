@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from charrnn import __version__, checkpoint
+from charrnn import __version__
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.errors import CharrnnError
 
 SIGNAL_EXIT = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal convention
@@ -110,27 +111,36 @@ def train(
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory. [default: runs/<corpus name>]", show_default=False)] = None,
     model: Annotated[str, typer.Option("--model", help="Recurrent cell: lstm, gru or rnn "
-                                       "(vanilla tanh RNN).")] = "lstm",
-    layers: Annotated[int, typer.Option("--layers", help="Recurrent layers stacked.")] = 2,
-    hidden_size: Annotated[int, typer.Option("--hidden-size", help="Units per layer.")] = 384,
+                                       "(vanilla tanh RNN).")] = ModelConfig.model,
+    layers: Annotated[int, typer.Option("--layers", help="Recurrent layers stacked.")]
+    = ModelConfig.layers,
+    hidden_size: Annotated[int, typer.Option("--hidden-size", help="Units per layer.")]
+    = ModelConfig.hidden_size,
     embedding_size: Annotated[int, typer.Option("--embedding-size", help="Size of the "
-                                                "character embedding.")] = 64,
+                                                "character embedding.")]
+    = ModelConfig.embedding_size,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout between layers and "
-                                           "before the output, in [0, 1).")] = 0.1,
+                                           "before the output, in [0, 1).")]
+    = ModelConfig.dropout,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Contiguous streams trained "
-                                            "side by side.")] = 32,
+                                            "side by side.")]
+    = TrainConfig.batch_size,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Characters per window of truncated "
-                                         "backpropagation through time.")] = 64,
+                                         "backpropagation through time.")]
+    = TrainConfig.seq_len,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (after warm-up, then "
-                                      "cosine decay).")] = 4e-3,
+                                      "cosine decay).")] = TrainConfig.lr,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear "
-                                              "learning-rate warm-up.")] = 50,
+                                              "learning-rate warm-up.")]
+    = TrainConfig.warmup_steps,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay of "
-                                                "the weight matrices.")] = 0.01,
+                                                "the weight matrices.")]
+    = TrainConfig.weight_decay,
     optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adam or rmsprop.")]
-    = "adamw",
+    = TrainConfig.optimizer,
     grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the global gradient "
-                                             "norm to this; 0 turns clipping off.")] = 5.0,
+                                             "norm to this; 0 turns clipping off.")]
+    = TrainConfig.grad_clip,
     epochs: Annotated[Optional[float], typer.Option("--epochs", help="Stop after this many "
                                                     "passes over the training text.")] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many "
@@ -140,23 +150,29 @@ def train(
         "schedule then follows the clock. [default: 10m when no other stop is given]",
         show_default=False)] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Validate (and checkpoint) "
-                                            "every this many steps.")] = 200,
+                                            "every this many steps.")]
+    = TrainConfig.eval_every,
     eval_chars: Annotated[int, typer.Option("--eval-chars", help="Validate on at most this "
-                                            "many characters.")] = 200_000,
+                                            "many characters.")]
+    = TrainConfig.eval_chars,
     patience: Annotated[int, typer.Option("--patience", help="Stop after this many evaluations "
                                           "without improvement in the second half of the run; "
-                                          "0 never stops early.")] = 10,
+                                          "0 never stops early.")]
+    = TrainConfig.patience,
     val_frac: Annotated[float, typer.Option("--val-frac", help="Fraction of the corpus, at its "
-                                            "end, kept for validation.")] = 0.1,
+                                            "end, kept for validation.")]
+    = TrainConfig.val_frac,
     encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the corpus.")]
-    = "utf-8",
+    = TrainConfig.encoding,
     errors: Annotated[str, typer.Option("--errors", help="Undecodable bytes: strict (stop), "
-                                        "replace (U+FFFD) or ignore.")] = "strict",
-    device: DeviceOpt = "auto",
+                                        "replace (U+FFFD) or ignore.")]
+    = TrainConfig.errors,
+    device: DeviceOpt = TrainConfig.device,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bfloat16; float16 with "
-                                      "loss scaling on GPUs without bfloat16).")] = False,
+                                      "loss scaling on GPUs without bfloat16).")]
+    = TrainConfig.amp,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed, the same "
-                                      "run.")] = 1337,
+                                      "run.")] = TrainConfig.seed,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run "
                                                    "exactly where it stopped.")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this "
@@ -210,7 +226,7 @@ def sample(
     run: RunArg,
     temperature: Annotated[float, typer.Option("--temperature", "--temp", help="Below 1: safer, "
                                                "more repetitive; above 1: wilder; 0: greedy.")]
-    = 0.8,
+    = SampleConfig.temperature,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k "
                                                  "likeliest characters.")] = None,
     top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only among the "
@@ -224,7 +240,8 @@ def sample(
                                                        "from this UTF-8 file.")] = None,
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="Leave out prime "
                                                "characters the model never saw.")] = False,
-    length: Annotated[int, typer.Option("--length", help="Characters to generate.")] = 1000,
+    length: Annotated[int, typer.Option("--length", help="Characters to generate.")]
+    = SampleConfig.length,
     num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples, one "
                                              "after another.")] = 1,
     seed: SeedOpt = None,
@@ -237,8 +254,9 @@ def sample(
     Sampling runs on the CPU: one character at a time, a CPU beats a GPU's launch costs."""
     import torch
 
+    from charrnn import checkpoint
     from charrnn.output import TextOut
-    from charrnn.sample import SampleConfig, check_prime, generate
+    from charrnn.sample import check_prime, generate
 
     cfg = SampleConfig(temperature=0.0 if argmax else temperature, top_k=top_k, top_p=top_p,
                        length=length)
@@ -307,12 +325,13 @@ def inspect_cells(
                                                      "this self-contained HTML file.")] = None,
     color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
     temperature: Annotated[float, typer.Option("--temperature", "--temp", help="With --prime: "
-                                               "sampling temperature.")] = 0.8,
+                                               "sampling temperature.")]
+    = SampleConfig.temperature,
     seed: SeedOpt = None,
     device: DeviceOpt = "cpu",
 ):
     """Paint each character of a text by what a hidden cell does there; find cells by probes."""
-    from charrnn import cells as cell_inspection, probes, report
+    from charrnn import cells as cell_inspection, checkpoint, probes, report
     from charrnn.fileio import atomic_write_text
 
     console = stdout_console(color)

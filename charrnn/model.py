@@ -3,22 +3,21 @@
 Two paths share one set of weights:
 - `forward` runs PyTorch's fused nn.LSTM / nn.GRU / nn.RNN (cuDNN on a GPU): the training path.
 - `trace` runs the same recurrences one time step at a time, written out below, and returns every
-  layer's hidden state, LSTM cell state and gate activations: the path `inspect-cells` reads.
-A test holds the two to 1e-5 of each other.
+  layer's hidden state, LSTM cell state and gate activations: the reference for what a cell does.
+- `trace_fast` returns the same, a layer at a time (what `inspect-cells` runs on long texts).
+Tests hold all three to 1e-5 of each other.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.errors import CharrnnError
+from charrnn.config import LIMITS, MODELS, ModelConfig  # noqa: F401 - re-exported
 
-MODELS = ("lstm", "gru", "rnn")
 # gate names in the order PyTorch packs them in weight_ih / weight_hh
 GATES = {
     "lstm": ("input", "forget", "candidate", "output"),
@@ -26,36 +25,7 @@ GATES = {
     "rnn": (),
 }
 
-# sizes past these are mistakes (or a hostile config), not models
-LIMITS = {"vocab_size": 0x110000, "layers": 64, "hidden_size": 1 << 16, "embedding_size": 1 << 16}
-
 State = tuple[torch.Tensor, ...]  # lstm: (h, c); gru, rnn: (h,); each (layers, B, H)
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild the network; saved as JSON beside the weights."""
-
-    vocab_size: int
-    model: str = "lstm"  # lstm | gru | rnn (vanilla tanh RNN)
-    layers: int = 2  # recurrent layers stacked
-    hidden_size: int = 384  # units per recurrent layer
-    embedding_size: int = 64  # size of the learned character embedding fed to layer 1
-    dropout: float = 0.1  # dropout between recurrent layers and before the head, when training
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise CharrnnError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
-        for name, most in LIMITS.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
-                raise CharrnnError(f"{name.replace('_', '-')} must be a whole number from 1 to "
-                                   f"{most:,}, not {value!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise CharrnnError(f"--dropout must be in [0, 1), not {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class CharRNN(nn.Module):

@@ -13,37 +13,18 @@ text on either path.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from charrnn.config import SampleConfig  # noqa: F401 - re-exported
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, State
 from charrnn.vocab import Vocab
 
 
 UNIFORM_BLOCK = 4096  # uniform numbers drawn per call to the generator
-
-
-@dataclass
-class SampleConfig:
-    temperature: float = 0.8  # below 1 is safer and more repetitive; 0 always takes the likeliest
-    top_k: int | None = None  # draw only among the k likeliest characters
-    top_p: float | None = None  # draw only among the likeliest characters whose mass reaches p
-    length: int = 1000  # characters to generate after the prime
-
-    def __post_init__(self) -> None:
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise CharrnnError(f"--temperature must be 0 or more, not {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise CharrnnError(f"--top-k must be 1 or more, not {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise CharrnnError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if self.length < 0:
-            raise CharrnnError(f"--length must be 0 or more, not {self.length}")
 
 
 def distribution(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:

@@ -12,7 +12,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,71 +21,11 @@ import torch.nn.functional as F
 
 from charrnn import checkpoint, corpus as corpora
 from charrnn.batches import Streams, fit
+from charrnn.config import OPTIMIZERS, TrainConfig  # noqa: F401 - re-exported
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig, State, detach
 from charrnn.progress import LN2, Reporter
 from charrnn.vocab import Vocab
-
-OPTIMIZERS = ("adamw", "adam", "rmsprop")
-
-
-@dataclass
-class TrainConfig:
-    """How a run is trained; saved in config.json and restored by --resume."""
-
-    batch_size: int = 32  # contiguous streams trained side by side
-    seq_len: int = 64  # characters per window of truncated backpropagation through time
-    lr: float = 4e-3  # peak learning rate, reached after warm-up
-    min_lr_frac: float = 0.05  # the cosine decay ends at lr * min_lr_frac
-    warmup_steps: int = 50  # linear warm-up from 0 to lr
-    weight_decay: float = 0.01  # AdamW's decoupled weight decay
-    optimizer: str = "adamw"  # adamw | adam | rmsprop
-    grad_clip: float = 5.0  # global gradient-norm clip; 0 turns it off
-    epochs: float | None = None  # stop after this many passes over the training text
-    max_steps: int | None = None  # stop after this many windows
-    time: float | None = None  # stop after this many seconds (the schedule then follows time)
-    eval_every: int = 200  # validate every this many steps (and at the end)
-    eval_chars: int = 200_000  # validate on at most this many characters of the validation text
-    patience: int = 10  # stop after this many evaluations without improvement (second half)
-    val_frac: float = 0.1  # the last val_frac of the corpus is the validation text
-    seed: int = 1337  # seeds initialisation, dropout and everything else random
-    device: str = "auto"  # auto | cpu | cuda | mps
-    amp: bool = False  # mixed precision: bfloat16 autocast (float16 with loss scaling on old GPUs)
-    encoding: str = "utf-8"  # the corpus file's text encoding
-    errors: str = "strict"  # what to do with undecodable bytes: strict | replace | ignore
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.batch_size >= 1, "--batch-size must be 1 or more"),
-            (self.seq_len >= 1, "--seq-len must be 1 or more"),
-            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
-            (0 <= self.min_lr_frac <= 1, "min_lr_frac must be in [0, 1]"),
-            (self.warmup_steps >= 0, "--warmup-steps must be 0 or more"),
-            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.grad_clip >= 0, "--grad-clip must be 0 (off) or more"),
-            (self.epochs is None or self.epochs > 0, "--epochs must be more than 0"),
-            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be 1 or more"),
-            (self.time is None or self.time > 0, "--time must be more than 0"),
-            (self.eval_every >= 1, "--eval-every must be 1 or more"),
-            (self.eval_chars >= 2, "--eval-chars must be 2 or more"),
-            (self.patience >= 0, "--patience must be 0 (off) or more"),
-            (0 <= self.val_frac < 1, "--val-frac must be in [0, 1)"),
-            (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
-             "--device must be auto, cpu, cuda or mps"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise CharrnnError(message)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-DEFAULT_TIME = 600.0  # seconds, when no stop condition is given
-
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -341,15 +281,15 @@ class Trainer:
     # -----------------------------------------------------------------------------------------
     # The loop
 
+    def epochs_done(self) -> float:
+        return self.epoch + self.window / self.train_streams.windows
+
     def progress(self) -> float:
         """How far through the run, 0..1, by whichever stop condition is nearest."""
-        c, fracs = self.cfg, []
-        if c.max_steps:
-            fracs.append(self.step / c.max_steps)
-        if c.epochs:
-            fracs.append((self.epoch + self.window / self.train_streams.windows) / c.epochs)
-        if c.time or not fracs:
-            fracs.append(self.elapsed / (c.time or DEFAULT_TIME))
+        c, budget = self.cfg, self.cfg.time_budget
+        fracs = [self.step / c.max_steps if c.max_steps else 0.0,
+                 self.epochs_done() / c.epochs if c.epochs else 0.0,
+                 self.elapsed / budget if budget else 0.0]
         return max(fracs)
 
     def stop_reason(self) -> str | None:
@@ -358,9 +298,9 @@ class Trainer:
             return "interrupted"
         if c.max_steps and self.step >= c.max_steps:
             return "max_steps"
-        if c.epochs and self.epoch + self.window / self.train_streams.windows >= c.epochs:
+        if c.epochs and self.epochs_done() >= c.epochs:
             return "epochs"
-        if (c.time or not (c.max_steps or c.epochs)) and self.elapsed >= (c.time or DEFAULT_TIME):
+        if c.time_budget and self.elapsed >= c.time_budget:
             return "time"
         if c.patience and self.evals_since_best >= c.patience:
             return "patience"
@@ -479,7 +419,7 @@ class Trainer:
         progress = self.progress()
         eta = self.elapsed * (1 - progress) / progress if progress > 0 else math.inf
         return {"step": self.step,
-                "epoch": self.epoch + self.window / self.train_streams.windows,
+                "epoch": self.epochs_done(),
                 "train_loss": (self.loss_sum / max(self.loss_count, 1)).item(),
                 "chars_per_sec": chars_per_sec, "lr": lr_at(self.cfg, self.step, progress),
                 "elapsed": self.elapsed, "eta": eta, "progress": progress}
