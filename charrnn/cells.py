@@ -149,14 +149,13 @@ def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path 
 
 @torch.no_grad()
 def inspect(model: CharRNN, vocab: Vocab, text: str) -> Inspection:
-    """Run `text` through the per-step path once and keep every state of every layer."""
+    """Run `text` through the model once and keep every state of every layer."""
     if len(text) < 2:
         raise CharrnnError("the text to inspect needs at least 2 characters")
-    unknown = vocab.unknown(text)
-    if unknown:
-        shown = " ".join(repr(ch) for ch in unknown[:20])
-        raise CharrnnError(f"the text has {len(unknown)} character(s) the model never saw: "
-                           f"{shown}; inspect a text made of the run's characters")
+    problem = vocab.describe_unknown(text)
+    if problem is not None:
+        raise CharrnnError(f"the text has {problem}; inspect a text made of the run's "
+                           "characters")
     model.eval()
     device = next(model.parameters()).device
     ids = torch.from_numpy(vocab.encode(text).astype(np.int64)).to(device)[None]  # (1, N)

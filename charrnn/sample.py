@@ -54,14 +54,14 @@ def draw(probs: np.ndarray, u: float) -> int:
 
 
 def check_prime(prime: str, vocab: Vocab, drop_unknown: bool) -> str:
-    unknown = vocab.unknown(prime)
-    if not unknown:
+    problem = vocab.describe_unknown(prime)
+    if problem is None:
         return prime
     if drop_unknown:
-        return "".join(ch for ch in prime if ch not in set(unknown))
-    shown = " ".join(repr(ch) for ch in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
-    raise CharrnnError(f"the prime has {len(unknown)} character(s) the model never saw: {shown};"
-                       " change the prime, or pass --drop-unknown to leave them out")
+        known = set(vocab.chars)
+        return "".join(ch for ch in prime if ch in known)
+    raise CharrnnError(f"the prime has {problem}; change the prime, or pass --drop-unknown to "
+                       "leave them out")
 
 
 def start_ids(prime: str, vocab: Vocab, generator: torch.Generator) -> list[int]:

@@ -59,6 +59,14 @@ class Vocab:
         known = set(self.chars)
         return sorted(set(text) - known)
 
+    def describe_unknown(self, text: str) -> str | None:
+        """'3 character(s) the model never saw: 'é' 'ß' '€'', or None when there are none."""
+        unknown = self.unknown(text)
+        if not unknown:
+            return None
+        shown = " ".join(repr(ch) for ch in unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+        return f"{len(unknown)} character(s) the model never saw: {shown}"
+
     def encode(self, text: str) -> np.ndarray:
         """Ids of `text`; raises KeyError naming the characters not in the vocabulary."""
         cps = code_points(text)
