@@ -19,6 +19,10 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
 - memory: peak resident memory training on a generated 1 GB corpus (full run only).
 - quality: validation loss after a fixed wall-clock budget with default settings on
   ../shared/corpora/tinyshakespeare.txt (skipped when absent).
+- budget: for budgets of 45 s, 2 min and 4 min (20 s and 45 s with --quick), on tiny Shakespeare
+  and a 3M-character slice of python-stdlib (tiny Shakespeare alone with --quick), the
+  automatic choice of size against the candidate sizes on either side of it, each trained with
+  the same --time; two runs at a time, one core each (about 20 minutes; --quick under 5).
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from charrnn import checkpoint  # noqa: E402
 from charrnn.model import CharRNN, ModelConfig  # noqa: E402
 from charrnn.output import TextOut  # noqa: E402
 from charrnn.sample import SampleConfig, generate  # noqa: E402
-from charrnn.train import TrainConfig, Trainer  # noqa: E402
+from charrnn import prepare  # noqa: E402
+from charrnn.config import TrainConfig  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -126,13 +131,14 @@ class Reference:
 
 
 def bench_training(corpus: Path, device, layers, hidden, seq, batch, blocks, steps, peak):
-    cfg = TrainConfig(batch_size=batch, seq_len=seq, device=str(device), max_steps=10**9,
-                      warmup_steps=0)
+    cfg = TrainConfig(batch_size=batch, seq_len=seq, lr=2e-3, device=str(device),
+                      max_steps=10**9, warmup_steps=0)
     with tempfile.TemporaryDirectory() as run:
-        trainer = Trainer(str(corpus), Path(run) / "run", cfg,
-                          {"hidden_size": hidden, "layers": layers, "embedding_size": 64,
-                           "dropout": 0.0},  # the reference loop has no dropout
-                          reporter=_quiet())
+        trainer = prepare.new(str(corpus), Path(run) / "run", cfg,
+                              {"hidden_size": hidden, "layers": layers, "embedding_size": 64,
+                               "dropout": 0.0},  # the reference loop has no dropout
+                              reporter=_quiet())
+        trainer.release()
     streams = trainer.train_streams
     data = torch.from_numpy(np.asarray(streams.inputs, dtype=np.int64))  # (B, L)
     target = torch.from_numpy(np.asarray(streams.targets, dtype=np.int64))
@@ -142,7 +148,7 @@ def bench_training(corpus: Path, device, layers, hidden, seq, batch, blocks, ste
     def ours():
         i = window[0] % streams.windows
         x, y = streams.tensors(i, device)
-        trainer.train_step(x, y, cfg.lr)
+        _, trainer.hidden = trainer.runner.step(x, y, trainer.hidden, cfg.lr)
         window[0] += 1
 
     def reference():
@@ -317,6 +323,78 @@ def bench_quality(folder: Path, seconds: int) -> dict:
             "best_step": config["step"], "steps": last["step"]}
 
 
+# ---------------------------------------------------------------------------------------------
+# Budget: the automatic choice against a grid of sizes trained with the same time budget
+
+
+def stdlib_slice(folder: Path, chars: int = 3_000_000) -> Path:
+    """The first 3M characters of python-stdlib: source code, a corpus of another nature."""
+    from charrnn import corpus
+
+    path = folder / "stdlib-slice.txt"
+    if not path.exists():
+        _, full = corpus.resolve("python-stdlib")
+        path.write_text(full.read_text(encoding="utf-8")[:chars], encoding="utf-8")
+    return path
+
+
+def budget_run(corpus: Path, seconds: float, hidden: int | None, folder: Path,
+               env: dict) -> dict:
+    """One `charrnn train --time` run (sizes chosen, or --hidden-size given) in its own process."""
+    run = folder / f"budget-{corpus.stem}-{seconds:g}s-{hidden or 'auto'}"
+    args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(run),
+            "--overwrite", "--time", f"{seconds:g}s", "--device", "cpu"]
+    if hidden:
+        args += ["--hidden-size", str(hidden)]
+    start = time.perf_counter()
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"budget run failed: {proc.stderr[-2000:]}")
+    config = checkpoint.read_config(run)
+    return {"corpus": corpus.stem, "seconds": seconds, "hidden_size": config["model"][
+        "hidden_size"], "dropout": config["model"]["dropout"], "auto": hidden is None,
+            "best_val_loss": config["best_val_loss"], "steps": config["plan"]["steps"],
+            "wall_s": time.perf_counter() - start, "choice": config["choice"]["reason"]}
+
+
+def bench_budget(folder: Path, quick: bool) -> dict:
+    """For each corpus and budget, the automatic choice, then the sizes on either side of it,
+    each trained with the same --time. Two runs at a time, each on one core (OMP_NUM_THREADS=1),
+    so the full set fits in about half an hour; every run, automatic or not, sees the same
+    machine: one core, with a neighbour on the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charrnn.autosize import HIDDEN_SIZES
+
+    corpora = [TINYSHAKESPEARE] + ([] if quick else [stdlib_slice(folder)])
+    budgets = [20, 45] if quick else [45, 120, 240]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "CHARRNN_CACHE_DIR": str(folder / "cache-budget")}
+    jobs = [(c, s) for c in corpora for s in budgets]
+    with ThreadPoolExecutor(2) as pool:
+        auto = list(pool.map(lambda j: budget_run(j[0], j[1], None, folder, env), jobs))
+        around = []
+        for r, (c, s) in zip(auto, jobs):
+            i = HIDDEN_SIZES.index(r["hidden_size"])
+            around += [(c, s, HIDDEN_SIZES[k]) for k in (i - 1, i + 1)
+                       if 0 <= k < len(HIDDEN_SIZES)]
+        grid = list(pool.map(lambda j: budget_run(j[0], j[1], j[2], folder, env), around))
+    rows = []
+    for r, (c, s) in zip(auto, jobs):
+        points = [r] + [g for g in grid if (g["corpus"], g["seconds"]) == (c.stem, s)]
+        best = min(points, key=lambda p: p["best_val_loss"])
+        rows.append({"corpus": c.stem, "seconds": s, "auto": r, "grid": points[1:],
+                     "best_grid_loss": best["best_val_loss"],
+                     "gap": r["best_val_loss"] - best["best_val_loss"],
+                     "target_gap": 0.03 if s <= 45 else 0.02})
+    for c in corpora:
+        losses = [row["auto"]["best_val_loss"] for row in rows if row["corpus"] == c.stem]
+        for row in rows:
+            if row["corpus"] == c.stem:
+                row["non_increasing"] = all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
+    return {"rows": rows}
+
+
 def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
     from charrnn import cells, probes, report
@@ -352,14 +430,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections: training sampling inspect encoding memory quality")
+                        help="sections: training sampling inspect encoding memory quality "
+                             "budget")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
     args = parser.parse_args()
     quick = args.quick
     sections = set(args.only or ["training", "sampling", "inspect", "encoding", "memory",
-                                 "quality"])
+                                 "quality", "budget"])
     if quick:
         sections.discard("memory")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -428,6 +507,16 @@ def main() -> None:
                 print(f"quality: tinyshakespeare, defaults, {seconds} s: best validation loss "
                       f"{r['best_val_loss']:.4f} nats/char (at step {r['best_step']} of "
                       f"{r['steps']})", flush=True)
+        if "budget" in sections and TINYSHAKESPEARE.exists():
+            results["budget"] = bench_budget(folder, quick)
+            for row in results["budget"]["rows"]:
+                a = row["auto"]
+                others = ", ".join(f"2x{g['hidden_size']} {g['best_val_loss']:.4f}"
+                                   for g in row["grid"])
+                print(f"budget {row['corpus']} {row['seconds']} s: auto 2x{a['hidden_size']} "
+                      f"(dropout {a['dropout']:g}) {a['best_val_loss']:.4f}; {others}; gap "
+                      f"{row['gap']:+.4f} (target <= {row['target_gap']}); non-increasing "
+                      f"over budgets: {row['non_increasing']}", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from charrnn import __version__
-from charrnn.config import ModelConfig, SampleConfig, TrainConfig
+from charrnn.config import DEFAULT_TIME, ModelConfig, SampleConfig, TrainConfig
 from charrnn.errors import CharrnnError
 
 SIGNAL_EXIT = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal convention
@@ -94,6 +95,8 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+CHOSEN = "[default: chosen for the budget, the corpus and the device]"
+
 # Shared options, declared once
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `charrnn train`.",
                                         show_default=False)]
@@ -112,24 +115,25 @@ def train(
         "--out", help="Run directory. [default: runs/<corpus name>]", show_default=False)] = None,
     model: Annotated[str, typer.Option("--model", help="Recurrent cell: lstm, gru or rnn "
                                        "(vanilla tanh RNN).")] = ModelConfig.model,
-    layers: Annotated[int, typer.Option("--layers", help="Recurrent layers stacked.")]
-    = ModelConfig.layers,
-    hidden_size: Annotated[int, typer.Option("--hidden-size", help="Units per layer.")]
-    = ModelConfig.hidden_size,
-    embedding_size: Annotated[int, typer.Option("--embedding-size", help="Size of the "
-                                                "character embedding.")]
-    = ModelConfig.embedding_size,
-    dropout: Annotated[float, typer.Option("--dropout", help="Dropout between layers and "
-                                           "before the output, in [0, 1).")]
-    = ModelConfig.dropout,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Contiguous streams trained "
-                                            "side by side.")]
-    = TrainConfig.batch_size,
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Characters per window of truncated "
-                                         "backpropagation through time.")]
-    = TrainConfig.seq_len,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (after warm-up, then "
-                                      "cosine decay).")] = TrainConfig.lr,
+    layers: Annotated[Optional[int], typer.Option("--layers", help=f"Recurrent layers stacked. "
+                                                  f"{CHOSEN}", show_default=False)] = None,
+    hidden_size: Annotated[Optional[int], typer.Option(
+        "--hidden-size", help=f"Units per layer. {CHOSEN}", show_default=False)] = None,
+    embedding_size: Annotated[Optional[int], typer.Option(
+        "--embedding-size", help=f"Size of the character embedding. {CHOSEN}",
+        show_default=False)] = None,
+    dropout: Annotated[Optional[float], typer.Option(
+        "--dropout", help=f"Dropout between layers and before the output, in [0, 1). {CHOSEN}",
+        show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", help=f"Contiguous streams trained side by side. {CHOSEN}",
+        show_default=False)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(
+        "--seq-len", help=f"Characters per window of truncated backpropagation through time. "
+        f"{CHOSEN}", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        "--lr", help=f"Peak learning rate (after warm-up, then cosine decay over the planned "
+        f"steps). {CHOSEN}", show_default=False)] = None,
     warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear "
                                               "learning-rate warm-up.")]
     = TrainConfig.warmup_steps,
@@ -146,19 +150,24 @@ def train(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many "
                                                      "training steps.")] = None,
     time_budget: Annotated[Optional[str], typer.Option(
-        "--time", help="Stop after this wall time, like 90s, 10m or 1h; the learning-rate "
-        "schedule then follows the clock. [default: 10m when no other stop is given]",
-        show_default=False)] = None,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Validate (and checkpoint) "
-                                            "every this many steps.")]
-    = TrainConfig.eval_every,
+        "--time", help="A time budget, like 90s, 10m or 1h: the model is chosen for it, and it "
+        "is planned as a number of steps at the start. [default: "
+        f"{DEFAULT_TIME / 60:g}m when no other stop is given]", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(
+        "--eval-every", help="Validate (and checkpoint) every this many steps. [default: about "
+        "20 times a run]", show_default=False)] = None,
     eval_chars: Annotated[int, typer.Option("--eval-chars", help="Validate on at most this "
                                             "many characters.")]
     = TrainConfig.eval_chars,
-    patience: Annotated[int, typer.Option("--patience", help="Stop after this many evaluations "
-                                          "without improvement in the second half of the run; "
-                                          "0 never stops early.")]
+    patience: Annotated[int, typer.Option("--patience", help="Evaluations without a new best "
+                                          "before the learning rate decays; 0: never.")]
     = TrainConfig.patience,
+    lr_decay: Annotated[float, typer.Option("--lr-decay", help="What a plateau multiplies the "
+                                            "learning rate by, in (0, 1].")]
+    = TrainConfig.lr_decay,
+    max_decays: Annotated[int, typer.Option("--max-decays", help="Stop once this many decays "
+                                            "in a row brought no new best.")]
+    = TrainConfig.max_decays,
     val_frac: Annotated[float, typer.Option("--val-frac", help="Fraction of the corpus, at its "
                                             "end, kept for validation.")]
     = TrainConfig.val_frac,
@@ -181,8 +190,8 @@ def train(
                                             "the run directory.")] = False,
 ):
     """Train a character model on a text file; write checkpoints to a run directory."""
+    from charrnn import prepare
     from charrnn.progress import reporter_for
-    from charrnn.train import TrainConfig, Trainer
 
     budget = parse_duration(time_budget) if time_budget is not None else None
     given = {name for name in ctx.params
@@ -196,8 +205,7 @@ def train(
         stops = {"epochs": epochs, "max_steps": max_steps, "time": budget, "device": device}
         overrides = {k: v for k, v in stops.items()
                      if k in given or (k == "time" and "time_budget" in given)}
-        trainer = Trainer(corpus, resume, None, resume=True, reporter=reporter,
-                          overrides=overrides)
+        trainer = prepare.resume(resume, corpus, overrides, reporter)
     else:
         if corpus is None:
             raise CharrnnError("give a CORPUS to train on (a text file or python-stdlib), or "
@@ -206,18 +214,20 @@ def train(
                           warmup_steps=warmup_steps, weight_decay=weight_decay,
                           optimizer=optimizer, grad_clip=grad_clip, epochs=epochs,
                           max_steps=max_steps, time=budget, eval_every=eval_every,
-                          eval_chars=eval_chars, patience=patience, val_frac=val_frac, seed=seed,
+                          eval_chars=eval_chars, patience=patience, lr_decay=lr_decay,
+                          max_decays=max_decays, val_frac=val_frac, seed=seed,
                           device=device, amp=amp, encoding=encoding, errors=errors)
-        model_cfg = dict(model=model, layers=layers, hidden_size=hidden_size,
-                         embedding_size=embedding_size, dropout=dropout)
-        trainer = Trainer(corpus, out, cfg, model_cfg, init_from=init_from, overwrite=overwrite,
-                          reporter=reporter)
+        sizes = dict(layers=layers, hidden_size=hidden_size, embedding_size=embedding_size,
+                     dropout=dropout)
+        model_cfg = {"model": model, **{k: v for k, v in sizes.items() if v is not None}}
+        trainer = prepare.new(corpus, out, cfg, model_cfg, init_from=init_from,
+                              overwrite=overwrite, reporter=reporter)
     outcome = trainer.run_loop()
     if outcome.stopped_by == "interrupted":
         raise typer.Exit(SIGNAL_EXIT.get(outcome.signal, 130))
     reporter.say(f"stopped by {outcome.stopped_by.replace('_', '-')} at step {outcome.step}; "
                  f"best validation loss {outcome.best_val_loss:.4f} nats/char "
-                 f"({outcome.best_val_loss / 0.6931471805599453:.3f} bits/char)")
+                 f"({outcome.best_val_loss / math.log(2):.3f} bits/char)")
     reporter.say(f"sample from it with:  charrnn sample {outcome.run}")
 
 
@@ -347,7 +357,7 @@ def inspect_cells(
         raise CharrnnError(f"--length must be 2 or more, not {length}")
     if offset < 0:
         raise CharrnnError(f"--offset must be 0 or more, not {offset}")
-    from charrnn.train import pick_device
+    from charrnn.device import pick_device
 
     model, vocab, config = checkpoint.load(run, pick_device(device))
     source = cell_inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,

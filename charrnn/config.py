@@ -46,22 +46,25 @@ OPTIMIZERS = ("adamw", "adam", "rmsprop")
 
 @dataclass
 class TrainConfig:
-    """How a run is trained; saved in config.json and restored by --resume."""
+    """How a run is trained; saved in config.json and restored by --resume. A setting left at
+    None is chosen for the budget, the corpus and the device (charrnn/autosize.py)."""
 
-    batch_size: int = 32  # contiguous streams trained side by side
-    seq_len: int = 64  # characters per window of truncated backpropagation through time
-    lr: float = 4e-3  # peak learning rate, reached after warm-up
-    min_lr_frac: float = 0.05  # the cosine decay ends at lr * min_lr_frac
+    batch_size: int | None = None  # contiguous streams trained side by side
+    seq_len: int | None = None  # characters per window of truncated backpropagation
+    lr: float | None = None  # peak learning rate, reached after warm-up
+    min_lr_frac: float = 0.05  # the cosine decay over the planned steps ends at lr * min_lr_frac
     warmup_steps: int = 50  # linear warm-up from 0 to lr
     weight_decay: float = 0.01  # AdamW's decoupled weight decay
     optimizer: str = "adamw"  # adamw | adam | rmsprop
     grad_clip: float = 5.0  # global gradient-norm clip; 0 turns it off
     epochs: float | None = None  # stop after this many passes over the training text
     max_steps: int | None = None  # stop after this many windows
-    time: float | None = None  # stop after this many seconds (the schedule then follows time)
-    eval_every: int = 200  # validate every this many steps (and at the end)
+    time: float | None = None  # a budget in seconds, planned as steps at the start
+    eval_every: int | None = None  # validate every this many steps (and at the end)
     eval_chars: int = 200_000  # validate on at most this many characters of the validation text
-    patience: int = 10  # stop after this many evaluations without improvement (second half)
+    patience: int = 3  # evaluations without a new best before the learning rate decays; 0: never
+    lr_decay: float = 0.5  # what a plateau multiplies the learning rate by
+    max_decays: int = 2  # stop once this many decays in a row brought no new best
     val_frac: float = 0.1  # the last val_frac of the corpus is the validation text
     seed: int = 1337  # seeds initialisation, dropout and everything else random
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -71,9 +74,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.batch_size >= 1, "--batch-size must be 1 or more"),
-            (self.seq_len >= 1, "--seq-len must be 1 or more"),
-            (self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
+            (self.batch_size is None or self.batch_size >= 1, "--batch-size must be 1 or more"),
+            (self.seq_len is None or self.seq_len >= 1, "--seq-len must be 1 or more"),
+            (self.lr is None or (self.lr > 0 and math.isfinite(self.lr)),
+             "--lr must be a positive number"),
             (0 <= self.min_lr_frac <= 1, "min_lr_frac must be in [0, 1]"),
             (self.warmup_steps >= 0, "--warmup-steps must be 0 or more"),
             (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
@@ -82,9 +86,11 @@ class TrainConfig:
             (self.epochs is None or self.epochs > 0, "--epochs must be more than 0"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be 1 or more"),
             (self.time is None or self.time > 0, "--time must be more than 0"),
-            (self.eval_every >= 1, "--eval-every must be 1 or more"),
+            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be 1 or more"),
             (self.eval_chars >= 2, "--eval-chars must be 2 or more"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
+            (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
+            (self.max_decays >= 0, "--max-decays must be 0 or more"),
             (0 <= self.val_frac < 1, "--val-frac must be in [0, 1)"),
             (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
              "--device must be auto, cpu, cuda or mps"),
@@ -97,6 +103,11 @@ class TrainConfig:
     def time_budget(self) -> float | None:
         """Seconds the run may take: --time, or DEFAULT_TIME when no other stop is given."""
         return self.time or (None if self.max_steps or self.epochs else DEFAULT_TIME)
+
+    @property
+    def chosen(self) -> bool:
+        """Whether every setting that autosize chooses has a value."""
+        return None not in (self.batch_size, self.seq_len, self.lr)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

@@ -1,9 +1,10 @@
-"""The training loop: TBPTT over contiguous streams, AdamW, warm-up and cosine decay, clipping,
-periodic validation, best and latest checkpoints, early stopping, and exact resume.
+"""The training loop: TBPTT over contiguous streams, AdamW, clipping, periodic validation, best
+and latest checkpoints, a schedule that follows steps and validation, and exact resume.
 
-The hot path (one window) does: copy a (B, T) window to the device, forward, loss, backward,
-clip, optimizer step. Nothing in it waits on the device: the running loss stays a tensor until
-the display asks for it, at most a few times a second.
+A step does what a plain PyTorch loop does: forward, loss, backward, clip, optimizer step (fused
+AdamW on CUDA). Nothing in it waits on the device: each step's loss stays a tensor until the
+display or an evaluation reads them all at once, a few times a second at most. Setting a run up
+(new, resumed, or from another run's weights) is charrnn/prepare.py's work.
 """
 
 from __future__ import annotations
@@ -15,62 +16,86 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, corpus as corpora
-from charrnn.batches import Streams, fit
-from charrnn.config import OPTIMIZERS, TrainConfig  # noqa: F401 - re-exported
+from charrnn import checkpoint
+from charrnn.autosize import SAFETY, Plan
+from charrnn.batches import Streams
+from charrnn.config import TrainConfig
+from charrnn.corpus import Corpus
+from charrnn.device import amp_dtype
 from charrnn.errors import CharrnnError
-from charrnn.model import CharRNN, ModelConfig, State, detach
+from charrnn.model import CharRNN, State, detach
 from charrnn.progress import LN2, Reporter
+from charrnn.schedule import Schedule
 from charrnn.vocab import Vocab
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CharrnnError("--device cuda asked for, but PyTorch sees no CUDA GPU here; "
-                           "use --device cpu (or auto)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise CharrnnError("--device mps asked for, but this machine has no MPS; use --device cpu")
-    return device
 
-
-def amp_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        return torch.bfloat16
-    raise CharrnnError(f"--amp is not supported on {device.type}; leave it out")
-
-
-def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warm-up over warmup_steps, then cosine decay to lr * min_lr_frac by progress 1."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cosine)
-
-
-def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: CharRNN, cfg: TrainConfig, device: torch.device):
     params = list(model.parameters())
+    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for every tensor
     if cfg.optimizer == "adamw":
         # decay the weight matrices only, not biases (nanoGPT's rule)
         decay = [p for p in params if p.dim() >= 2]
         rest = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": rest, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), **fused)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99))
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.99), **fused)
     return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.95)
+
+
+class StepRunner:
+    """One training step of a model, as training and calibration both run it."""
+
+    def __init__(self, model: CharRNN, cfg: TrainConfig, device: torch.device):
+        self.model, self.cfg = model, cfg
+        self.optimizer = make_optimizer(model, cfg, device)
+        self.device_type = device.type
+        self.amp_dtype = amp_dtype(device) if cfg.amp else torch.float32
+        # loss scaling only for float16, whose range is too narrow for small gradients
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.cfg.amp)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, hidden: State,
+             lr: float) -> tuple[torch.Tensor, State]:
+        """x, y (B, T) -> the loss (a tensor, not waited for) and the detached state after."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast():
+            logits, hidden = self.model(x, hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), detach(hidden)
+
+
+@dataclass
+class Setup:
+    """A run ready to train: what charrnn/prepare.py hands the loop."""
+
+    run: Path
+    cfg: TrainConfig  # every setting decided (nothing left to choose)
+    model: CharRNN
+    vocab: Vocab
+    corpus: Corpus
+    device: torch.device
+    train_streams: Streams
+    val_streams: Streams
+    total_steps: int  # where the planned run ends: the schedule's cosine ends here
+    plan: Plan | None  # a time budget, as steps
+    choice: dict  # what was chosen and why, recorded in config.json
+    lock: checkpoint.RunLock
+    resume_state: dict | None = None
 
 
 @dataclass
@@ -78,9 +103,9 @@ class Outcome:
     run: Path
     step: int
     best_val_loss: float
-    stopped_by: str  # "epochs" | "max_steps" | "time" | "patience" | "interrupted"
+    stopped_by: str  # "epochs" | "max_steps" | "time" | "clock" | "patience" | "interrupted"
     signal: int | None = None
-    losses: list = field(default_factory=list)  # (step, train loss) of every step
+    losses: list = field(default_factory=list)  # (step, train loss) of every step of this process
 
 
 def rng_state(device: torch.device) -> dict:
@@ -96,144 +121,50 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def extend_vocab(model: CharRNN, old: Vocab, new: Vocab) -> CharRNN:
-    """A copy of `model` over vocabulary `new`: shared characters keep their rows."""
-    mc = ModelConfig(**{**model.config.to_dict(), "vocab_size": len(new)})
-    grown = CharRNN(mc)
-    old_index = {ch: i for i, ch in enumerate(old.chars)}
-    pairs = [(j, old_index[ch]) for j, ch in enumerate(new.chars) if ch in old_index]
-    to_rows = torch.tensor([j for j, _ in pairs], dtype=torch.long)
-    from_rows = torch.tensor([i for _, i in pairs], dtype=torch.long)
-    with torch.no_grad():
-        source = model.state_dict()
-        for name, tensor in grown.state_dict().items():
-            if name in ("embed.weight", "head.weight", "head.bias"):
-                tensor[to_rows] = source[name][from_rows]
-            else:
-                tensor.copy_(source[name])
-    return grown
-
-
 class Trainer:
-    """One run: set up from a corpus (new run, --init-from) or a run directory (--resume)."""
+    """The loop over one prepared run, and the state that --resume restores."""
 
-    def __init__(self, corpus_arg: str | None, run: Path | None, cfg: TrainConfig,
-                 model_cfg: dict | None = None, *, resume: bool = False,
-                 init_from: Path | None = None, overwrite: bool = False,
-                 reporter: Reporter | None = None, overrides: dict | None = None):
+    def __init__(self, setup: Setup, reporter: Reporter | None = None):
+        self.setup = setup
         self.reporter = reporter or Reporter()
-        self.resume_state = None
-        self.lock = None
-        try:
-            self._setup(corpus_arg, run, cfg, model_cfg, resume, init_from, overwrite,
-                        overrides)
-        except BaseException:
-            self.release()
-            raise
+        self.run, self.cfg, self.model = setup.run, setup.cfg, setup.model
+        self.vocab, self.device = setup.vocab, setup.device
+        self.train_streams, self.val_streams = setup.train_streams, setup.val_streams
+        self.runner = StepRunner(self.model, self.cfg, self.device)
+        self.amp_dtype = self.runner.amp_dtype
+        c = self.cfg
+        self.schedule = Schedule(lr=c.lr, total_steps=setup.total_steps,
+                                 warmup_steps=c.warmup_steps, min_lr_frac=c.min_lr_frac,
+                                 patience=c.patience, lr_decay=c.lr_decay,
+                                 max_decays=c.max_decays)
+        self.eval_every = c.eval_every
+        self.step = self.window = self.epoch = 0
+        self.elapsed = 0.0
+        self.hidden: State = self.model.init_state(self.train_streams.batch_size, self.device)
+        self.pending: list[torch.Tensor] = []  # losses of steps not yet read from the device
+        self.losses: list[tuple[int, float]] = []  # (step, loss) of this process's steps
+        self.since_eval: list[float] = []  # train losses since the last evaluation
+        self.stop_signal: int | None = None
+        if setup.resume_state is not None:
+            self._restore(setup.resume_state)
+
+    @property
+    def best_val_loss(self) -> float:
+        return self.schedule.best
 
     def release(self) -> None:
-        if self.lock is not None:
-            self.lock.__exit__(None, None, None)
-            self.lock = None
-
-    def _setup(self, corpus_arg, run, cfg, model_cfg, resume, init_from, overwrite, overrides):
-        stored = None
-        if resume:
-            self.run = Path(run)
-            stored = checkpoint.read_config(run)
-            self.lock = checkpoint.RunLock(self.run).__enter__()
-            self.resume_state = checkpoint.load_state(run)
-            try:
-                cfg = TrainConfig.from_dict({**stored["train"], **(overrides or {})})
-            except TypeError as e:
-                raise CharrnnError(f"{self.run / checkpoint.CONFIG} is corrupted ({e}); "
-                                   "it cannot be resumed") from None
-            corpus_arg = corpus_arg or stored["corpus"].get("path")
-        self.cfg = cfg
-        self.device = pick_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-
-        self.corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
-                                   sniff_binary=cfg.encoding == "utf-8")
-        vocab, ids = self.corpus.vocab, self.corpus.ids
-        if len(ids) < 2:
-            raise CharrnnError(f"corpus {self.corpus.path} has {len(ids)} character; charrnn "
-                               "needs at least 2 to learn anything (give a longer text)")
-
-        if resume:
-            if stored["corpus"]["digest"] != self.corpus.digest:
-                raise CharrnnError(f"the corpus {self.corpus.path} changed since {self.run} "
-                                   "started, so the run cannot resume exactly; start a new run")
-            mc, vocab = checkpoint.model_config(stored, self.run)
-            self.model = CharRNN(mc)
-            checkpoint.load_weights_into(self.model, self.resume_state["model"],
-                                         self.run / checkpoint.LATEST)
-        else:
-            # everything that can be wrong is checked before the run directory is touched
-            if init_from is not None:
-                base, base_vocab, _ = checkpoint.load(init_from)
-                vocab = Vocab(tuple(sorted(set(base_vocab.chars) | set(vocab.chars))))
-            else:
-                mc = ModelConfig(vocab_size=len(vocab), **(model_cfg or {}))
-            self.run = Path(run) if run is not None else Path("runs") / self.corpus.name
-            if checkpoint.is_run(self.run) and not overwrite:
-                raise CharrnnError(f"{self.run} already holds a run; pass --resume {self.run} to "
-                                   "continue it, --overwrite to replace it, or --out elsewhere")
-            self.lock = checkpoint.RunLock(self.run).__enter__()
-            checkpoint.clear_run(self.run)  # nothing of an earlier run may mix with this one
-            if init_from is not None:
-                self.model = extend_vocab(base, base_vocab, vocab)
-                self.reporter.say(f"starting from the weights of {init_from}")
-            else:
-                self.model = CharRNN(mc)
-        self.vocab = vocab
-        if vocab != self.corpus.vocab:  # the model's ids differ from the corpus's own
-            index = {ch: i for i, ch in enumerate(vocab.chars)}
-            lut = np.array([index[ch] for ch in self.corpus.vocab.chars], dtype=np.int64)
-            ids = lut[ids].astype(vocab.dtype)
-        self.model.to(self.device)
-
-        train_ids, val_ids = corpora.split(ids, cfg.val_frac)
-        if len(val_ids) < 2 or len(train_ids) < 2:
-            if cfg.val_frac > 0:
-                self.reporter.warn("the corpus is too small for a validation split; "
-                                   "training and validating on all of it")
-            train_ids = val_ids = ids
-        batch, seq, warning = fit(len(train_ids), cfg.batch_size, cfg.seq_len)
-        if warning and not resume:
-            self.reporter.warn(warning)
-        self.train_streams = Streams(train_ids, batch, seq).to(self.device)
-        eval_ids = val_ids[: cfg.eval_chars]
-        eb, et, _ = fit(len(eval_ids), 64, seq)
-        self.val_streams = Streams(eval_ids, eb, et).to(self.device)
-        self.optimizer = make_optimizer(self.model, cfg)
-        self.amp_dtype = amp_dtype(self.device) if cfg.amp else torch.float32
-        # loss scaling only for float16, whose range is too narrow for small gradients
-        self.scaler = torch.amp.GradScaler(self.device.type,
-                                           enabled=self.amp_dtype == torch.float16)
-
-        self.step = 0
-        self.window = 0
-        self.epoch = 0
-        self.elapsed = 0.0
-        self.best_val_loss = math.inf
-        self.evals_since_best = 0
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.loss_count = 0
-        self.hidden: State = self.model.init_state(batch, self.device)
-        self.losses: list[tuple[int, float]] | None = None
-        if self.resume_state is not None:
-            self._restore(self.resume_state)
-        self.stop_signal: int | None = None
+        self.setup.lock.__exit__(None, None, None)
 
     # -----------------------------------------------------------------------------------------
     # Checkpoints
 
     def config_dict(self) -> dict:
-        c = self.corpus
+        c = self.setup.corpus
         return {
             "model": self.model.config.to_dict(),
             "train": asdict(self.cfg),
+            "plan": asdict(self.setup.plan) if self.setup.plan else None,
+            "choice": self.setup.choice,
             "vocab": list(self.vocab.chars),
             "corpus": {"name": c.name, "path": str(c.path.resolve()), "digest": c.digest,
                        "characters": int(len(c.ids))},
@@ -242,36 +173,35 @@ class Trainer:
         }
 
     def state_dict(self) -> dict:
+        self._read_losses()
         return {
             "format_version": checkpoint.FORMAT_VERSION,
             "model": checkpoint.state_dict_cpu(self.model),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.runner.optimizer.state_dict(),
             "step": self.step, "epoch": self.epoch, "window": self.window,
             "elapsed": self.elapsed,
-            "best_val_loss": self.best_val_loss, "evals_since_best": self.evals_since_best,
-            "loss_sum": self.loss_sum.detach().cpu(), "loss_count": self.loss_count,
+            "schedule": self.schedule.state_dict(),
+            "since_eval": torch.tensor(self.since_eval, dtype=torch.float64),
             "hidden": [h.detach().cpu() for h in self.hidden],
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.runner.scaler.state_dict(),
             "rng": rng_state(self.device),
         }
 
     def _restore(self, s: dict) -> None:
         try:
-            self.optimizer.load_state_dict(s["optimizer"])
+            self.runner.optimizer.load_state_dict(s["optimizer"])
             self.step, self.epoch, self.window = int(s["step"]), int(s["epoch"]), int(s["window"])
             self.elapsed = float(s["elapsed"])
-            self.best_val_loss = float(s["best_val_loss"])
-            self.evals_since_best = int(s["evals_since_best"])
-            self.loss_sum = s["loss_sum"].to(self.device)
-            self.loss_count = int(s["loss_count"])
+            self.schedule.load_state_dict(s["schedule"])
+            self.since_eval = [float(v) for v in s["since_eval"].tolist()]
             hidden = tuple(h.to(self.device) for h in s["hidden"])
             if [h.shape for h in hidden] != [h.shape for h in self.hidden]:
                 raise ValueError("hidden state shape")
             self.hidden = hidden
             if s.get("scaler"):
-                self.scaler.load_state_dict(s["scaler"])
+                self.runner.scaler.load_state_dict(s["scaler"])
             set_rng_state(s["rng"], self.device)
-        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
             raise CharrnnError(f"{self.run / checkpoint.LATEST} does not fit this run ({e}); "
                                "it cannot be resumed") from None
 
@@ -279,30 +209,27 @@ class Trainer:
         checkpoint.save_state(self.run, self.state_dict())
 
     # -----------------------------------------------------------------------------------------
-    # The loop
+    # Where the run stands
 
     def epochs_done(self) -> float:
         return self.epoch + self.window / self.train_streams.windows
 
     def progress(self) -> float:
-        """How far through the run, 0..1, by whichever stop condition is nearest."""
-        c, budget = self.cfg, self.cfg.time_budget
-        fracs = [self.step / c.max_steps if c.max_steps else 0.0,
-                 self.epochs_done() / c.epochs if c.epochs else 0.0,
-                 self.elapsed / budget if budget else 0.0]
-        return max(fracs)
+        return min(self.step / self.setup.total_steps, 1.0)
 
     def stop_reason(self) -> str | None:
-        c = self.cfg
+        c, plan = self.cfg, self.setup.plan
         if self.stop_signal is not None:
             return "interrupted"
         if c.max_steps and self.step >= c.max_steps:
             return "max_steps"
         if c.epochs and self.epochs_done() >= c.epochs:
             return "epochs"
-        if c.time_budget and self.elapsed >= c.time_budget:
+        if plan and self.step >= plan.steps:
             return "time"
-        if c.patience and self.evals_since_best >= c.patience:
+        if plan and self.elapsed >= SAFETY * plan.seconds:
+            return "clock"
+        if self.schedule.stopped:
             return "patience"
         return None
 
@@ -310,38 +237,21 @@ class Trainer:
         """Ask the loop to save and stop at the end of the current step."""
         self.stop_signal = signum
 
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        self.model.eval()
-        s = self.val_streams
-        hidden = self.model.init_state(s.batch_size, self.device)
-        total = torch.zeros((), device=self.device, dtype=torch.float64)
-        for i in range(s.windows):
-            x, y = s.tensors(i, self.device)
-            with self.autocast():
-                logits, hidden = self.model(x, hidden)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        self.model.train()
-        return total.item() / (s.windows * s.batch_size * s.seq_len)
+    def _read_losses(self) -> None:
+        """Bring the losses of the steps since the last read from the device, in one copy."""
+        if self.pending:
+            values = torch.stack(self.pending).tolist()
+            first = self.step - len(values) + 1
+            self.losses += [(first + i, v) for i, v in enumerate(values)]
+            self.since_eval += values
+            self.pending = []
 
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.cfg.amp)
+    def train_loss(self) -> float:
+        self._read_losses()
+        return sum(self.since_eval) / max(len(self.since_eval), 1)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with self.autocast():
-            logits, hidden = self.model(x, self.hidden)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.hidden = detach(hidden)
-        return loss.detach()
+    # -----------------------------------------------------------------------------------------
+    # The loop
 
     def run_loop(self, on_step=None) -> Outcome:
         """Train until a stop condition; release the run directory however it ends."""
@@ -352,27 +262,18 @@ class Trainer:
             self.release()
 
     def _loop(self, on_step) -> Outcome:
-        if self.resume_state is None:
+        if self.setup.resume_state is None:
             self.save_latest()  # a run killed before its first evaluation still resumes
             checkpoint.write_config(self.run, self.config_dict())
         else:
             checkpoint.trim_metrics(self.run, self.step)
-        s, cfg = self.train_streams, self.cfg
-        chars_per_step = s.batch_size * s.seq_len
-        n_params = sum(p.numel() for p in self.model.parameters())
-        mc = self.model.config
-        self.reporter.start(
-            f"training {mc.layers}x{mc.hidden_size} {mc.model} ({n_params:,} parameters) on "
-            f"{self.corpus.path} ({len(self.corpus.ids):,} characters, {len(self.vocab)} distinct)"
-            f" with {self.device}; batch {s.batch_size} x {s.seq_len}; run in {self.run}")
+        self._say_start()
+        s = self.train_streams
         self.model.train()
-        self.losses = []
         restore = self._install_signal_handlers()
         started = time.monotonic() - self.elapsed
-        rate_t, rate_step = time.monotonic(), self.step
-        chars_per_sec = 0.0
+        meter = Throughput(s.batch_size * s.seq_len, self.step)
         last_show = 0.0
-        reason = None
         try:
             while (reason := self.stop_reason()) is None:
                 if self.window >= s.windows:  # a new epoch: streams restart, so does the state
@@ -380,66 +281,80 @@ class Trainer:
                     self.hidden = self.model.init_state(s.batch_size, self.device)
                     continue
                 x, y = s.tensors(self.window, self.device)
-                loss = self.train_step(x, y, lr_at(cfg, self.step, self.progress()))
-                self.loss_sum += loss
-                self.loss_count += 1
+                loss, self.hidden = self.runner.step(x, y, self.hidden,
+                                                     self.schedule.lr_at(self.step))
+                self.pending.append(loss)
                 self.step += 1
                 self.window += 1
-                self.elapsed = time.monotonic() - started
-                if on_step is not None:
-                    self.losses.append((self.step, loss.item()))
-                    on_step(self)
                 now = time.monotonic()
-                chars_per_sec = (self.step - rate_step) * chars_per_step / max(now - rate_t, 1e-9)
-                if now - rate_t >= 5.0:  # a rate over the last few seconds, not the whole run
-                    rate_t, rate_step = now, self.step
+                self.elapsed = now - started
+                if on_step is not None:
+                    on_step(self)
                 if now - last_show >= 0.25:
                     last_show = now
-                    figures = self._figures(chars_per_sec)
+                    figures = self._figures(meter.rate(self.step, now))
                     self._check_divergence(figures["train_loss"])
                     self.reporter.step(figures)
-                if self.step % cfg.eval_every == 0:
-                    self._evaluate_and_save(chars_per_sec)
+                if self.step % self.eval_every == 0:
+                    self._evaluate_and_save(meter.rate(self.step, now))
         finally:
             restore()
+        self._read_losses()
         if reason == "interrupted":
             # save where we are, but do not evaluate: a resumed run then matches an
             # uninterrupted one evaluation for evaluation
-            self._check_divergence((self.loss_sum / max(self.loss_count, 1)).item(),
-                                   weights=True)
+            self._check_divergence(self.train_loss(), weights=True)
             self.save_latest()
             self.reporter.say(f"interrupted at step {self.step}: saved {self.run}; "
                               f"continue with `charrnn train --resume {self.run}`")
-        elif self.loss_count:
-            self._evaluate_and_save(chars_per_sec)
+        elif self.since_eval:
+            self._evaluate_and_save(meter.rate(self.step, time.monotonic()))
+        if reason == "clock":
+            self.reporter.warn(f"the run overran its {self.setup.plan.seconds:g} s budget by "
+                               f"{SAFETY - 1:.0%} (this machine ran slower than it was "
+                               "calibrated) and was stopped before its planned end")
         return Outcome(self.run, self.step, self.best_val_loss, reason, self.stop_signal,
                        self.losses)
+
+    def _say_start(self) -> None:
+        s, mc, c = self.train_streams, self.model.config, self.setup.corpus
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.reporter.start(
+            f"training {mc.layers}x{mc.hidden_size} {mc.model} ({n_params:,} parameters) on "
+            f"{c.path} ({len(c.ids):,} characters, {len(self.vocab)} distinct) with "
+            f"{self.device}; batch {s.batch_size} x {s.seq_len}; "
+            f"{self.setup.total_steps:,} steps planned; run in {self.run}")
 
     def _figures(self, chars_per_sec: float) -> dict:
         progress = self.progress()
         eta = self.elapsed * (1 - progress) / progress if progress > 0 else math.inf
-        return {"step": self.step,
-                "epoch": self.epochs_done(),
-                "train_loss": (self.loss_sum / max(self.loss_count, 1)).item(),
-                "chars_per_sec": chars_per_sec, "lr": lr_at(self.cfg, self.step, progress),
+        return {"step": self.step, "epoch": self.epochs_done(), "train_loss": self.train_loss(),
+                "chars_per_sec": chars_per_sec, "lr": self.schedule.lr_at(self.step),
                 "elapsed": self.elapsed, "eta": eta, "progress": progress}
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        s = self.val_streams
+        hidden = self.model.init_state(s.batch_size, self.device)
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        for i in range(s.windows):
+            x, y = s.tensors(i, self.device)
+            with self.runner.autocast():
+                logits, hidden = self.model(x, hidden)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+        self.model.train()
+        return total.item() / (s.windows * s.batch_size * s.seq_len)
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
         record = self._figures(chars_per_sec)
         val_loss = self.evaluate()  # run with the weights after the last update
         for loss in (record["train_loss"], val_loss):  # not max(): max(3.0, nan) is 3.0
             self._check_divergence(loss)
-        best = val_loss < self.best_val_loss
-        if best:
-            self.best_val_loss, self.evals_since_best = val_loss, 0
-        elif self.progress() >= 0.5:
-            # a plateau counts only once the learning rate is decaying: in the first half of
-            # a long run, the loss often stalls at the high rate and improves again later
-            self.evals_since_best += 1
+        best = self.schedule.observe(val_loss)
         record.update(val_loss=val_loss, val_bpc=val_loss / LN2, best=best)
         del record["progress"], record["eta"]
-        self.loss_sum.zero_()
-        self.loss_count = 0
+        self.since_eval = []
         if best:
             checkpoint.save_weights(self.run, self.model, val_loss)
             checkpoint.write_config(self.run, self.config_dict())
@@ -480,3 +395,17 @@ class Trainer:
             for sig, h in previous.items():
                 signal.signal(sig, h)
         return restore
+
+
+class Throughput:
+    """Characters per second over the last few seconds, not the whole run."""
+
+    def __init__(self, chars_per_step: int, step: int, window: float = 5.0):
+        self.chars_per_step, self.window = chars_per_step, window
+        self.t, self.step = time.monotonic(), step
+
+    def rate(self, step: int, now: float) -> float:
+        rate = (step - self.step) * self.chars_per_step / max(now - self.t, 1e-9)
+        if now - self.t >= self.window:
+            self.t, self.step = now, step
+        return rate

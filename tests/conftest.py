@@ -35,11 +35,15 @@ def quiet():
 
 def train_run(corpus_path, run, model=None, resume=False, callback=None, **train):
     """Train through the library with quiet output; return (trainer, outcome)."""
-    from charrnn.train import TrainConfig, Trainer
+    from charrnn import prepare
+    from charrnn.config import TrainConfig
 
-    cfg = TrainConfig(**{"device": "cpu", "eval_every": 10**6, "warmup_steps": 0, **train})
-    model_cfg = {"hidden_size": 32, "layers": 1, "embedding_size": 16, **(model or {})}
-    trainer = Trainer(str(corpus_path) if corpus_path else None, run, cfg, model_cfg,
-                      resume=resume, reporter=quiet(),
-                      overrides=train if resume else None)
+    if resume:
+        trainer = prepare.resume(run, str(corpus_path) if corpus_path else None, train, quiet())
+    else:
+        cfg = TrainConfig(**{"device": "cpu", "eval_every": 10**6, "warmup_steps": 0, **train})
+        model_cfg = {"hidden_size": 32, "layers": 1, "embedding_size": 16, "dropout": 0.1,
+                     **(model or {})}
+        model_cfg = {k: v for k, v in model_cfg.items() if v is not None}  # None: choose it
+        trainer = prepare.new(str(corpus_path), run, cfg, model_cfg, reporter=quiet())
     return trainer, trainer.run_loop(on_step=callback)

@@ -117,11 +117,12 @@ def test_overwrite_replaces_every_file_of_the_old_run(write, tmp_path):
     corpus = write("hamlet.txt", TEXT)
     train_run(corpus, tmp_path / "run", max_steps=3, eval_every=3)
     other = write("other.txt", "xyz\n" * 300)
-    from charrnn.train import TrainConfig, Trainer
+    from charrnn import prepare
+    from charrnn.config import TrainConfig
     from conftest import quiet
 
-    trainer = Trainer(str(other), tmp_path / "run", TrainConfig(device="cpu", max_steps=1),
-                      {"hidden_size": 16}, overwrite=True, reporter=quiet())
+    trainer = prepare.new(str(other), tmp_path / "run", TrainConfig(device="cpu", max_steps=1),
+                          {"hidden_size": 16}, overwrite=True, reporter=quiet())
     assert not (tmp_path / "run" / checkpoint.WEIGHTS).exists()  # the old best model is gone
     trainer.release()
 
@@ -161,12 +162,12 @@ def test_resume_restores_early_stopping_and_the_time_budget(write, tmp_path):
     first, _ = train_run(corpus, tmp_path / "run", max_steps=50, eval_every=2, patience=7,
                          callback=stop_at_5)
     saved = checkpoint.load_state(tmp_path / "run")
-    assert saved["elapsed"] > 0 and saved["evals_since_best"] == first.evals_since_best
-    from charrnn.train import TrainConfig, Trainer
+    assert saved["elapsed"] > 0 and saved["schedule"] == first.schedule.state_dict()
+    from charrnn import prepare
     from conftest import quiet
-    resumed = Trainer(None, tmp_path / "run", TrainConfig(), resume=True, reporter=quiet())
+    resumed = prepare.resume(tmp_path / "run", reporter=quiet())
     assert resumed.elapsed == saved["elapsed"] and resumed.best_val_loss == first.best_val_loss
-    assert resumed.evals_since_best == first.evals_since_best and resumed.cfg.patience == 7
+    assert resumed.schedule == first.schedule and resumed.cfg.patience == 7
     resumed.release()
 
 

@@ -100,14 +100,15 @@ def test_unicode_corpus_trains_and_samples(write, tmp_path):
 
 
 def test_init_from_keeps_old_rows_and_adds_new_characters(write, tmp_path):
-    from charrnn.train import TrainConfig, Trainer
+    from charrnn import prepare
+    from charrnn.config import TrainConfig
     from conftest import quiet
 
     train_run(write("ab.txt", "abab\n" * 100), tmp_path / "base", max_steps=10, eval_every=10)
     base, base_vocab, _ = checkpoint.load(tmp_path / "base")
-    trainer = Trainer(str(write("xy.txt", "abxy\n" * 100)), tmp_path / "new",
-                      TrainConfig(device="cpu", max_steps=1), init_from=tmp_path / "base",
-                      reporter=quiet())
+    trainer = prepare.new(str(write("xy.txt", "abxy\n" * 100)), tmp_path / "new",
+                          TrainConfig(device="cpu", max_steps=1), init_from=tmp_path / "base",
+                          reporter=quiet())
     assert trainer.vocab.chars == ("\n", "a", "b", "x", "y")
     new_weights = trainer.model.embed.weight
     for ch in "\nab":
@@ -132,16 +133,26 @@ def test_resume_refuses_a_changed_corpus(write, tmp_path):
         train_run(None, tmp_path / "run", resume=True)
 
 
-def test_time_budget_stops_the_run(write, tmp_path):
-    _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", time=1.0)
-    assert outcome.stopped_by == "time"
+def test_a_time_budget_ends_the_run_near_its_end(write, tmp_path):
+    from charrnn.autosize import SAFETY
+
+    trainer, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", time=2.0)
+    # its planned steps, or on a machine slower than calibrated, the clock's safety stop
+    assert outcome.stopped_by in ("time", "clock")
+    assert trainer.elapsed < SAFETY * 2.0 + 1.0  # at most one evaluation past the stop
 
 
-def test_patience_stops_on_a_plateau(write, tmp_path):
+def test_a_plateau_decays_the_learning_rate_then_stops_the_run(write, tmp_path):
     _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", lr=1e-9, warmup_steps=0,
-                           eval_every=1, patience=2, max_steps=100)
-    # a plateau counts only in the second half: two evaluations into it, the run stops
-    assert outcome.stopped_by == "patience" and outcome.step == 51
+                           eval_every=1, patience=2, max_decays=2, max_steps=100)
+    # step 1 is the best; each two evaluations without a new best halve the rate, and the
+    # third such plateau, after two fruitless decays, stops the run
+    assert outcome.stopped_by == "patience" and outcome.step == 7
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rates = [json.loads(line)["lr"] for line in lines]
+    # (the cosine over the planned 100 steps moves the rate by under 1% a step)
+    assert rates[3] == pytest.approx(rates[2] / 2, rel=0.02)
+    assert rates[5] == pytest.approx(rates[2] / 4, rel=0.02)
 
 
 def test_mixed_precision_trains_and_resumes(write, tmp_path):

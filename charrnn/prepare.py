@@ -1,0 +1,230 @@
+"""Setting a run up for the training loop: a new run, a resumed one, or one that starts from
+another run's weights. Settings the user left open are chosen here (charrnn/autosize.py), and
+everything that can be wrong is checked before the run directory is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from charrnn import autosize, checkpoint, corpus as corpora
+from charrnn.batches import Streams, fit
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.device import describe, pick_device
+from charrnn.errors import CharrnnError
+from charrnn.model import CharRNN
+from charrnn.progress import Reporter
+from charrnn.train import Setup, Trainer
+from charrnn.vocab import Vocab
+
+SIZE_FLAGS = ("layers", "hidden_size", "embedding_size", "dropout")
+VALIDATION_BATCH = 64
+
+
+def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | None = None, *,
+        init_from: Path | None = None, overwrite: bool = False,
+        reporter: Reporter | None = None) -> Trainer:
+    """A new run on `corpus_arg`. `model_cfg` holds the model settings the user gave (`model`,
+    and any of SIZE_FLAGS); the rest, and cfg's None settings, are chosen for the budget."""
+    reporter = reporter or Reporter()
+    given = dict(model_cfg or {})
+    # the given sizes are checked now, before a corpus is read or a size timed
+    ModelConfig(**{"vocab_size": 1, "layers": autosize.LAYERS,
+                   "hidden_size": autosize.HIDDEN_SIZES[0], "embedding_size": autosize.EMBEDDING,
+                   **given})
+    device = pick_device(cfg.device)
+    corpus = _load_corpus(corpus_arg, cfg)
+    vocab = corpus.vocab
+    base = None
+    if init_from is not None:
+        base, base_vocab, _ = checkpoint.load(init_from)
+        vocab = Vocab(tuple(sorted(set(base_vocab.chars) | set(vocab.chars))))
+        given = {**base.config.to_dict(), **given}  # the sizes are the base run's
+        given.pop("vocab_size")
+    ids = _ids_for(corpus, vocab)
+    train_ids, val_ids = _split(ids, cfg, reporter)
+
+    run = Path(out) if out is not None else Path("runs") / corpus.name
+    if checkpoint.is_run(run) and not overwrite:
+        raise CharrnnError(f"{run} already holds a run; pass --resume {run} to continue it, "
+                           "--overwrite to replace it, or --out elsewhere")
+    cfg, mc, plan, choice = decide(cfg, given, len(vocab), len(train_ids), len(val_ids), device,
+                                   reporter)
+    lock = checkpoint.RunLock(run).__enter__()
+    try:
+        checkpoint.clear_run(run)  # nothing of an earlier run may mix with this one
+        torch.manual_seed(cfg.seed)
+        if base is not None:
+            model = extend_vocab(base, base_vocab, vocab, mc.dropout)
+            reporter.say(f"starting from the weights of {init_from}")
+        else:
+            model = CharRNN(mc)
+        setup = _setup(run, cfg, model.to(device), vocab, corpus, device, train_ids, val_ids,
+                       plan, choice, lock, None, reporter)
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+    if choice.get("reason"):
+        reporter.say(f"chose {choice['reason']}")
+    return Trainer(setup, reporter)
+
+
+def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = None,
+           reporter: Reporter | None = None) -> Trainer:
+    """Continue `run` where it stopped; `overrides` may raise its stops or move its device."""
+    reporter = reporter or Reporter()
+    run = Path(run)
+    stored = checkpoint.read_config(run)
+    lock = checkpoint.RunLock(run).__enter__()
+    try:
+        state = checkpoint.load_state(run)
+        overrides = overrides or {}
+        try:
+            cfg = TrainConfig.from_dict({**stored["train"], **overrides})
+            plan = (autosize.Plan.from_dict(stored["plan"]) if stored.get("plan") else None)
+        except (TypeError, KeyError, ValueError) as e:
+            raise CharrnnError(f"{run / checkpoint.CONFIG} is corrupted ({e}); "
+                               "it cannot be resumed") from None
+        if not cfg.chosen:
+            raise CharrnnError(f"{run / checkpoint.CONFIG} is corrupted (its batch size, window "
+                               "or learning rate is missing); it cannot be resumed")
+        device = pick_device(cfg.device)
+        corpus = _load_corpus(corpus_arg or stored["corpus"].get("path"), cfg)
+        if stored["corpus"]["digest"] != corpus.digest:
+            raise CharrnnError(f"the corpus {corpus.path} changed since {run} started, so the "
+                               "run cannot resume exactly; start a new run")
+        mc, vocab = checkpoint.model_config(stored, run)
+        model = CharRNN(mc)
+        checkpoint.load_weights_into(model, state["model"], run / checkpoint.LATEST)
+        ids = _ids_for(corpus, vocab)
+        train_ids, val_ids = _split(ids, cfg, None)
+        if "time" in overrides:
+            # a new budget, planned from the speed the run was planned with (measured now for a
+            # run that had none) and its evaluation interval and set
+            if plan is not None:
+                speed = autosize.Speed(plan.chars_per_sec, plan.eval_chars_per_sec)
+            else:
+                speed = autosize.calibrate(device, mc, [mc.hidden_size], cfg.batch_size,
+                                           cfg.seq_len, cfg.amp, 0.0, reporter.say)[mc.hidden_size]
+            kept = plan.eval_chars if plan is not None else cfg.eval_chars
+            plan = replace(autosize.plan(cfg.time, speed, cfg, len(val_ids)), eval_chars=kept)
+        setup = _setup(run, cfg, model.to(device), vocab, corpus, device, train_ids, val_ids,
+                       plan, stored.get("choice") or {}, lock, state, None)
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+    return Trainer(setup, reporter)
+
+
+def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val_chars: int,
+           device: torch.device, reporter: Reporter):
+    """Every setting the user left open, for the budget: (cfg, model config, plan, choice)."""
+    model = given.get("model", "lstm")
+    given_sizes = {k: given[k] for k in SIZE_FLAGS if given.get(k) is not None}
+    given_train = {k: getattr(cfg, k) for k in ("batch_size", "seq_len", "lr")
+                   if getattr(cfg, k) is not None}
+    batch = given_train.get("batch_size", autosize.BATCH_SIZE)
+    seq = given_train.get("seq_len", autosize.SEQ_LEN)
+    seconds = cfg.time_budget
+    if seconds is None:  # a budget of steps or epochs: its characters are known already
+        chars = [n for n in (cfg.max_steps and cfg.max_steps * batch * seq,
+                             cfg.epochs and cfg.epochs * train_chars) if n]
+        choice = autosize.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
+                                 given_model=given_sizes, given_train=given_train,
+                                 chars=int(min(chars)))
+        speeds = None
+    else:
+        base = ModelConfig(vocab_size=vocab_size, model=model,
+                           layers=given_sizes.get("layers", autosize.LAYERS),
+                           hidden_size=given_sizes.get("hidden_size", autosize.HIDDEN_SIZES[0]),
+                           embedding_size=given_sizes.get("embedding_size", autosize.EMBEDDING))
+        sizes = ([base.hidden_size] if "hidden_size" in given_sizes
+                 else list(autosize.HIDDEN_SIZES))
+        speeds = autosize.calibrate(device, base, sizes, batch, seq, cfg.amp,
+                                    autosize.calibration_budget(seconds), reporter.say)
+        choice = autosize.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
+                                 given_model=given_sizes, given_train=given_train,
+                                 seconds=seconds, speeds=speeds, where=describe(device))
+    cfg = replace(cfg, **choice.train)
+    mc = ModelConfig(vocab_size=vocab_size, model=model, **choice.model)
+    plan = None
+    if seconds is not None:
+        plan = autosize.plan(seconds, speeds[mc.hidden_size], cfg, val_chars)
+    record = {"reason": choice.reason if choice.chosen else "",
+              "chosen": choice.chosen, "chars": choice.chars}
+    return cfg, mc, plan, record
+
+
+def extend_vocab(model: CharRNN, old: Vocab, new: Vocab, dropout: float) -> CharRNN:
+    """A copy of `model` over vocabulary `new`: shared characters keep their rows."""
+    mc = ModelConfig(**{**model.config.to_dict(), "vocab_size": len(new), "dropout": dropout})
+    grown = CharRNN(mc)
+    old_index = {ch: i for i, ch in enumerate(old.chars)}
+    pairs = [(j, old_index[ch]) for j, ch in enumerate(new.chars) if ch in old_index]
+    to_rows = torch.tensor([j for j, _ in pairs], dtype=torch.long)
+    from_rows = torch.tensor([i for _, i in pairs], dtype=torch.long)
+    with torch.no_grad():
+        source = model.state_dict()
+        for name, tensor in grown.state_dict().items():
+            if name in ("embed.weight", "head.weight", "head.bias"):
+                tensor[to_rows] = source[name][from_rows]
+            else:
+                tensor.copy_(source[name])
+    return grown
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_corpus(corpus_arg: str | None, cfg: TrainConfig) -> corpora.Corpus:
+    corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
+                          sniff_binary=cfg.encoding == "utf-8")
+    if len(corpus.ids) < 2:
+        raise CharrnnError(f"corpus {corpus.path} has {len(corpus.ids)} character; charrnn "
+                           "needs at least 2 to learn anything (give a longer text)")
+    return corpus
+
+
+def _ids_for(corpus: corpora.Corpus, vocab: Vocab) -> np.ndarray:
+    """The corpus as ids of `vocab` (which, after --init-from, may be larger than its own)."""
+    if vocab == corpus.vocab:
+        return corpus.ids
+    index = {ch: i for i, ch in enumerate(vocab.chars)}
+    lut = np.array([index[ch] for ch in corpus.vocab.chars], dtype=np.int64)
+    return lut[corpus.ids].astype(vocab.dtype)
+
+
+def _split(ids: np.ndarray, cfg: TrainConfig, reporter: Reporter | None):
+    train_ids, val_ids = corpora.split(ids, cfg.val_frac)
+    if len(val_ids) < 2 or len(train_ids) < 2:
+        if cfg.val_frac > 0 and reporter is not None:
+            reporter.warn("the corpus is too small for a validation split; "
+                          "training and validating on all of it")
+        train_ids = val_ids = ids
+    return train_ids, val_ids
+
+
+def _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids, plan, choice, lock,
+           state, reporter) -> Setup:
+    batch, seq, warning = fit(len(train_ids), cfg.batch_size, cfg.seq_len)
+    if warning and reporter is not None:
+        reporter.warn(warning)
+    train_streams = Streams(train_ids, batch, seq).to(device)
+    eval_ids = val_ids[: plan.eval_chars if plan else cfg.eval_chars]
+    eb, et, _ = fit(len(eval_ids), VALIDATION_BATCH, seq)
+    val_streams = Streams(eval_ids, eb, et).to(device)
+    stops = [n for n in (cfg.max_steps, plan and plan.steps,
+                         cfg.epochs and math.ceil(cfg.epochs * train_streams.windows)) if n]
+    total = max(min(stops), 1)
+    if cfg.eval_every is None:
+        cfg = replace(cfg, eval_every=plan.eval_every if plan else
+                      max(total // autosize.EVALUATIONS, 1))
+    return Setup(run=run, cfg=cfg, model=model, vocab=vocab, corpus=corpus, device=device,
+                 train_streams=train_streams, val_streams=val_streams, total_steps=total,
+                 plan=plan, choice=choice, lock=lock, resume_state=state)
+
