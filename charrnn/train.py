@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import signal
+from array import array
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -142,7 +143,8 @@ class Trainer:
         self.elapsed = 0.0
         self.hidden: State = self.model.init_state(self.train_streams.batch_size, self.device)
         self.pending: list[torch.Tensor] = []  # losses of steps not yet read from the device
-        self.losses: list[tuple[int, float]] = []  # (step, loss) of this process's steps
+        self.first_step = self.step + 1  # (set again by _restore)
+        self.losses = array("d")  # the loss of every step this process trained, 8 bytes each
         self.since_eval: list[float] = []  # train losses since the last evaluation
         self.stop_signal: int | None = None
         if setup.resume_state is not None:
@@ -201,6 +203,7 @@ class Trainer:
             if s.get("scaler"):
                 self.runner.scaler.load_state_dict(s["scaler"])
             set_rng_state(s["rng"], self.device)
+            self.first_step = self.step + 1
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
             raise CharrnnError(f"{self.run / checkpoint.LATEST} does not fit this run ({e}); "
                                "it cannot be resumed") from None
@@ -241,8 +244,7 @@ class Trainer:
         """Bring the losses of the steps since the last read from the device, in one copy."""
         if self.pending:
             values = torch.stack(self.pending).tolist()
-            first = self.step - len(values) + 1
-            self.losses += [(first + i, v) for i, v in enumerate(values)]
+            self.losses.extend(values)
             self.since_eval += values
             self.pending = []
 
@@ -313,8 +315,8 @@ class Trainer:
             self.reporter.warn(f"the run overran its {self.setup.plan.seconds:g} s budget by "
                                f"{SAFETY - 1:.0%} (this machine ran slower than it was "
                                "calibrated) and was stopped before its planned end")
-        return Outcome(self.run, self.step, self.best_val_loss, reason, self.stop_signal,
-                       self.losses)
+        losses = list(enumerate(self.losses, start=self.first_step))
+        return Outcome(self.run, self.step, self.best_val_loss, reason, self.stop_signal, losses)
 
     def _say_start(self) -> None:
         s, mc, c = self.train_streams, self.model.config, self.setup.corpus
