@@ -3,11 +3,12 @@
 - `calibrate` measures how many characters per second this device trains (and validates) each
   candidate size: a few steps each, cached per device and torch version, so the next run starts
   at once and makes the same choice.
-- `choose` is the rule, a pure function: for each candidate, the characters the budget allows
-  at its speed give a predicted validation loss, and the lowest wins. The prediction is the
-  scaling law L = E + A / P^alpha + B / D^beta (P parameters, D characters seen) fitted to the
-  grid that benchmarks/grid.py measured (benchmarks/fit.py), with repeated passes over a small
-  corpus worth less than new text, and dropout that grows with those repeats.
+- `choose` is the rule, a pure function: the largest candidate that can train on at least
+  CHARS_PER_PARAMETER characters for each of its recurrent parameters within the budget (as
+  Chinchilla's rule of about 20 tokens a parameter does for transformers), with repeated passes
+  over a small corpus counting for less than new text, and dropout that grows with those
+  repeats. The constants are fitted to the grid that benchmarks/grid.py measured
+  (benchmarks/fit.py): the ones whose choices lose least against the best size the grid knows.
 - `plan` turns a time budget into a number of steps and an evaluation interval, so the run
   follows steps and validation, and the clock is only a safety stop.
 """
@@ -26,21 +27,17 @@ import torch
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.device import describe, synchronize
 
-HIDDEN_SIZES = (64, 96, 128, 192, 256, 384, 512, 768, 1024)  # the candidates, smallest first
+HIDDEN_SIZES = (64, 128, 192, 256, 384, 512, 768, 1024)  # the candidates, smallest first
 LAYERS = 2
 EMBEDDING = 64
 BATCH_SIZE = 32  # the grid measured no gain in CPU speed from larger batches (33.9k chars/s at
 SEQ_LEN = 64  # 32 x 64, 35.7k at 64 x 64, 37.1k at 64 x 100 for a 2x256 LSTM): more steps win
 LR = 4e-3
 
-# L = E + A / P^alpha + B / D^beta: benchmarks/fit.py over benchmarks/grid/grid.jsonl
-FIT = {"A": 313.783, "alpha": 0.575, "B": 32260.6, "beta": 0.85}
-REPEAT_DECAY = 1e+09  # a repeated pass is worth exp(-(passes - 1) / REPEAT_DECAY) of new text
+# benchmarks/fit.py over benchmarks/grid/grid.jsonl (benchmarks/grid/fit.json)
+CHARS_PER_PARAMETER = 12.0  # the largest size that sees this many characters a parameter wins
+REPEAT_DECAY = 16.0  # pass k over the corpus is worth exp(-(k - 1) / REPEAT_DECAY) of new text
 MAX_DROPOUT = 0.3
-# No size whose recurrent layers hold more parameters than this many per character of the
-# training text. Not fitted (the CPU grid never reaches it); a bound from practice: nanoGPT's
-# shakespeare_char trains 10.7M parameters on 1M characters, with dropout 0.2.
-MAX_PARAMS_PER_CHAR = 4
 
 TRAIN_SHARE = 0.85  # of a time budget, about what goes to training steps
 OVERHEAD_SHARE = 0.07  # of a time budget, kept for set-up, checkpoints and the display
@@ -69,19 +66,9 @@ def effective_chars(seen: float, unique: float) -> float:
     return unique * (1 + REPEAT_DECAY * (1 - math.exp(-repeats / REPEAT_DECAY)))
 
 
-def predicted_loss(params: int, seen: float, unique: float) -> float:
-    """The fitted loss above the corpus's own floor E (which no choice changes)."""
-    d = max(effective_chars(seen, unique), 1.0)
-    return FIT["A"] / params ** FIT["alpha"] + FIT["B"] / d ** FIT["beta"]
-
-
-def optimal_parameters(seen: float, unique: float) -> float:
-    """The size for which `seen` characters are the compute-optimal amount: where a little more
-    compute lowers the fitted loss as much spent on parameters as on characters,
-    alpha A / P^alpha = beta B / D^beta."""
-    d = max(effective_chars(seen, unique), 1.0)
-    a, alpha, b, beta = FIT["A"], FIT["alpha"], FIT["B"], FIT["beta"]
-    return (alpha * a * d ** beta / (beta * b)) ** (1 / alpha)
+def fits(hidden_params: int, chars: float, unique: float) -> bool:
+    """Whether a model of this many recurrent parameters gets enough characters to train on."""
+    return effective_chars(chars, unique) >= CHARS_PER_PARAMETER * hidden_params
 
 
 def dropout_for(seen: float, unique: float) -> float:
@@ -125,21 +112,14 @@ def choose(*, model: str, vocab_size: int, corpus_chars: int, given_model: dict,
              "lr": given_train.get("lr") or LR}
     sizes = ([given_model["hidden_size"]] if "hidden_size" in given_model else
              [h for h in HIDDEN_SIZES if chars is not None or h in (speeds or {})])
-    options = []
-    for h in sizes:
+    hidden, seen = sizes[0], 0
+    for h in sizes:  # smallest first: the last that still fits the budget wins
         mc = ModelConfig(vocab_size=vocab_size, model=model, layers=layers, hidden_size=h,
                          embedding_size=embedding, dropout=0.0)
         p = parameters(mc)
-        if len(sizes) > 1 and h > sizes[0] and p > MAX_PARAMS_PER_CHAR * corpus_chars:
-            break
-        if chars is None:  # a time budget: each size gets what its speed allows
-            seen = speeds[h].train * seconds * TRAIN_SHARE
-            score = predicted_loss(p, seen, corpus_chars)
-        else:  # a budget of characters: the size a compute-optimal run would train on them
-            seen = chars
-            score = abs(math.log(p / optimal_parameters(seen, corpus_chars)))
-        options.append((score, h, int(seen)))
-    _, hidden, seen = min(options)
+        chars_h = chars if chars is not None else speeds[h].train * seconds * TRAIN_SHARE
+        if h == sizes[0] or fits(p, chars_h, corpus_chars):
+            hidden, seen = h, int(chars_h)
     dropout = given_model.get("dropout", dropout_for(seen, corpus_chars))
     chosen = [k for k in ("layers", "hidden_size", "embedding_size", "dropout")
               if k not in given_model] + [k for k in train if not given_train.get(k)]
@@ -234,9 +214,11 @@ def measure(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bo
 
 
 def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: int, seq: int,
-              amp: bool, budget_s: float, say=lambda line: None) -> dict[int, Speed]:
+              amp: bool, budget_s: float, say=lambda line: None,
+              too_big=lambda hidden, speed: False) -> dict[int, Speed]:
     """Speeds of each hidden size in `sizes` (smallest first), from the cache or measured, within
-    `budget_s` seconds of measuring; sizes too slow to time in what is left are left out."""
+    `budget_s` seconds of measuring. It stops at the first size `too_big` for the budget (the
+    larger ones are slower still), and leaves out sizes too slow to time in what is left."""
     cache = _read_cache()
     speeds, measured, spent = {}, False, 0.0
     for h in sizes:
@@ -244,6 +226,8 @@ def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: 
         key = cache_key(device, mc, batch, seq, amp)
         if key in cache:
             speeds[h] = cache[key]
+            if too_big(h, speeds[h]):
+                break
             continue
         if speeds:  # a step of this size takes about params/params_before as long
             last = max(speeds)
@@ -258,7 +242,7 @@ def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: 
         start = time.perf_counter()
         speeds[h] = cache[key] = measure(device, mc, batch, seq, amp)
         spent += time.perf_counter() - start
-        if spent >= budget_s:
+        if spent >= budget_s or too_big(h, speeds[h]):
             break
     if measured:
         _write_cache(cache)

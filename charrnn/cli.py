@@ -225,7 +225,11 @@ def train(
     outcome = trainer.run_loop()
     if outcome.stopped_by == "interrupted":
         raise typer.Exit(SIGNAL_EXIT.get(outcome.signal, 130))
-    reporter.say(f"stopped by {outcome.stopped_by.replace('_', '-')} at step {outcome.step}; "
+    why = {"time": "the planned end of the time budget",
+           "clock": "the clock ran past the time budget", "max_steps": "--max-steps reached",
+           "epochs": "--epochs reached",
+           "patience": "validation stopped improving, even after the learning rate decayed"}
+    reporter.say(f"stopped at step {outcome.step} ({why[outcome.stopped_by]}); "
                  f"best validation loss {outcome.best_val_loss:.4f} nats/char "
                  f"({outcome.best_val_loss / math.log(2):.3f} bits/char)")
     reporter.say(f"sample from it with:  charrnn sample {outcome.run}")

@@ -44,7 +44,8 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     if init_from is not None:
         base, base_vocab, _ = checkpoint.load(init_from)
         vocab = Vocab(tuple(sorted(set(base_vocab.chars) | set(vocab.chars))))
-        given = {**base.config.to_dict(), **given}  # the sizes are the base run's
+        # the network is the base run's; only its dropout may be given anew
+        given = {**base.config.to_dict(), **{k: v for k, v in given.items() if k == "dropout"}}
         given.pop("vocab_size")
     ids = _ids_for(corpus, vocab)
     train_ids, val_ids = _split(ids, cfg, reporter)
@@ -145,8 +146,13 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
                            embedding_size=given_sizes.get("embedding_size", autosize.EMBEDDING))
         sizes = ([base.hidden_size] if "hidden_size" in given_sizes
                  else list(autosize.HIDDEN_SIZES))
+        def too_big(hidden: int, speed: autosize.Speed) -> bool:
+            mc = ModelConfig(**{**base.to_dict(), "hidden_size": hidden})
+            chars = speed.train * seconds * autosize.TRAIN_SHARE
+            return not autosize.fits(autosize.parameters(mc), chars, train_chars)
+
         speeds = autosize.calibrate(device, base, sizes, batch, seq, cfg.amp,
-                                    autosize.calibration_budget(seconds), reporter.say)
+                                    autosize.calibration_budget(seconds), reporter.say, too_big)
         choice = autosize.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
                                  given_model=given_sizes, given_train=given_train,
                                  seconds=seconds, speeds=speeds, where=describe(device))

@@ -179,3 +179,14 @@ def test_the_clock_stops_a_run_that_overruns_its_plan(write, tmp_path, monkeypat
     assert outcome.stopped_by == "clock" and outcome.step < trainer.setup.total_steps
     assert autosize.SAFETY * 0.5 <= trainer.elapsed < autosize.SAFETY * 0.5 + 1.0
     assert (tmp_path / "run" / checkpoint.WEIGHTS).exists()  # it ends with an evaluation
+
+
+def test_the_rule_uses_the_fit_written_down_in_benchmarks():
+    from pathlib import Path
+
+    fit = Path(__file__).resolve().parents[1] / "benchmarks" / "grid" / "fit.json"
+    if not fit.exists():
+        pytest.skip("benchmarks/grid/fit.json is absent")
+    written = json.loads(fit.read_text())
+    assert autosize.CHARS_PER_PARAMETER == written["chars_per_parameter"]
+    assert autosize.REPEAT_DECAY == written["repeat_decay"]
