@@ -338,6 +338,24 @@ def stdlib_slice(folder: Path, chars: int = 3_000_000) -> Path:
     return path
 
 
+@torch.no_grad()
+def full_validation_loss(run: Path, corpus: Path) -> float:
+    """The best model's loss on the whole last 10% of the corpus. A run validates on at most
+    what its plan allows (fewer characters for short budgets), so runs are compared here."""
+    from charrnn.batches import Streams
+    from charrnn.corpus import split
+
+    model, vocab, _ = checkpoint.load(run)
+    _, val = split(vocab.encode(corpus.read_text(encoding="utf-8")), 0.1)
+    streams = Streams(val, 64, 64)
+    hidden, total = model.init_state(64), 0.0
+    for i in range(streams.windows):
+        x, y = streams.tensors(i, torch.device("cpu"))
+        logits, hidden = model(x, hidden)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+    return total / (streams.windows * 64 * 64)
+
+
 def budget_run(corpus: Path, seconds: float, hidden: int | None, folder: Path,
                env: dict) -> dict:
     """One `charrnn train --time` run (sizes chosen, or --hidden-size given) in its own process."""
@@ -353,7 +371,8 @@ def budget_run(corpus: Path, seconds: float, hidden: int | None, folder: Path,
     config = checkpoint.read_config(run)
     return {"corpus": corpus.stem, "seconds": seconds, "hidden_size": config["model"][
         "hidden_size"], "dropout": config["model"]["dropout"], "auto": hidden is None,
-            "best_val_loss": config["best_val_loss"], "steps": config["plan"]["steps"],
+            "run_val_loss": config["best_val_loss"],
+            "best_val_loss": full_validation_loss(run, corpus), "steps": config["plan"]["steps"],
             "wall_s": time.perf_counter() - start, "choice": config["choice"]["reason"]}
 
 

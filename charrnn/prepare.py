@@ -143,7 +143,8 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
         base = ModelConfig(vocab_size=vocab_size, model=model,
                            layers=given_sizes.get("layers", autosize.LAYERS),
                            hidden_size=given_sizes.get("hidden_size", autosize.HIDDEN_SIZES[0]),
-                           embedding_size=given_sizes.get("embedding_size", autosize.EMBEDDING))
+                           embedding_size=given_sizes.get("embedding_size", autosize.EMBEDDING),
+                           dropout=given_sizes.get("dropout", 0.0))
         sizes = ([base.hidden_size] if "hidden_size" in given_sizes
                  else list(autosize.HIDDEN_SIZES))
         def too_big(hidden: int, speed: autosize.Speed) -> bool:
@@ -160,7 +161,11 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
     mc = ModelConfig(vocab_size=vocab_size, model=model, **choice.model)
     plan = None
     if seconds is not None:
-        plan = autosize.plan(seconds, speeds[mc.hidden_size], cfg, val_chars)
+        speed = speeds[mc.hidden_size]
+        if mc.dropout and not base.dropout:  # dropout was chosen: time the model as it will be
+            speed = autosize.calibrate(device, mc, [mc.hidden_size], batch, seq, cfg.amp, 0.0,
+                                       reporter.say)[mc.hidden_size]
+        plan = autosize.plan(seconds, speed, cfg, val_chars)
     record = {"reason": choice.reason if choice.chosen else "",
               "chosen": choice.chosen, "chars": choice.chars}
     return cfg, mc, plan, record

@@ -125,7 +125,7 @@ def test_calibration_is_skipped_when_every_size_flag_is_given(write, tmp_path, m
     sizes = {"layers": 1, "hidden_size": 24, "embedding_size": 8, "dropout": 0.0}
     train_run(corpus, tmp_path / "a", model=sizes, max_steps=3)
     assert measured == []  # a budget of steps needs no speed at all
-    train_run(corpus, tmp_path / "b", model=sizes, time=100.0, batch_size=4, seq_len=16)
+    train_run(corpus, tmp_path / "b", model=sizes, time=10.0, batch_size=4, seq_len=16)
     assert measured == [24]  # a time budget needs the one given size's speed, no other
 
 
@@ -136,19 +136,19 @@ def test_a_damaged_calibration_cache_is_rebuilt(write, tmp_path, cache_dir, meas
                    json.dumps({"format": 1, "speeds": [1, 2]}).encode(), b"\xff\xfe"):
         cache.write_bytes(damage)
         trainer, outcome = train_run(corpus, tmp_path / f"run{len(measured)}",
-                                     model={"hidden_size": 16}, time=100.0,
+                                     model={"hidden_size": 16}, time=10.0,
                                      batch_size=4, seq_len=16)
         assert outcome.stopped_by == "time"
         assert json.loads(cache.read_text())["format"] == autosize.CACHE_FORMAT
     cache.unlink()
-    train_run(corpus, tmp_path / "deleted", model={"hidden_size": 16}, time=100.0, batch_size=4,
+    train_run(corpus, tmp_path / "deleted", model={"hidden_size": 16}, time=10.0, batch_size=4,
               seq_len=16)
     assert cache.exists()
 
 
 def test_same_seed_under_a_time_budget_gives_the_same_losses(write, tmp_path, measured):
     corpus = write("moby.txt", TEXT)
-    settings = dict(time=200.0, batch_size=4, seq_len=16, eval_every=10, patience=0)
+    settings = dict(time=20.0, batch_size=4, seq_len=16, eval_every=10, patience=0)
     _, a = train_run(corpus, tmp_path / "a", callback=lambda t: None, **settings)
     _, b = train_run(corpus, tmp_path / "b", callback=lambda t: None, **settings)
     assert a.stopped_by == b.stopped_by == "time"
@@ -158,7 +158,7 @@ def test_same_seed_under_a_time_budget_gives_the_same_losses(write, tmp_path, me
 def test_a_time_budget_run_interrupted_and_resumed_matches_an_uninterrupted_one(
         write, tmp_path, measured):
     corpus = write("moby.txt", TEXT)
-    settings = dict(time=200.0, batch_size=4, seq_len=16, eval_every=10, patience=0)
+    settings = dict(time=20.0, batch_size=4, seq_len=16, eval_every=10, patience=0)
     _, whole = train_run(corpus, tmp_path / "whole", callback=lambda t: None, **settings)
 
     def stop_at_25(trainer):
