@@ -307,7 +307,7 @@ def bench_big_training(folder: Path) -> dict:
     env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-big")}
     seconds, rss, _ = run_measured(charrnn_main(
         "train", str(path), "--out", str(folder / "big"), "--max-steps", "40",
-        "--eval-every", "20", "--device", "cpu"), env)
+        "--eval-every", "20", "--device", "cpu", "--hidden-size", "384", "--dropout", "0.1"), env)
     path.unlink()
     return {"megabytes": 1000, "seconds": seconds, "peak_rss_mb": rss}
 
