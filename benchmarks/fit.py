@@ -12,8 +12,10 @@ Each k is scored by its mean regret over the cases where the grid can read the l
 k's choice (so that no k is scored on easier cases than another). The smallest k within
 TOLERANCE of the best is written down: rules closer than that are the same to this grid, and the
 smaller k picks the larger model, which is what did better where the grid cannot read the
-choice (faster machines, longer budgets: a 2x384 with dropout beat a 2x256 at 15 minutes). r is not fitted: these runs have no dropout, and they cannot tell
-r apart (at k = 12 the mean regret moves by under 0.01 nats from r = 2 to no decay at all), while
+choice (faster machines, longer budgets: a 2x384 with dropout beat a 2x256 at 15 minutes).
+
+r is not fitted: these runs have no dropout, and they cannot tell r apart (at k = 12 to 14 the
+mean regret moves by under 0.01 nats from r = 2 to no decay at all), while
 the rule adds dropout exactly when passes repeat, which makes a repeat worth more than here. It
 is set to 16, near the value of Muennighoff et al.'s data-constrained scaling law (about 15);
 the table below shows every r beside it.
