@@ -53,6 +53,7 @@ from charrnn.sample import SampleConfig, generate  # noqa: E402
 from charrnn import prepare  # noqa: E402
 from charrnn.config import TrainConfig  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
+from grid import stdlib_slice  # noqa: E402 - the slice the grid was measured on
 
 TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 TARGETS = {"train_ratio": 0.97, "sample_512": 12.0, "sample_128": 2.5, "encode_mb_s": 50.0,
@@ -325,17 +326,6 @@ def bench_quality(folder: Path, seconds: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Budget: the automatic choice against a grid of sizes trained with the same time budget
-
-
-def stdlib_slice(folder: Path, chars: int = 3_000_000) -> Path:
-    """The first 3M characters of python-stdlib: source code, a corpus of another nature."""
-    from charrnn import corpus
-
-    path = folder / "stdlib-slice.txt"
-    if not path.exists():
-        _, full = corpus.resolve("python-stdlib")
-        path.write_text(full.read_text(encoding="utf-8")[:chars], encoding="utf-8")
-    return path
 
 
 @torch.no_grad()

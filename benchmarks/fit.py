@@ -88,14 +88,9 @@ def scenarios(plain: list[dict]) -> list[dict]:
 
 def pick(s: dict, k: float, r: float) -> int:
     """The rule's choice, as charrnn.autosize.choose makes it, with constants k and r."""
-    hidden = min(SPEEDS)
-    for h in sorted(SPEEDS):
-        d = s["chars"][h]
-        if d > s["unique"]:
-            d = s["unique"] * (1 + r * (1 - math.exp(-(d / s["unique"] - 1) / r)))
-        if d >= k * params(h):
-            hidden = h
-    return hidden
+    fitting = [h for h in sorted(SPEEDS) if autosize.fits(params(h), s["chars"][h], s["unique"],
+                                                          k, r)]
+    return max(fitting, default=min(SPEEDS))
 
 
 def score(cases: list[dict], k: float, r: float, common: list[dict]) -> dict:

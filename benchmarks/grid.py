@@ -44,16 +44,19 @@ POINTS = (
 )
 
 
-def corpus_file(name: str, folder: Path) -> Path:
-    if name == "tinyshakespeare":
-        return TINYSHAKESPEARE
+def stdlib_slice(folder: Path) -> Path:
+    """The first 3M characters of python-stdlib: source code, a corpus of another nature."""
     from charrnn import corpus
 
-    _, full = corpus.resolve("python-stdlib")
     path = folder / "stdlib-slice.txt"
     if not path.exists():
+        _, full = corpus.resolve("python-stdlib")
         path.write_text(full.read_text(encoding="utf-8")[:STDLIB_SLICE], encoding="utf-8")
     return path
+
+
+def corpus_file(name: str, folder: Path) -> Path:
+    return TINYSHAKESPEARE if name == "tinyshakespeare" else stdlib_slice(folder)
 
 
 def key(p: dict) -> tuple:

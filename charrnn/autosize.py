@@ -30,8 +30,10 @@ from charrnn.device import describe, synchronize
 HIDDEN_SIZES = (64, 128, 192, 256, 384, 512, 768, 1024)  # the candidates, smallest first
 LAYERS = 2
 EMBEDDING = 64
-BATCH_SIZE = 32  # the grid measured no gain in CPU speed from larger batches (33.9k chars/s at
-SEQ_LEN = 64  # 32 x 64, 35.7k at 64 x 64, 37.1k at 64 x 100 for a 2x256 LSTM): more steps win
+# Larger batches barely ran faster on a 2-core Intel Xeon (a 2x256 LSTM: 33.9k chars/s at 32 x 64,
+# 35.7k at 64 x 64, 37.1k at 64 x 100), so the smaller batch, with more steps, wins there
+BATCH_SIZE = 32
+SEQ_LEN = 64
 LR = 4e-3
 
 # benchmarks/fit.py over benchmarks/grid/grid.jsonl (benchmarks/grid/fit.json)
@@ -63,17 +65,19 @@ def parameters(mc: ModelConfig) -> int:
                if name.startswith("rnn."))
 
 
-def effective_chars(seen: float, unique: float) -> float:
+def effective_chars(seen: float, unique: float, repeat_decay: float = REPEAT_DECAY) -> float:
     """Characters seen, with each repeated pass over the corpus worth less than new text."""
     if seen <= unique:
         return seen
     repeats = seen / unique - 1
-    return unique * (1 + REPEAT_DECAY * (1 - math.exp(-repeats / REPEAT_DECAY)))
+    return unique * (1 + repeat_decay * (1 - math.exp(-repeats / repeat_decay)))
 
 
-def fits(hidden_params: int, chars: float, unique: float) -> bool:
-    """Whether a model of this many recurrent parameters gets enough characters to train on."""
-    return effective_chars(chars, unique) >= CHARS_PER_PARAMETER * hidden_params
+def fits(hidden_params: int, chars: float, unique: float, k: float = CHARS_PER_PARAMETER,
+         repeat_decay: float = REPEAT_DECAY) -> bool:
+    """Whether a model of this many recurrent parameters gets enough characters to train on
+    (k and repeat_decay are the rule's constants; benchmarks/fit.py tries others)."""
+    return effective_chars(chars, unique, repeat_decay) >= k * hidden_params
 
 
 def dropout_for(seen: float, unique: float) -> float:

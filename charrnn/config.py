@@ -105,7 +105,7 @@ class TrainConfig:
         return self.time or (None if self.max_steps or self.epochs else DEFAULT_TIME)
 
     @property
-    def chosen(self) -> bool:
+    def decided(self) -> bool:
         """Whether every setting that autosize chooses has a value."""
         return None not in (self.batch_size, self.seq_len, self.lr)
 

@@ -91,7 +91,7 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         except (TypeError, KeyError, ValueError) as e:
             raise CharrnnError(f"{run / checkpoint.CONFIG} is corrupted ({e}); "
                                "it cannot be resumed") from None
-        if not cfg.chosen:
+        if not cfg.decided:
             raise CharrnnError(f"{run / checkpoint.CONFIG} is corrupted (its batch size, window "
                                "or learning rate is missing); it cannot be resumed")
         device = pick_device(cfg.device)
