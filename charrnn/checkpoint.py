@@ -174,7 +174,10 @@ def load(run: Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab,
 
 
 def save_state(run: Path, state: dict) -> None:
-    atomic_write(Path(run) / LATEST, lambda tmp: torch.save(state, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a C++ assert
+            torch.save(state, f)
+    atomic_write(Path(run) / LATEST, write)
 
 
 def load_state(run: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,10 +20,9 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from charrnn import __version__
-from charrnn.config import DEFAULT_TIME, ModelConfig, SampleConfig, TrainConfig
-from charrnn.errors import CharrnnError
-
-SIGNAL_EXIT = {2: 130, 15: 143}  # SIGINT, SIGTERM: the shell's 128 + signal convention
+from charrnn.config import DEFAULT_TIME, ModelConfig, SampleConfig, TrainConfig, check_seed
+from charrnn.errors import CharrnnError, describe_os_error, printable
+from charrnn.output import silence_stdout
 
 
 # Typer raises click's exception types (vendored in newer releases): find them by name
@@ -47,16 +47,23 @@ class Group(TyperGroup):
             _fail(e.format_message().replace("\n", " ") + hint, e.exit_code)
         except typer.Abort:
             _fail("aborted", 130)
-        except BrokenPipeError:
-            sys.stderr.close()  # `charrnn sample run | head` is not an error
-            sys.exit(0)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
 
+    def invoke(self, ctx):
+        # here, before typer's own handler turns a closed pipe into exit status 1
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            silence_stdout()  # `charrnn sample run | head` is not an error
+            sys.exit(0)
+        except OSError as e:
+            raise CharrnnError(describe_os_error(e)) from None
+
 
 def _fail(message: str, code: int):
-    print(f"charrnn: error: {message}", file=sys.stderr)
+    print(f"charrnn: error: {printable(message)}", file=sys.stderr)
     sys.exit(code)
 
 
@@ -224,7 +231,8 @@ def train(
                               overwrite=overwrite, reporter=reporter)
     outcome = trainer.run_loop()
     if outcome.stopped_by == "interrupted":
-        raise typer.Exit(SIGNAL_EXIT.get(outcome.signal, 130))
+        # the shell's convention for a process stopped by a signal: 128 + its number
+        raise typer.Exit(128 + (outcome.signal or signal.SIGINT))
     why = {"time": "the planned end of the time budget",
            "clock": "the clock ran past the time budget", "max_steps": "--max-steps reached",
            "epochs": "--epochs reached",
@@ -269,11 +277,12 @@ def sample(
     import torch
 
     from charrnn import checkpoint
-    from charrnn.output import TextOut
+    from charrnn.output import TextOut, to_stdout
     from charrnn.sample import check_prime, generate
 
     cfg = SampleConfig(temperature=0.0 if argmax else temperature, top_k=top_k, top_p=top_p,
                        length=length)
+    check_seed(seed)
     if num_samples < 1:
         raise CharrnnError(f"--num-samples must be 1 or more, not {num_samples}")
     if prime_file is not None:
@@ -291,14 +300,15 @@ def sample(
     generator = torch.Generator()
     generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
     out = TextOut(sys.stdout, safe=safe)
-    for n in range(num_samples):
-        if n:
-            out.write("\n\n")
-        out.write(prime)
-        for ch in generate(model, vocab, prime, cfg, generator):
-            out.write(ch)
-        out.write("\n")
-    out.flush()
+    with to_stdout():
+        for n in range(num_samples):
+            if n:
+                out.write("\n\n")
+            out.write(prime)
+            for ch in generate(model, vocab, prime, cfg, generator):
+                out.write(ch)
+            out.write("\n")
+        out.flush()
 
 
 @app.command("inspect-cells")
@@ -337,6 +347,8 @@ def inspect_cells(
                                             "probability the model gave it.")] = False,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the views to "
                                                      "this self-contained HTML file.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --html "
+                                        "file.")] = False,
     color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
     temperature: Annotated[float, typer.Option("--temperature", "--temp", help="With --prime: "
                                                "sampling temperature.")]
@@ -346,14 +358,19 @@ def inspect_cells(
 ):
     """Paint each character of a text by what a hidden cell does there; find cells by probes."""
     from charrnn import cells as cell_inspection, checkpoint, probes, report
-    from charrnn.fileio import atomic_write_text
+    from charrnn.fileio import atomic_write_text, check_new_file
+    from charrnn.output import to_stdout
 
     console = stdout_console(color)
     if list_probes:
-        for p in probes.PROBES.values():
-            console.print(Text(f"{p.name:<10} {p.help}"))
-        console.print(Text("--probe-regex PATTERN: on inside matches of PATTERN"))
+        with to_stdout():
+            for p in probes.PROBES.values():
+                console.print(Text(f"{p.name:<10} {p.help}"))
+            console.print(Text("--probe-regex PATTERN: on inside matches of PATTERN"))
         return
+    check_seed(seed)
+    if html_out is not None:
+        check_new_file(html_out, "--html", force)
     request = report.Request(state=state, layer=layer, cells=report.parse_cells(cells), top=top,
                              probes=probe or [], regexes=probe_regex or [], gates=gates,
                              surprisal=surprisal)
@@ -368,15 +385,19 @@ def inspect_cells(
                                              temperature, seed)
     ins = cell_inspection.inspect(model, vocab, source)
     built = report.build(ins, request)
-    report.show(console, built, ins)
+    with to_stdout():
+        report.show(console, built, ins)
     if html_out is not None:
+        check_new_file(html_out, "--html", force)  # again: the inspection took a while
         atomic_write_text(html_out, report.html(f"charrnn inspect-cells {run}", built, ins))
-        stderr_console().print(Text(f"wrote {html_out}"))
+        stderr_console().print(Text(f"wrote {printable(str(html_out))}"))
 
 
 def stdout_console(color: str) -> Console:
     if color not in ("auto", "always", "never"):
         raise CharrnnError(f"--color must be auto, always or never, not {color!r}")
+    if sys.stdout is None:  # file descriptor 1 was closed
+        raise CharrnnError("stdout is closed; send it somewhere (a file, or /dev/null)")
     if color == "never":
         return Console(color_system=None, no_color=True, highlight=False)
     return Console(force_terminal=True if color == "always" else None, highlight=False)

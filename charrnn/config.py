@@ -80,12 +80,12 @@ class TrainConfig:
              "--lr must be a positive number"),
             (0 <= self.min_lr_frac <= 1, "min_lr_frac must be in [0, 1]"),
             (self.warmup_steps >= 0, "--warmup-steps must be 0 or more"),
-            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
+            (0 <= self.weight_decay < math.inf, "--weight-decay must be a number, 0 or more"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.grad_clip >= 0, "--grad-clip must be 0 (off) or more"),
-            (self.epochs is None or self.epochs > 0, "--epochs must be more than 0"),
+            (0 <= self.grad_clip < math.inf, "--grad-clip must be 0 (off) or more"),
+            (self.epochs is None or 0 < self.epochs < math.inf, "--epochs must be more than 0"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be 1 or more"),
-            (self.time is None or self.time > 0, "--time must be more than 0"),
+            (self.time is None or 0 < self.time < math.inf, "--time must be more than 0"),
             (self.eval_every is None or self.eval_every >= 1, "--eval-every must be 1 or more"),
             (self.eval_chars >= 2, "--eval-chars must be 2 or more"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
@@ -98,6 +98,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise CharrnnError(message)
+        check_seed(self.seed)
 
     @property
     def time_budget(self) -> float | None:
@@ -113,6 +114,14 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+SEED_MAX = 2**64 - 1  # torch's generators take seeds up to this
+
+
+def check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise CharrnnError(f"--seed must be a whole number from 0 to {SEED_MAX}, not {seed}")
 
 
 @dataclass

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+from charrnn.errors import CharrnnError
 
 
 _UMASK = os.umask(0)
@@ -24,10 +28,37 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            # a write through a file object names no file: name the one the user knows
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
     _fsync_dir(path.parent)
+
+
+def check_new_file(path: Path, option: str, force: bool) -> None:
+    """Refuse to write `option`'s PATH unless it is new, or a regular file and `force` is given:
+    never replace a folder, a device, a pipe or a symbolic link (a rename would swap the link
+    itself, or turn /dev/null into a file)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        if e.errno == errno.ENOTDIR:
+            raise CharrnnError(f"cannot write {option} {path}: a part of the path is a file, "
+                               "not a folder") from None
+        raise
+    if stat.S_ISLNK(st.st_mode):
+        raise CharrnnError(f"{option} {path} is a symbolic link; give the path of a new or "
+                           "regular file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise CharrnnError(f"{option} {path} is {kind}; give the path of a new file")
+    if not force:
+        raise CharrnnError(f"{option} {path} already exists; pass --force to replace it, or "
+                           "give another path")
 
 
 def _fsync_dir(folder: Path) -> None:

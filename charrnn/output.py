@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 import time
+from contextlib import contextmanager
 from typing import TextIO
+
+from charrnn.errors import CharrnnError, os_reason
 
 
 def visible(ch: str) -> str:
@@ -21,7 +27,9 @@ class TextOut:
     characters are shown as symbols, so text from an untrusted model cannot drive the terminal.
     """
 
-    def __init__(self, stream: TextIO, interval: float = 0.05, safe: bool = False):
+    def __init__(self, stream: TextIO | None, interval: float = 0.05, safe: bool = False):
+        if stream is None:  # Python's stdout when file descriptor 1 was closed
+            raise CharrnnError("stdout is closed; send it somewhere (a file, or /dev/null)")
         self.safe = safe
         self._shown: dict[str, str] = {}
         self.buffer = getattr(stream, "buffer", None)
@@ -53,3 +61,26 @@ def _isatty(stream) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+@contextmanager
+def to_stdout():
+    """Turn a failed write to stdout (full disk, closed descriptor) into one clear line; a
+    closed pipe passes through, for the command line to end quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        silence_stdout()
+        raise CharrnnError(f"cannot write to stdout: {os_reason(e)}") from None
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device, so Python's flush at exit has nothing left to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass

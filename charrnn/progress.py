@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from charrnn.errors import printable
+
 LN2 = math.log(2)
 
 
@@ -37,11 +39,12 @@ class Reporter:
         self.say(description)
 
     def say(self, line: str) -> None:
-        # a Text object: corpus names and paths are never read as markup
-        self.console.print(Text(line), soft_wrap=True)
+        # a Text object: corpus names and paths are never read as markup; printable: nor as
+        # escape sequences
+        self.console.print(Text(printable(line)), soft_wrap=True)
 
     def warn(self, line: str) -> None:
-        self.console.print(Text("warning: " + line, style="yellow"), soft_wrap=True)
+        self.console.print(Text("warning: " + printable(line), style="yellow"), soft_wrap=True)
 
     def step(self, s: dict) -> None:
         now = time.monotonic()
@@ -86,7 +89,7 @@ class LiveReporter(Reporter):
         self.task = self.progress.add_task("train", total=1.0, eta="?", figures="")
 
     def say(self, line: str) -> None:
-        self.progress.console.print(Text(line), soft_wrap=True)
+        self.progress.console.print(Text(printable(line)), soft_wrap=True)
 
     def step(self, s: dict) -> None:
         figures = (f"step {s['step']} · epoch {s['epoch']:.2f} · loss {s['train_loss']:.3f}"

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import signal
-from array import array
 import threading
 import time
+from array import array
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from charrnn.batches import Streams
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.device import amp_dtype
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.model import CharRNN, State, detach
 from charrnn.progress import LN2, Reporter
 from charrnn.schedule import Schedule
@@ -209,7 +210,19 @@ class Trainer:
                                "it cannot be resumed") from None
 
     def save_latest(self) -> None:
-        checkpoint.save_state(self.run, self.state_dict())
+        with self._saving():
+            checkpoint.save_state(self.run, self.state_dict())
+
+    @contextmanager
+    def _saving(self):
+        """A failed write (a full disk, a folder gone read-only) ends the run in one line; the
+        atomic writes have kept the last good checkpoint."""
+        try:
+            yield
+        except OSError as e:
+            raise CharrnnError(f"{describe_os_error(e, 'write', advice=False)}; the last good checkpoint in "
+                               f"{self.run} is kept: continue with `charrnn train --resume "
+                               f"{self.run}` once it can be written") from None
 
     # -----------------------------------------------------------------------------------------
     # Where the run stands
@@ -264,11 +277,12 @@ class Trainer:
             self.release()
 
     def _loop(self, on_step) -> Outcome:
-        if self.setup.resume_state is None:
-            self.save_latest()  # a run killed before its first evaluation still resumes
-            checkpoint.write_config(self.run, self.config_dict())
-        else:
-            checkpoint.trim_metrics(self.run, self.step)
+        with self._saving():
+            if self.setup.resume_state is None:
+                self.save_latest()  # a run killed before its first evaluation still resumes
+                checkpoint.write_config(self.run, self.config_dict())
+            else:
+                checkpoint.trim_metrics(self.run, self.step)
         self._say_start()
         s = self.train_streams
         self.model.train()
@@ -357,11 +371,12 @@ class Trainer:
         record.update(val_loss=val_loss, val_bpc=val_loss / LN2, best=best)
         del record["progress"], record["eta"]
         self.since_eval = []
-        if best:
-            checkpoint.save_weights(self.run, self.model, val_loss)
-            checkpoint.write_config(self.run, self.config_dict())
-        self.save_latest()
-        checkpoint.append_metrics(self.run, record)
+        with self._saving():
+            if best:
+                checkpoint.save_weights(self.run, self.model, val_loss)
+                checkpoint.write_config(self.run, self.config_dict())
+            self.save_latest()
+            checkpoint.append_metrics(self.run, record)
         self.reporter.evaluation(record)
 
     def _check_divergence(self, loss: float, weights: bool = False) -> None:
@@ -381,7 +396,10 @@ class Trainer:
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP: a closed terminal or ssh session saves like Ctrl-C and `kill`
+        stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP")
+                                                   else [])
+        previous = {sig: signal.getsignal(sig) for sig in stops}
 
         def handler(signum, frame):
             if self.stop_signal is not None:  # a second Ctrl-C: stop now, unsaved

@@ -1,5 +1,6 @@
 """Nothing a user makes is lost: crashes, signals, a second writer, divergence, hostile text."""
 
+import errno
 import json
 import os
 import random
@@ -63,8 +64,9 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(write, tmp_path
         assert not list(run.glob(".*.tmp"))  # a save the kill cut short is cleaned up
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_and_sigterm_save_a_checkpoint_and_exit_130_or_143(write, tmp_path, cache_dir,
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                       (signal.SIGHUP, 129)])
+def test_ctrl_c_sigterm_and_sighup_save_a_checkpoint_and_exit_128_plus_the_signal(write, tmp_path, cache_dir,
                                                                   sig, code):
     run = tmp_path / "run"
     proc = start_training(write("hamlet.txt", TEXT), run, cache_dir)
@@ -87,10 +89,11 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint_whole(write, tmp_p
 
     def dies_halfway(obj, f, *args, **kwargs):
         real_save({"partial": torch.zeros(10)}, f)
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", dies_halfway)
-    with pytest.raises(OSError):
+    with pytest.raises(CharrnnError, match="no space left on the device holding .*latest.pt; "
+                       "the last good checkpoint .* is kept"):
         trainer.save_latest()
     monkeypatch.setattr(torch, "save", real_save)
     assert (tmp_path / "run" / checkpoint.LATEST).read_bytes() == before
