@@ -14,6 +14,7 @@ Every file is written atomically, so a crash leaves the previous version whole.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import zipfile
@@ -34,6 +35,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 LATEST = "latest.pt"
 METRICS = "metrics.jsonl"
+RUN_FILES = (CONFIG, WEIGHTS, LATEST, METRICS)
 MAX_CONFIG_BYTES = 64 << 20  # a vocabulary of every Unicode character fits many times over
 
 
@@ -108,6 +110,10 @@ def expected_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"rnn.bias_ih_l{k}"] = (gates,)
         shapes[f"rnn.bias_hh_l{k}"] = (gates,)
     return shapes
+
+
+def parameter_count(c: ModelConfig) -> int:
+    return sum(math.prod(shape) for shape in expected_shapes(c).values())
 
 
 def check_shapes(found: dict[str, tuple[int, ...]], config: ModelConfig, where: Path) -> None:
@@ -240,7 +246,7 @@ def remove_partial_writes(run: Path) -> None:
 
 def clear_run(run: Path) -> None:
     """Remove a previous run's files (for --overwrite), so nothing of it mixes with the new."""
-    for name in (CONFIG, WEIGHTS, LATEST, METRICS):
+    for name in RUN_FILES:
         (Path(run) / name).unlink(missing_ok=True)
 
 

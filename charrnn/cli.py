@@ -209,10 +209,9 @@ def train(
             raise CharrnnError("--resume and --init-from do not go together; choose one")
         if out is not None and out != resume:
             raise CharrnnError("--resume continues a run in its own directory; leave out --out")
-        stops = {"epochs": epochs, "max_steps": max_steps, "time": budget, "device": device}
-        overrides = {k: v for k, v in stops.items()
-                     if k in given or (k == "time" and "time_budget" in given)}
-        trainer = prepare.resume(resume, corpus, overrides, reporter)
+        values = {**ctx.params, "time": budget}
+        names = {"time" if n == "time_budget" else n for n in given} - {"resume", "corpus", "out"}
+        trainer = prepare.resume(resume, corpus, {n: values[n] for n in names}, reporter)
     else:
         if corpus is None:
             raise CharrnnError("give a CORPUS to train on (a text file or python-stdlib), or "
@@ -224,9 +223,7 @@ def train(
                           eval_chars=eval_chars, patience=patience, lr_decay=lr_decay,
                           max_decays=max_decays, val_frac=val_frac, seed=seed,
                           device=device, amp=amp, encoding=encoding, errors=errors)
-        sizes = dict(layers=layers, hidden_size=hidden_size, embedding_size=embedding_size,
-                     dropout=dropout)
-        model_cfg = {"model": model, **{k: v for k, v in sizes.items() if v is not None}}
+        model_cfg = {k: ctx.params[k] for k in ("model", *prepare.SIZE_FLAGS) if k in given}
         trainer = prepare.new(corpus, out, cfg, model_cfg, init_from=init_from,
                               overwrite=overwrite, reporter=reporter)
     outcome = trainer.run_loop()

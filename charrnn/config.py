@@ -83,7 +83,7 @@ class TrainConfig:
             (0 <= self.weight_decay < math.inf, "--weight-decay must be a number, 0 or more"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (0 <= self.grad_clip < math.inf, "--grad-clip must be 0 (off) or more"),
-            (self.epochs is None or 0 < self.epochs < math.inf, "--epochs must be more than 0"),
+            (self.epochs is None or 0 < self.epochs < math.inf, "--epochs must be a number more than 0"),
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be 1 or more"),
             (self.time is None or 0 < self.time < math.inf, "--time must be more than 0"),
             (self.eval_every is None or self.eval_every >= 1, "--eval-every must be 1 or more"),

@@ -6,6 +6,7 @@ everything that can be wrong is checked before the run directory is touched.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,13 @@ from charrnn.vocab import Vocab
 
 SIZE_FLAGS = ("layers", "hidden_size", "embedding_size", "dropout")
 VALIDATION_BATCH = 64
+# what a --resume may change: how long it goes on, and where; everything else is the run's
+RESUME_CHANGES = ("epochs", "max_steps", "time", "device")
+
+
+def flag(name: str) -> str:
+    """A setting's command-line spelling: max_steps -> --max-steps."""
+    return "--" + name.replace("_", "-")
 
 
 def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | None = None, *,
@@ -37,6 +45,10 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     ModelConfig(**{"vocab_size": 1, "layers": autosize.LAYERS,
                    "hidden_size": autosize.HIDDEN_SIZES[0], "embedding_size": autosize.EMBEDDING,
                    **given})
+    if init_from is not None and set(given) - {"dropout"}:
+        raise CharrnnError(f"--init-from keeps the network of {init_from}; only --dropout may be "
+                           f"given with it, not {', '.join(flag(k) for k in sorted(given))}")
+    run = _run_dir(out, corpus_arg, overwrite)
     device = pick_device(cfg.device)
     corpus = _load_corpus(corpus_arg, cfg)
     vocab = corpus.vocab
@@ -50,26 +62,32 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     ids = _ids_for(corpus, vocab)
     train_ids, val_ids = _split(ids, cfg, reporter)
 
-    run = Path(out) if out is not None else Path("runs") / corpus.name
-    if checkpoint.is_run(run) and not overwrite:
-        raise CharrnnError(f"{run} already holds a run; pass --resume {run} to continue it, "
-                           "--overwrite to replace it, or --out elsewhere")
+    if run is None:
+        run = _run_dir(Path("runs") / corpus.name, corpus_arg, overwrite)
     cfg, mc, plan, choice = decide(cfg, given, len(vocab), len(train_ids), len(val_ids), device,
                                    reporter)
+    created = not run.exists()
     lock = checkpoint.RunLock(run).__enter__()
     try:
-        checkpoint.clear_run(run)  # nothing of an earlier run may mix with this one
         torch.manual_seed(cfg.seed)
-        if base is not None:
-            model = extend_vocab(base, base_vocab, vocab, mc.dropout)
-            reporter.say(f"starting from the weights of {init_from}")
-        else:
-            model = CharRNN(mc)
-        setup = _setup(run, cfg, model.to(device), vocab, corpus, device, train_ids, val_ids,
+        with _building(mc, device):
+            if base is not None:
+                model = extend_vocab(base, base_vocab, vocab, mc.dropout)
+            else:
+                model = CharRNN(mc)
+            model = model.to(device)
+        setup = _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids,
                        plan, choice, lock, None, reporter)
+        # only now, with the new run built and checked, does the old one go: nothing of it may
+        # mix with the new
+        checkpoint.clear_run(run)
     except BaseException:
         lock.__exit__(None, None, None)
+        if created and not any(run.iterdir()):
+            run.rmdir()  # leave no trace of a run that never started
         raise
+    if base is not None:
+        reporter.say(f"starting from the weights of {init_from}")
     if choice.get("reason"):
         reporter.say(f"chose {choice['reason']}")
     return Trainer(setup, reporter)
@@ -77,9 +95,16 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
 
 def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = None,
            reporter: Reporter | None = None) -> Trainer:
-    """Continue `run` where it stopped; `overrides` may raise its stops or move its device."""
+    """Continue `run` where it stopped; `overrides` may change RESUME_CHANGES (raise its stops,
+    move its device) and nothing else."""
     reporter = reporter or Reporter()
     run = Path(run)
+    refused = sorted(set(overrides or {}) - set(RESUME_CHANGES))
+    if refused:
+        raise CharrnnError(f"--resume continues {run} with its own settings; only "
+                           f"{', '.join(flag(k) for k in RESUME_CHANGES[:-1])} or "
+                           f"{flag(RESUME_CHANGES[-1])} can change, not "
+                           f"{', '.join(flag(k) for k in refused)}")
     stored = checkpoint.read_config(run)
     lock = checkpoint.RunLock(run).__enter__()
     try:
@@ -190,6 +215,46 @@ def extend_vocab(model: CharRNN, old: Vocab, new: Vocab, dropout: float) -> Char
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _run_dir(out: Path | None, corpus_arg: str, overwrite: bool) -> Path | None:
+    """The run directory to write, checked: a new or empty folder, or (with --overwrite) an
+    old run; never a folder of the user's other files. None: named after the corpus, later."""
+    if out is None:
+        return None
+    if not str(out).strip():
+        raise CharrnnError("--out is empty; give the folder to write the run to")
+    run = Path(out)
+    if checkpoint.is_run(run):
+        if not overwrite:
+            raise CharrnnError(f"{run} already holds a run; pass --resume {run} to continue it, "
+                               "--overwrite to replace it, or --out elsewhere")
+        return run
+    if run.exists() and not run.is_dir():
+        raise CharrnnError(f"--out {run} is a file; give a folder for the run")
+    if run.is_dir():
+        names = {p.name for p in run.iterdir()}
+        # a run killed before its config.json was written is still a run, for --overwrite
+        ours = all(n in checkpoint.RUN_FILES or n.endswith(".tmp") for n in names)
+        if names and not (overwrite and ours):
+            raise CharrnnError(f"--out {run} is a folder of other files, not a charrnn run; "
+                               "give a new or empty folder")
+    return run
+
+
+@contextmanager
+def _building(mc: ModelConfig, device: torch.device):
+    """A model too large for the device's memory is a clear error, not an allocator's."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, MemoryError) and "memory" not in str(e).lower() \
+                and "alloc" not in str(e).lower():
+            raise
+        raise CharrnnError(f"a {mc.layers}x{mc.hidden_size} {mc.model} "
+                           f"({checkpoint.parameter_count(mc):,} parameters) does not fit in the memory "
+                           f"of {describe(device)}; choose a smaller --hidden-size or --layers, "
+                           "or leave them out to have them chosen") from None
 
 
 def _load_corpus(corpus_arg: str | None, cfg: TrainConfig) -> corpora.Corpus:

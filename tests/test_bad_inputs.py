@@ -36,7 +36,7 @@ CASES = [
     ("--lr 0", "train york.txt --lr 0", "--lr must be a positive number"),
     ("--batch-size 0", "train york.txt --batch-size 0", "--batch-size must be 1 or more"),
     ("--seq-len 0", "train york.txt --seq-len 0", "--seq-len must be 1 or more"),
-    ("--epochs 0", "train york.txt --epochs 0", "--epochs must be more than 0"),
+    ("--epochs 0", "train york.txt --epochs 0", "--epochs must be a number more than 0"),
     ("--grad-clip -1", "train york.txt --grad-clip -1", "--grad-clip must be 0 (off) or more"),
     ("--time that is not a duration", "train york.txt --time soon", "is not a duration"),
     ("--time 0", "train york.txt --time 0s", "--time must be more than 0"),

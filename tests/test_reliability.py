@@ -57,8 +57,7 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(write, tmp_path
         proc.kill()
         proc.wait()
         state = checkpoint.load_state(run)  # the latest checkpoint loads...
-        resumed = invoke("train", "--resume", run, "--max-steps", state["step"] + 4,
-                         "--eval-every", 2)
+        resumed = invoke("train", "--resume", run, "--max-steps", state["step"] + 4)
         assert resumed.exit_code == 0, resumed.output  # ...and resumes
         assert checkpoint.load_state(run)["step"] == state["step"] + 4
         assert not list(run.glob(".*.tmp"))  # a save the kill cut short is cleaned up
