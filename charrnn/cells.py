@@ -132,12 +132,18 @@ def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path 
         cfg = SampleConfig(temperature=temperature, length=length)
         return prime + "".join(generate(model, vocab, prime, cfg, g))
     info, train_cfg = config.get("corpus", {}), config.get("train", {})
-    path = Path(info.get("path", ""))
-    if not path.is_file():
+    path, digest = info.get("path"), info.get("digest")
+    # a run may come from someone else: the path in its config is opened only if the file
+    # there is the text the run was trained on, never any other file of this machine's
+    if not isinstance(path, str) or not isinstance(digest, str) or not Path(path).is_file():
         raise CharrnnError(f"the run's corpus {path} is not here to take validation text from; "
                            "pass --text FILE or --prime TEXT")
-    c = corpora.load(str(path), train_cfg.get("encoding", "utf-8"),
-                     train_cfg.get("errors", "strict"))
+    try:
+        c = corpora.load(path, train_cfg.get("encoding", "utf-8"),
+                         train_cfg.get("errors", "strict"), digest=digest)
+    except corpora.DigestMismatch:
+        raise CharrnnError(f"the file at the run's corpus path {path} is not the text it was "
+                           "trained on; pass --text FILE or --prime TEXT") from None
     _, val = c.split(train_cfg.get("val_frac", 0.1))
     if len(val) < 2:
         val = c.ids

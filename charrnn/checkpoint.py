@@ -186,11 +186,44 @@ def save_state(run: Path, state: dict) -> None:
     atomic_write(Path(run) / LATEST, write)
 
 
-def load_state(run: Path) -> dict:
-    """The latest training state, read without ever unpickling arbitrary objects."""
+STATE_KEYS = {"format_version", "model", "optimizer", "step", "epoch", "window", "elapsed",
+              "schedule", "since_eval", "hidden", "scaler", "rng"}
+
+
+def state_limit(c: ModelConfig, batch_size: int, eval_every: int | None) -> int:
+    """The most bytes a training state of this model can hold: the weights, the optimizer's
+    two moments and a gradient-sized margin, the hidden state, the losses since the last
+    evaluation, and room for the small parts."""
+    hidden = 2 * c.layers * batch_size * c.hidden_size
+    return 4 * (4 * parameter_count(c) + hidden) + 8 * (eval_every or 0) + (16 << 20)
+
+
+def check_state_file(path: Path, limit: int) -> None:
+    """Look at latest.pt's zip directory before torch reads any of it: a stranger's file may
+    claim more than this run can hold, or inflate a few bytes into gigabytes."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CharrnnError(f"{path} is corrupted or not a charrnn training state ({e}); "
+                           "it cannot be resumed") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries):
+        raise CharrnnError(f"{path} holds compressed entries, which torch never writes; it is "
+                           "not a charrnn training state and cannot be resumed")
+    total = sum(e.file_size for e in entries)
+    if total > limit:
+        raise CharrnnError(f"{path} holds {total:,} bytes, more than a training state of the "
+                           f"model in {CONFIG} can ({limit:,}); it cannot be resumed")
+
+
+def load_state(run: Path, limit: int | None = None) -> dict:
+    """The latest training state, read without ever unpickling arbitrary objects; with `limit`,
+    its size is checked first (see state_limit)."""
     path = Path(run) / LATEST
     if not path.exists():
         raise CharrnnError(f"{run} has no {LATEST} to resume from; start a new run instead")
+    if limit is not None:
+        check_state_file(path, limit)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
@@ -201,6 +234,14 @@ def load_state(run: Path) -> dict:
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CharrnnError(f"{path} is not a charrnn training state of format {FORMAT_VERSION}; "
                            "it cannot be resumed")
+    unknown = sorted(str(k)[:40] for k in set(state) - STATE_KEYS)
+    if unknown:
+        raise CharrnnError(f"{path} holds keys a charrnn training state never has "
+                           f"({', '.join(unknown[:3])}); it cannot be resumed")
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor)
+                                                for v in weights.values()):
+        raise CharrnnError(f"{path} has no model weights; it cannot be resumed")
     return state
 
 

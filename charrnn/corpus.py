@@ -24,7 +24,7 @@ from charrnn.errors import CharrnnError
 from charrnn.fileio import atomic_write, atomic_write_text
 from charrnn.vocab import MAX_CODE_POINT, Vocab, code_points, id_dtype
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: an entry records the corpus digest, its length and its own checksum
 CHUNK_BYTES = 1 << 20  # 1 MiB per decode step: bounded memory, and the fastest we measured
 # (100 MB encoded in 0.96 s with 1 MiB chunks, 1.50 s with 16 MiB ones)
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file (the test git and grep use)
@@ -81,6 +81,14 @@ def resolve(name_or_path: str) -> tuple[str, Path]:
 # Encoding
 
 
+class DigestMismatch(CharrnnError):
+    """The file is not the text that was expected (a resumed run's corpus has changed)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"corpus {path} is not the text it was")
+        self.path = path
+
+
 def _check_file(path: Path) -> int:
     if not path.exists():
         raise CharrnnError(f"corpus {path} does not exist; give a text file or a corpus name "
@@ -88,25 +96,35 @@ def _check_file(path: Path) -> int:
     if path.is_dir():
         raise CharrnnError(f"corpus {path} is a directory; give a text file "
                            "(concatenate a folder's files into one first)")
+    if not path.is_file():
+        # a corpus is read twice (counted, then encoded): a pipe or a device cannot be
+        raise CharrnnError(f"corpus {path} is not a regular file (a pipe or a device); save the "
+                           "text to a file and train on that")
     size = path.stat().st_size
     if size == 0:
         raise CharrnnError(f"corpus {path} is empty; give a file with some text in it")
     return size
 
 
-def _chunks(path: Path):
+def _chunks(path: Path, digest: hashlib.blake2b | None = None):
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
+            if digest is not None:
+                digest.update(chunk)
             yield chunk
 
 
-def _decoded(path: Path, encoding: str, errors: str):
+def _hasher():
+    return hashlib.blake2b(digest_size=20)
+
+
+def _decoded(path: Path, encoding: str, errors: str, digest: hashlib.blake2b | None = None):
     """Yield (byte offset of the chunk, code points) for each chunk of the file."""
     # utf-8-sig drops a leading byte-order mark, which is not part of the text
     codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     decoder = codecs.getincrementaldecoder(codec)(errors)
     offset = 0
-    for chunk in itertools.chain(_chunks(path), [b""]):  # b"": the final, flushing call
+    for chunk in itertools.chain(_chunks(path, digest), [b""]):  # b"": the final, flushing call
         pending = len(decoder.getstate()[0])  # bytes of a character begun in the last chunk
         try:
             text = decoder.decode(chunk, final=not chunk)
@@ -119,43 +137,57 @@ def _decoded(path: Path, encoding: str, errors: str):
         offset += len(chunk)
 
 
-def count_characters(path: Path, encoding: str = "utf-8", errors: str = "strict") -> np.ndarray:
+def count_characters(path: Path, encoding: str = "utf-8", errors: str = "strict",
+                     digest: hashlib.blake2b | None = None) -> np.ndarray:
     """How often each code point occurs in the file (an array indexed by code point)."""
     counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
-    for _, cps in _decoded(path, encoding, errors):
+    for _, cps in _decoded(path, encoding, errors, digest):
         if len(cps):
             counts[: int(cps.max()) + 1] += np.bincount(cps)
     return counts
 
 
-def encode_file(path: Path, out: Path, encoding: str = "utf-8", errors: str = "strict") -> Vocab:
-    """Encode a text file into `out` (a .npy of ids) in two chunked passes; return its vocab."""
-    counts = count_characters(path, encoding, errors)
+def encode_file(path: Path, out: Path, encoding: str = "utf-8", errors: str = "strict",
+                digest: str | None = None) -> tuple[Vocab, dict]:
+    """Encode a text file into `out` (a .npy of ids) in two chunked passes; return its vocab
+    and the entry's record (length, checksum). With `digest`, both passes must read that file:
+    a corpus that changes while it is read is an error, never a cache entry."""
+    first = _hasher()
+    counts = count_characters(path, encoding, errors, first)
     present = np.flatnonzero(counts)
     if len(present) == 0:
         raise CharrnnError(f"corpus {path} holds no characters; give a file with some text in it")
     vocab = Vocab.from_code_points(present)
     lut = np.zeros(int(present[-1]) + 1, dtype=id_dtype(len(vocab)))
     lut[present] = np.arange(len(present))
+    second, checksum = _hasher(), _hasher()
 
     def write(tmp: Path) -> None:
         # plain writes, not a memory map: dirty mapped pages would count as this process's
         # memory, a gigabyte of it for a gigabyte of corpus
         header = {"descr": np.lib.format.dtype_to_descr(lut.dtype), "fortran_order": False,
                   "shape": (int(counts.sum()),)}
+        changed = CharrnnError(f"corpus {path} changed while it was being read; train again "
+                               "once nothing is writing to it")
         with open(tmp, "wb") as f:
             np.lib.format.write_array_header_1_0(f, header)
-            for _, cps in _decoded(path, encoding, errors):
+            for _, cps in _decoded(path, encoding, errors, second):
+                if len(cps) and cps.max() >= len(lut):  # a character the first pass never saw
+                    raise changed
                 f.write(lut[cps].tobytes())
+        if first.hexdigest() != second.hexdigest() or digest not in (None, first.hexdigest()):
+            raise changed
+        for _ in _chunks(tmp, checksum):
+            pass
 
     atomic_write(out, write)
-    return vocab
+    return vocab, {"length": int(counts.sum()), "checksum": checksum.hexdigest()}
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=20)
-    for chunk in _chunks(path):
-        h.update(chunk)
+    h = _hasher()
+    for _ in _chunks(path, h):
+        pass
     return h.hexdigest()
 
 
@@ -184,8 +216,9 @@ def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",
-         sniff_binary: bool = True) -> Corpus:
-    """Find, check and encode a corpus (or map its cached encoding)."""
+         sniff_binary: bool = True, digest: str | None = None, warn=None) -> Corpus:
+    """Find, check and encode a corpus (or map its cached encoding). With `digest`, the file
+    must be that text (DigestMismatch otherwise), checked before it is encoded or shown."""
     name, path = resolve(name_or_path)
     _check_file(path)
     if sniff_binary:
@@ -196,26 +229,48 @@ def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",
     try:
         codecs.lookup(encoding)
         codecs.lookup_error(errors)
-    except LookupError as e:
+    except (LookupError, TypeError) as e:
         raise CharrnnError(f"{e}; see --help for --encoding and --errors") from None
-    digest = file_digest(path)
-    key = hashlib.blake2b(f"{CACHE_FORMAT}|{digest}|{encoding}|{errors}".encode(),
+    found = file_digest(path)
+    if digest is not None and found != digest:
+        raise DigestMismatch(path)
+    key = hashlib.blake2b(f"{CACHE_FORMAT}|{found}|{encoding}|{errors}".encode(),
                           digest_size=16).hexdigest()
     entry = cache_dir() / "encoded"
     ids_path, meta_path = entry / f"{key}.npy", entry / f"{key}.json"
-    vocab = None
-    if meta_path.exists() and ids_path.exists():
-        try:
-            vocab = Vocab(tuple(json.loads(meta_path.read_text())["vocab"]))
-        except (ValueError, KeyError, TypeError):
-            vocab = None  # a damaged cache entry is rebuilt, never trusted
-    if vocab is None:
-        entry.mkdir(parents=True, exist_ok=True)
-        vocab = encode_file(path, ids_path, encoding, errors)
+    cached = _read_entry(ids_path, meta_path, found)
+    if cached is None:
+        if (meta_path.exists() or ids_path.exists()) and warn is not None:
+            warn(f"the cached encoding of {path} in {entry} was damaged; encoding it again")
+        meta_path.unlink(missing_ok=True)  # gone first: no moment with a meta over new ids
+        vocab, record = encode_file(path, ids_path, encoding, errors, found)
         # the metadata is written last: its presence says the ids file is complete
-        atomic_write_text(meta_path, json.dumps({"vocab": list(vocab.chars), "file": str(path)}))
-    ids = np.load(ids_path, mmap_mode="r")
-    if ids.dtype != vocab.dtype:  # a stale or damaged entry: encode again
-        vocab = encode_file(path, ids_path, encoding, errors)
+        atomic_write_text(meta_path, json.dumps({"vocab": list(vocab.chars), "file": str(path),
+                                                 "digest": found, **record}))
+        cached = _read_entry(ids_path, meta_path, found)
+        if cached is None:
+            raise CharrnnError(f"the encoding of {path} in {entry} could not be read back; "
+                               "check that folder (or set CHARRNN_CACHE_DIR elsewhere)")
+    vocab, ids = cached
+    return Corpus(name=name, path=path, digest=found, vocab=vocab, ids=ids)
+
+
+def _read_entry(ids_path: Path, meta_path: Path, digest: str):
+    """(vocab, ids) of a cache entry that is whole and is this corpus's, else None: an entry
+    is checked against its own record (digest, length, dtype, checksum), never trusted."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        vocab = Vocab(tuple(meta["vocab"]))
+        if meta["digest"] != digest:
+            return None
         ids = np.load(ids_path, mmap_mode="r")
-    return Corpus(name=name, path=path, digest=digest, vocab=vocab, ids=ids)
+        if ids.dtype != vocab.dtype or ids.shape != (meta["length"],):
+            return None
+        checksum = _hasher()
+        for _ in _chunks(ids_path, checksum):
+            pass
+        if checksum.hexdigest() != meta["checksum"]:
+            return None
+        return vocab, ids
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None

@@ -50,7 +50,7 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
                            f"given with it, not {', '.join(flag(k) for k in sorted(given))}")
     run = _run_dir(out, corpus_arg, overwrite)
     device = pick_device(cfg.device)
-    corpus = _load_corpus(corpus_arg, cfg)
+    corpus = _load_corpus(corpus_arg, cfg, reporter)
     vocab = corpus.vocab
     base = None
     if init_from is not None:
@@ -108,7 +108,6 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
     stored = checkpoint.read_config(run)
     lock = checkpoint.RunLock(run).__enter__()
     try:
-        state = checkpoint.load_state(run)
         overrides = overrides or {}
         try:
             cfg = TrainConfig.from_dict({**stored["train"], **overrides})
@@ -119,14 +118,20 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         if not cfg.decided:
             raise CharrnnError(f"{run / checkpoint.CONFIG} is corrupted (its batch size, window "
                                "or learning rate is missing); it cannot be resumed")
-        device = pick_device(cfg.device)
-        corpus = _load_corpus(corpus_arg or stored["corpus"].get("path"), cfg)
-        if stored["corpus"]["digest"] != corpus.digest:
-            raise CharrnnError(f"the corpus {corpus.path} changed since {run} started, so the "
-                               "run cannot resume exactly; start a new run")
         mc, vocab = checkpoint.model_config(stored, run)
+        # the state's size is checked against the config before it is read, and its weights
+        # against the config before a model is built: a config claiming a huge model
+        # allocates nothing
+        state = checkpoint.load_state(run, checkpoint.state_limit(mc, cfg.batch_size,
+                                                                   cfg.eval_every))
+        where = run / checkpoint.LATEST
+        checkpoint.check_shapes({k: tuple(v.shape) for k, v in state["model"].items()}, mc,
+                                where)
+        device = pick_device(cfg.device)
+        corpus = _load_corpus(corpus_arg or stored["corpus"].get("path"), cfg, reporter,
+                              digest=stored["corpus"].get("digest"), run=run)
         model = CharRNN(mc)
-        checkpoint.load_weights_into(model, state["model"], run / checkpoint.LATEST)
+        checkpoint.load_weights_into(model, state["model"], where)
         ids = _ids_for(corpus, vocab)
         train_ids, val_ids = _split(ids, cfg, None)
         if "time" in overrides:
@@ -257,9 +262,19 @@ def _building(mc: ModelConfig, device: torch.device):
                            "or leave them out to have them chosen") from None
 
 
-def _load_corpus(corpus_arg: str | None, cfg: TrainConfig) -> corpora.Corpus:
-    corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
-                          sniff_binary=cfg.encoding == "utf-8")
+def _load_corpus(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
+                 digest: str | None = None, run: Path | None = None) -> corpora.Corpus:
+    """The corpus, encoded; with `digest` (a resumed run's), only if it is that same text."""
+    if not isinstance(corpus_arg, str) or not corpus_arg:
+        raise CharrnnError(f"{run / checkpoint.CONFIG} names no corpus; give it: "
+                           f"charrnn train CORPUS --resume {run}")
+    try:
+        corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
+                              sniff_binary=cfg.encoding == "utf-8", digest=digest,
+                              warn=reporter.warn)
+    except corpora.DigestMismatch as e:
+        raise CharrnnError(f"the corpus {e.path} changed since {run} started, so the run "
+                           "cannot resume exactly; start a new run") from None
     if len(corpus.ids) < 2:
         raise CharrnnError(f"corpus {corpus.path} has {len(corpus.ids)} character; charrnn "
                            "needs at least 2 to learn anything (give a longer text)")

@@ -1,5 +1,7 @@
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +37,8 @@ def test_chunked_encoding_equals_whole_encoding_across_split_characters(write, m
     for chunk in (1, 2, 3, 5, 7, 64):  # boundaries fall inside 2-, 3- and 4-byte characters
         monkeypatch.setattr(corpus, "CHUNK_BYTES", chunk)
         out = tmp_path / f"ids{chunk}.npy"
-        vocab = corpus.encode_file(path, out)
+        vocab, record = corpus.encode_file(path, out)
+        assert record["length"] == len(UNICODE)
         assert np.array_equal(np.load(out), whole)
         assert vocab.chars == tuple(sorted(set(UNICODE)))
 
@@ -45,7 +48,7 @@ def test_second_load_uses_the_cache_and_a_changed_file_is_encoded_again(write, m
     first = corpus.load(str(path))
     calls = []
     real = corpus.encode_file
-    monkeypatch.setattr(corpus, "encode_file", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(corpus, "encode_file", lambda *a, **k: calls.append(a) or real(*a, **k))
     again = corpus.load(str(path))
     assert calls == [] and np.array_equal(first.ids, again.ids)
     path.write_text("xyzxyz\n" * 50)
@@ -119,3 +122,60 @@ def test_cache_metadata_is_json(write, cache_dir):
     corpus.load(str(write("a.txt", "abc\n")))
     meta = next((cache_dir / "encoded").glob("*.json"))
     assert json.loads(meta.read_text())["vocab"] == ["\n", "a", "b", "c"]
+
+
+def damage(entry: Path, how: str) -> None:
+    ids = next(entry.glob("*.npy"))
+    meta = next(entry.glob("*.json"))
+    data = ids.read_bytes()
+    if how == "truncated":
+        ids.write_bytes(data[:-7])
+    elif how == "wrong ids":  # the same length, other characters: only the checksum can tell
+        ids.write_bytes(data[:-3] + bytes([data[-1] ^ 1, data[-2], data[-3]]))
+    elif how == "wrong length":
+        record = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**record, "length": record["length"] + 5}))
+    elif how == "not json":
+        meta.write_text('{"vocab": ["a"')
+    elif how == "ids missing":
+        ids.unlink()
+
+
+@pytest.mark.parametrize("how", ["truncated", "wrong ids", "wrong length", "not json",
+                                 "ids missing"])
+def test_a_damaged_cache_entry_is_rebuilt_with_a_warning_never_trusted(write, cache_dir, how):
+    text = "the cat sat on the mat\n" * 200
+    path = write("cat.txt", text)
+    good = corpus.load(str(path))
+    expected = np.array(good.ids)
+    damage(cache_dir / "encoded", how)
+    warnings = []
+    again = corpus.load(str(path), warn=warnings.append)
+    assert np.array_equal(np.array(again.ids), expected)
+    assert again.vocab.decode(again.ids) == text
+    assert len(warnings) == 1 and "was damaged; encoding it again" in warnings[0]
+    assert corpus.load(str(path), warn=warnings.append) and len(warnings) == 1  # whole again
+
+
+def test_a_corpus_that_changes_while_it_is_read_leaves_no_cache_entry(write, cache_dir,
+                                                                       monkeypatch):
+    path = write("moving.txt", "abc\n" * 1000)
+    real = corpus.count_characters
+
+    def count_then_change(*args, **kwargs):
+        counts = real(*args, **kwargs)
+        path.write_text("xyz\n" * 1000)  # another program writes between the two passes
+        return counts
+
+    monkeypatch.setattr(corpus, "count_characters", count_then_change)
+    with pytest.raises(CharrnnError, match="changed while it was being read"):
+        corpus.load(str(path))
+    assert not list((cache_dir / "encoded").glob("*"))
+
+
+def test_a_pipe_or_device_is_refused_as_a_corpus(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(CharrnnError, match="is not a regular file"):
+            corpus.load(str(path))

@@ -5,6 +5,8 @@ import json
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -83,6 +85,20 @@ def test_a_planted_pickle_never_runs_in_any_file_of_a_run(run_copy, tmp_path, ta
             assert result.exit_code == 0, (command, result.output)
 
 
+def test_the_planted_payload_does_run_when_unpickled_unsafely(tmp_path):
+    # the positive control: without it, the test above would pass with a harmless payload
+    for n, (kind, payload) in enumerate(exploits(tmp_path / "pwned").items()):
+        marker = tmp_path / "pwned"
+        marker.unlink(missing_ok=True)
+        if kind == "plain pickle":
+            pickle.loads(payload)
+        else:
+            path = tmp_path / f"unsafe{n}.pt"
+            path.write_bytes(payload)
+            torch.load(path, weights_only=False)
+        assert marker.exists(), kind
+
+
 def edit_config(run, change):
     config = json.loads((run / checkpoint.CONFIG).read_text())
     change(config)
@@ -139,6 +155,69 @@ def test_a_damaged_training_state_cannot_be_resumed(run_copy):
     torch.save({"format_version": 1, "model": {"embed.weight": torch.zeros(2, 2)}}, path)
     result = runner.invoke(app, ["train", "--resume", str(run_copy)])
     assert result.exit_code == 1 and "charrnn: error:" in result.stderr
+
+
+def test_a_strangers_config_pointing_at_a_private_file_never_reads_it(run_copy, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("All the world's secrets: the men and women merely players.\n" * 3)
+    edit_config(run_copy, lambda c: c["corpus"].update(path=str(secret)))
+    page = tmp_path / "page.html"
+    result = runner.invoke(app, ["inspect-cells", str(run_copy), "--html", str(page)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("charrnn: error: the file at the run's corpus path")
+    assert "secrets" not in result.output and not page.exists()
+    # nor with the digest taken away
+    edit_config(run_copy, lambda c: c["corpus"].pop("digest"))
+    result = runner.invoke(app, ["inspect-cells", str(run_copy)])
+    assert result.exit_code == 1 and "secrets" not in result.output
+
+
+def test_paths_from_a_strangers_config_reach_the_terminal_escaped(run_copy):
+    hostile = "/nowhere/\x1b]0;owned\x07\x1b[31mred\u202e.txt"
+    edit_config(run_copy, lambda c: c["corpus"].update(path=hostile))
+    for command in (["inspect-cells", str(run_copy)], ["train", "--resume", str(run_copy)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1
+        assert "\x1b" not in result.output and "\x07" not in result.output
+        assert "\u202e" not in result.output and "\\u001b]0;owned" in result.stderr
+
+
+def test_resume_checks_a_huge_config_against_the_weights_before_allocating(run_copy):
+    # 2 x 8000 LSTM: a billion parameters, 4 GB, if it were built before the check
+    edit_config(run_copy, lambda c: c["model"].update(hidden_size=8000))
+    code = ("import resource, sys\nfrom charrnn import prepare\n"
+            "try:\n    prepare.resume(sys.argv[1])\nexcept Exception as e:\n    print(e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, str(run_copy)], capture_output=True,
+                         text=True, timeout=120).stdout.splitlines()
+    assert "cannot be resumed" in out[0] or "does not match" in out[0], out
+    assert int(out[1]) < 1_000_000, f"peak {int(out[1]) // 1024} MB"  # kilobytes
+
+
+def test_a_training_state_with_unknown_keys_or_too_many_bytes_is_refused(run_copy):
+    path = run_copy / checkpoint.LATEST
+    state = checkpoint.load_state(run_copy)
+    torch.save({**state, "payload": torch.zeros(4)}, path)
+    with pytest.raises(CharrnnError, match="holds keys a charrnn training state never has"):
+        checkpoint.load_state(run_copy)
+    torch.save({**state, "since_eval": torch.zeros(3_000_000, dtype=torch.float64)}, path)
+    result = runner.invoke(app, ["train", "--resume", str(run_copy)])
+    assert result.exit_code == 1 and "more than a training state of the model" in result.stderr
+
+
+def test_a_training_state_that_inflates_is_refused_before_it_is_read(run_copy):
+    # a megabyte of file that would inflate to a gigabyte: deflated zip entries, which torch
+    # reads but never writes
+    path = run_copy / checkpoint.LATEST
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"format_version": 1}))
+        with z.open("archive/data/0", "w") as f:
+            block = bytes(1 << 20)
+            for _ in range(1024):
+                f.write(block)
+    assert path.stat().st_size < 2 << 20
+    result = runner.invoke(app, ["train", "--resume", str(run_copy)])
+    assert result.exit_code == 1 and "holds compressed entries" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
