@@ -89,6 +89,14 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def parse_size(text: str, option: str) -> int:
+    """'2G', '512M', '1.5GB' or plain bytes -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, flags=re.I)
+    if m is None or float(m.group(1)) <= 0:
+        raise CharrnnError(f"{option} {text!r} is not a size; write it like 512M or 4G")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
 def parse_duration(text: str) -> float:
     """'90s', '10m', '1h30m', '2.5h' or plain seconds -> seconds."""
     parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
@@ -275,7 +283,7 @@ def sample(
 
     from charrnn import checkpoint
     from charrnn.output import TextOut, to_stdout
-    from charrnn.sample import check_prime, generate
+    from charrnn.sample import check_prime, generate, read_prime
 
     cfg = SampleConfig(temperature=0.0 if argmax else temperature, top_k=top_k, top_p=top_p,
                        length=length)
@@ -285,13 +293,7 @@ def sample(
     if prime_file is not None:
         if prime:
             raise CharrnnError("give --prime or --prime-file, not both")
-        try:
-            prime = prime_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CharrnnError(f"cannot read --prime-file {prime_file}: it does not exist") \
-                from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise CharrnnError(f"cannot read --prime-file {prime_file}: {e}") from None
+        prime = read_prime(prime_file)
     model, vocab, _ = checkpoint.load(run)
     prime = check_prime(prime, vocab, drop_unknown)
     generator = torch.Generator()
@@ -346,6 +348,9 @@ def inspect_cells(
                                                      "this self-contained HTML file.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --html "
                                         "file.")] = False,
+    max_memory: Annotated[str, typer.Option(
+        "--max-memory", help="Refuse a text whose inspection would need more memory than this "
+        "(every state of every cell is kept for each character).")] = "2G",
     color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
     temperature: Annotated[float, typer.Option("--temperature", "--temp", help="With --prime: "
                                                "sampling temperature.")]
@@ -377,9 +382,11 @@ def inspect_cells(
         raise CharrnnError(f"--offset must be 0 or more, not {offset}")
     from charrnn.device import pick_device
 
+    memory = parse_size(max_memory, "--max-memory")
     model, vocab, config = checkpoint.load(run, pick_device(device))
     source = cell_inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,
                                              temperature, seed)
+    cell_inspection.check_memory(model.config, len(source), memory)
     ins = cell_inspection.inspect(model, vocab, source)
     built = report.build(ins, request)
     with to_stdout():

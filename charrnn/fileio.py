@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, os_reason
 
 
 _UMASK = os.umask(0)
@@ -81,3 +81,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8", "surrogatepass"))
+
+
+def read_text(path: Path, option: str, most: int) -> tuple[str, bool]:
+    """At most `most` characters of a UTF-8 file, pipe or device named by `option`, and
+    whether there was more: never an unbounded read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(most)
+            more = bool(f.read(1))
+    except FileNotFoundError:
+        raise CharrnnError(f"cannot read {option} {path}: it does not exist") from None
+    except UnicodeDecodeError as e:
+        raise CharrnnError(f"cannot read {option} {path}: it is not UTF-8 text ({e.reason}); "
+                           "give a UTF-8 text file") from None
+    except OSError as e:
+        raise CharrnnError(f"cannot read {option} {path}: {os_reason(e)}; give a UTF-8 text "
+                           "file") from None
+    return text, more

@@ -237,6 +237,10 @@ def _run_dir(out: Path | None, corpus_arg: str, overwrite: bool) -> Path | None:
         return run
     if run.exists() and not run.is_dir():
         raise CharrnnError(f"--out {run} is a file; give a folder for the run")
+    above = next((p for p in run.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise CharrnnError(f"--out {run} is inside {above}, which is a file; give a folder for "
+                           "the run")
     if run.is_dir():
         names = {p.name for p in run.iterdir()}
         # a run killed before its config.json was written is still a run, for --overwrite

@@ -7,12 +7,13 @@ Two ways to get the next logits, same weights, same draws:
   layer's input projection is a table lookup (embedding @ W_ih folded ahead of time) and each
   step is a few matrix-vector products and elementwise ops.
 The draw is shared: the distribution is computed in float64 by one function, and the uniform
-numbers come from a seeded torch.Generator, drawn up front, so the same seed gives the same
+numbers come from a seeded torch.Generator, drawn in blocks, so the same seed gives the same
 text on either path.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -20,11 +21,14 @@ import torch
 
 from charrnn.config import SampleConfig  # noqa: F401 - re-exported
 from charrnn.errors import CharrnnError
+from charrnn.fileio import read_text
 from charrnn.model import CharRNN, State
 from charrnn.vocab import Vocab
 
 
 UNIFORM_BLOCK = 4096  # uniform numbers drawn per call to the generator
+PRIME_BLOCK = 4096  # prime characters fed per call of the model: memory bounded by the block
+MAX_PRIME = 1 << 22  # characters a --prime-file may hold (tens of MB at most in memory)
 
 
 def distribution(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
@@ -64,13 +68,22 @@ def check_prime(prime: str, vocab: Vocab, drop_unknown: bool) -> str:
                        "leave them out")
 
 
-def start_ids(prime: str, vocab: Vocab, generator: torch.Generator) -> list[int]:
+def read_prime(path: Path) -> str:
+    prime, more = read_text(path, "--prime-file", MAX_PRIME)
+    if more:
+        raise CharrnnError(f"--prime-file {path} holds more than {MAX_PRIME:,} characters, the "
+                           f"most a prime may have; prime with its end instead (tail -c 1000000 "
+                           f"{path} > end.txt): a recurrent state keeps little from further back")
+    return prime
+
+
+def start_ids(prime: str, vocab: Vocab, generator: torch.Generator) -> np.ndarray:
     """The ids fed before the first draw: the prime, or a newline, or a random character."""
     if prime:
-        return [int(i) for i in vocab.encode(prime)]
+        return vocab.encode(prime).astype(np.int64)
     if "\n" in vocab.chars:
-        return [vocab.chars.index("\n")]
-    return [int(torch.randint(len(vocab), (), generator=generator))]
+        return np.array([vocab.chars.index("\n")])
+    return np.array([int(torch.randint(len(vocab), (), generator=generator))])
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -144,8 +157,10 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, cfg: SampleConfig,
     """Yield `cfg.length` characters, one at a time, continuing `prime` (not yielded)."""
     model.eval()
     device = next(model.parameters()).device
-    ids = start_ids(prime, vocab, generator)
-    logits, state = model(torch.tensor([ids], device=device))  # the prime in one fused call
+    ids = torch.from_numpy(start_ids(prime, vocab, generator))
+    state = None
+    for block in ids.split(PRIME_BLOCK):  # the prime through the fused model, block by block
+        logits, state = model(block[None].to(device), state)
     last = logits[0, -1].float().cpu().numpy()
     stepper = (Stepper if fast else FusedStepper)(model, state)
     for n in range(cfg.length):

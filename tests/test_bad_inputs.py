@@ -78,10 +78,56 @@ CASES = [
     ("unknown --probe", "inspect-cells run --probe sarcasm", "unknown --probe"),
     ("bad --probe-regex", "inspect-cells run --probe-regex ([", "not a valid regular expression"),
     ("unknown --color", "inspect-cells run --color sometimes", "--color must be auto"),
-    ("--text missing", "inspect-cells run --text nothing.txt", "--text nothing.txt does not"),
+    ("--text missing", "inspect-cells run --text nothing.txt",
+     "cannot read --text nothing.txt"),
     ("--offset past the text", "inspect-cells run --offset 99999999", "past the end"),
     ("--top 0", "inspect-cells run --top 0", "--top must be 1 or more"),
     ("--text and --prime", "inspect-cells run --text york.txt --prime a", "not both"),
+    # where the user's files could be lost
+    ("--html is an existing file", "inspect-cells run --html york.txt",
+     "already exists; pass --force"),
+    ("--html is a symbolic link", "inspect-cells run --html link.html", "is a symbolic link"),
+    ("--html is a device", "inspect-cells run --html /dev/null", "is not a regular file"),
+    ("--html is a folder", "inspect-cells run --html folder", "is a folder"),
+    ("--html under a file", "inspect-cells run --html york.txt/page.html",
+     "a part of the path is a file"),
+    ("--out is a folder of other files", "train york.txt --out mine",
+     "is a folder of other files, not a charrnn run"),
+    ("--out is a file", "train york.txt --out york.txt", "is a file; give a folder"),
+    ("--out inside a file", "train york.txt --out york.txt/run", "which is a file"),
+    # settings a run cannot take
+    ("--resume with a size flag", "train --resume run --hidden-size 64",
+     "only --epochs, --max-steps, --time or --device can change, not --hidden-size"),
+    ("--resume with --lr and --overwrite", "train --resume run --lr 0.1 --overwrite",
+     "not --lr, --overwrite"),
+    ("--init-from with a size flag", "train york.txt --init-from run --hidden-size 8",
+     "only --dropout may be given with it"),
+    # numbers that make no sense
+    ("--seed too large", "sample run --seed 99999999999999999999999",
+     "--seed must be a whole number from 0 to"),
+    ("--seed below 0", "train york.txt --seed -1", "--seed must be a whole number from 0 to"),
+    ("--lr nan", "train york.txt --lr nan", "--lr must be a positive number"),
+    ("--weight-decay inf", "train york.txt --weight-decay inf", "--weight-decay must be a number"),
+    ("--epochs inf", "train york.txt --epochs inf", "--epochs must be a number more than 0"),
+    ("--dropout nan", "train york.txt --dropout nan", "--dropout must be in [0, 1)"),
+    ("--temperature nan", "sample run --temp nan", "--temperature must be 0 or more"),
+    ("--top-p nan", "sample run --top-p nan", "--top-p must be in (0, 1]"),
+    ("--max-memory not a size", "inspect-cells run --max-memory lots", "is not a size"),
+    # inputs without bound, and special files
+    ("corpus is a device", "train /dev/zero", "is not a regular file"),
+    ("--prime-file too long", "sample run --prime-file long.txt", "the most a prime may have"),
+    ("--prime-file not UTF-8", "sample run --prime-file latin1.txt", "is not UTF-8 text"),
+    ("--prime-file is a folder", "sample run --prime-file folder", "cannot read --prime-file"),
+    ("--text is a device", "inspect-cells run --text /dev/zero", "never saw"),
+    ("--offset past the --text", "inspect-cells run --text york.txt --offset 99999",
+     "past the end of --text"),
+    ("a text too long for --max-memory", "inspect-cells run --text york.txt --length 9999 "
+     "--max-memory 1M", "more than --max-memory"),
+    # a stranger's run
+    ("the run's corpus is another file", "inspect-cells swapped-corpus",
+     "is not the text it was trained on"),
+    ("latest.pt with keys no state has", "train --resume odd-state",
+     "holds keys a charrnn training state never has"),
 ]
 
 
@@ -98,10 +144,22 @@ def make_workspace(ws: Path) -> Path:
     (ws / "latin1.txt").write_bytes("Café au lait, crème brûlée.\n".encode("latin-1"))
     (ws / "one.txt").write_text("x")
     (ws / "folder").mkdir()
+    (ws / "mine").mkdir()  # a folder of the user's that holds a file with a run's name
+    (ws / "mine" / "model.safetensors").write_bytes(b"my own weights")
+    (ws / "link.html").symlink_to(ws / "york.txt")
+    (ws / "long.txt").write_text("ab\n" * 1_400_000)  # 4.2 million characters
     train_run(ws / "york.txt", ws / "run", max_steps=4, eval_every=2,
               model={"hidden_size": 16, "embedding_size": 8})
-    for name in ("broken-config", "truncated-weights", "mismatched", "future", "broken-state"):
+    for name in ("broken-config", "truncated-weights", "mismatched", "future", "broken-state",
+                 "swapped-corpus", "odd-state"):
         shutil.copytree(ws / "run", ws / name)
+    # a stranger's config that points at a file of this user's
+    (ws / "private.txt").write_text("Now is the winter of my password\n")
+    config = json.loads((ws / "swapped-corpus" / "config.json").read_text())
+    config["corpus"]["path"] = str(ws / "private.txt")
+    (ws / "swapped-corpus" / "config.json").write_text(json.dumps(config))
+    state = torch.load(ws / "odd-state" / "latest.pt", weights_only=True)
+    torch.save({**state, "payload": torch.zeros(3)}, ws / "odd-state" / "latest.pt")
     (ws / "broken-config" / "config.json").write_text('{"format_version": 1, "mod')
     weights = ws / "truncated-weights" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:300])
@@ -127,8 +185,9 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(workspace, monkeypatc
     before = snapshot(workspace)
     result = runner.invoke(app, command.split())
     assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output and result.exception is None or \
-        isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), \
+        result.exception
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("charrnn: error: ") and message in lines[0], lines[0]
@@ -136,10 +195,6 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(workspace, monkeypatc
     changed = {k for k in before if before[k] != after.get(k)}
     assert not changed, f"{what} changed {changed}"
     assert not set(after) - set(before), f"{what} left {set(after) - set(before)}"
-
-
-def test_there_are_at_least_30_kinds_of_bad_input():
-    assert len(CASES) >= 30 and len({c[1] for c in CASES}) == len(CASES)
 
 
 def test_the_readme_lists_every_case_and_its_message():

@@ -57,6 +57,15 @@ def test_same_seed_same_sample_other_seed_other_sample():
     assert len(text(m, 1, length=7)) == 7
 
 
+def test_a_long_prime_is_fed_in_blocks_with_the_same_result(monkeypatch):
+    import charrnn.sample as sample
+    m = model()
+    prime = "abc defg\nhab " * 40
+    whole = text(m, 3, prime=prime)
+    monkeypatch.setattr(sample, "PRIME_BLOCK", 7)  # blocks that split the prime unevenly
+    assert text(m, 3, prime=prime) == whole
+
+
 def entropy(probs):
     p = probs[probs > 0]
     return float(-(p * np.log(p)).sum())

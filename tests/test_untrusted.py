@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,12 +183,14 @@ def test_paths_from_a_strangers_config_reach_the_terminal_escaped(run_copy):
         assert "\u202e" not in result.output and "\\u001b]0;owned" in result.stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
 def test_resume_checks_a_huge_config_against_the_weights_before_allocating(run_copy):
     # 2 x 8000 LSTM: a billion parameters, 4 GB, if it were built before the check
     edit_config(run_copy, lambda c: c["model"].update(hidden_size=8000))
-    code = ("import resource, sys\nfrom charrnn import prepare\n"
+    # the peak from /proc (VmHWM starts afresh at exec; ru_maxrss would inherit pytest's)
+    code = ("import re, sys\nfrom charrnn import prepare\n"
             "try:\n    prepare.resume(sys.argv[1])\nexcept Exception as e:\n    print(e)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1])")
     out = subprocess.run([sys.executable, "-c", code, str(run_copy)], capture_output=True,
                          text=True, timeout=120).stdout.splitlines()
     assert "cannot be resumed" in out[0] or "does not match" in out[0], out
