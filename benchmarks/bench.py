@@ -8,8 +8,10 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
 - training: charrnn's training step against a minimal reference loop written here (nn.Embedding
   + nn.LSTM + nn.Linear, AdamW, clipping), same configuration, same process, interleaved;
   and the achieved GFLOP/s against a matrix-multiply peak measured in the same run.
-- sampling: batch 1, streaming 2,000 characters, against the plain per-character loop, for
-  lstm, gru and rnn; and whether the fast path writes the same text as the straightforward one.
+- sampling: batch 1, streaming 2,000 characters, against the plain per-character loop (from
+  cold, as a script runs it; warmed by 500 characters; and the same loop over nn.LSTMCell /
+  GRUCell / RNNCell modules), for lstm, gru and rnn; and whether the fast path writes the same
+  text as the straightforward one.
   Each path runs in a fresh process, as a sampling script does: in a process that has already
   run large batches, nn.LSTM at batch 1 was seen to run up to 4x faster, so an in-process
   figure depends on what ran before it.
@@ -23,6 +25,8 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
   and a 3M-character slice of python-stdlib (tiny Shakespeare alone with --quick), the
   automatic choice of size against the candidate sizes on either side of it, each trained with
   the same --time; two runs at a time, one core each (about 20 minutes; --quick under 5).
+- quickstart: the README's first command, `charrnn train python-stdlib --time 1m`, twice, each
+  with an empty cache: the validation loss it reaches (full run only).
 """
 
 from __future__ import annotations
@@ -194,23 +198,57 @@ def sampling_model(kind: str, layers: int, hidden: int) -> tuple[CharRNN, Vocab]
                                hidden_size=hidden)).eval(), vocab
 
 
+def cell_stack(model: CharRNN):
+    """The model's layers as nn.LSTMCell/GRUCell/RNNCell modules sharing its weights."""
+    c = model.config
+    kind = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell, "rnn": torch.nn.RNNCell}[c.model]
+    cells = []
+    for k in range(c.layers):
+        cell = kind(c.embedding_size if k == 0 else c.hidden_size, c.hidden_size)
+        w_ih, w_hh, b_ih, b_hh = model.layer_weights(k)
+        cell.load_state_dict({"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih,
+                              "bias_hh": b_hh})
+        cells.append(cell.eval())
+    return cells
+
+
+def plain_loop(model: CharRNN, vocab: Vocab, n: int, sink, cells=None) -> float:
+    """chars/s of the loop a person writes: one call of the model (or, with `cells`, of each
+    layer's cell module) per character, softmax, multinomial."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([[vocab.chars.index("\n") if "\n" in vocab.chars else 0]])
+    state = None
+    with torch.no_grad():
+        start = time.perf_counter()
+        for _ in range(n):
+            if cells is None:
+                logits, state = model(x, state)
+                logits = logits[0, -1]
+            else:
+                inp = model.embed(x[0])  # (1, E)
+                state = state or [None] * len(cells)
+                for k, cell in enumerate(cells):
+                    state[k] = cell(inp, state[k])
+                    inp = state[k][0] if isinstance(state[k], tuple) else state[k]
+                logits = model.head(inp)[0]
+            probs = torch.softmax(logits / 0.8, dim=-1)
+            i = torch.multinomial(probs, 1, generator=g)
+            sink.write(vocab.chars[int(i)])
+            x = i.view(1, 1)
+    return n / (time.perf_counter() - start)
+
+
 def sampling_worker(kind: str, layers: int, hidden: int, n: int, mode: str) -> dict:
-    """Run in a fresh process, as a user's sampling script would be: chars/s of one path."""
+    """Run in a fresh process, as a user's sampling script would be: chars/s of one path.
+    plain: the per-character nn.LSTM loop from cold; warm: the same loop after 500 characters
+    of it; cells: a loop over nn.LSTMCell modules, warmed the same way."""
     model, vocab = sampling_model(kind, layers, hidden)
     sink = TextOut(io.StringIO())
-    if mode == "plain":  # one nn.LSTM/GRU/RNN call per character, the way a person writes it
-        g = torch.Generator().manual_seed(0)
-        x = torch.tensor([[vocab.chars.index("\n") if "\n" in vocab.chars else 0]])
-        state = None
-        with torch.no_grad():
-            start = time.perf_counter()
-            for _ in range(n):
-                logits, state = model(x, state)
-                probs = torch.softmax(logits[0, -1] / 0.8, dim=-1)
-                i = torch.multinomial(probs, 1, generator=g)
-                sink.write(vocab.chars[int(i)])
-                x = i.view(1, 1)
-        return {"chars_per_s": n / (time.perf_counter() - start)}
+    if mode in ("plain", "warm", "cells"):
+        cells = cell_stack(model) if mode == "cells" else None
+        if mode != "plain":
+            plain_loop(model, vocab, 500, sink, cells)
+        return {"chars_per_s": plain_loop(model, vocab, n, sink, cells)}
     start = time.perf_counter()
     text = []
     for ch in generate(model, vocab, "\n", SampleConfig(length=n),
@@ -230,10 +268,14 @@ def in_fresh_process(*args) -> dict:
 
 def bench_sampling(kind: str, layers: int, hidden: int, n: int, n_plain: int, n_check: int):
     plain = in_fresh_process(kind, layers, hidden, n_plain, "plain")["chars_per_s"]
+    warm = in_fresh_process(kind, layers, hidden, n_plain, "warm")["chars_per_s"]
+    cells = in_fresh_process(kind, layers, hidden, n_plain, "cells")["chars_per_s"]
     fast = in_fresh_process(kind, layers, hidden, n, "fast")
     slow = in_fresh_process(kind, layers, hidden, n_check, "straightforward")
     return {"config": f"{layers}x{hidden} {kind}", "charrnn_chars_per_s": fast["chars_per_s"],
             "plain_chars_per_s": plain, "ratio": fast["chars_per_s"] / plain,
+            "warm_chars_per_s": warm, "ratio_warm": fast["chars_per_s"] / warm,
+            "cells_chars_per_s": cells, "ratio_cells": fast["chars_per_s"] / cells,
             "straightforward_chars_per_s": slow["chars_per_s"],
             "same_text": fast["text"][:n_check] == slow["text"], "checked_chars": n_check}
 
@@ -404,6 +446,22 @@ def bench_budget(folder: Path, quick: bool) -> dict:
     return {"rows": rows}
 
 
+def bench_quickstart(folder: Path, runs: int = 2) -> dict:
+    """The README's first command, `charrnn train python-stdlib --time 1m`, run as a user runs
+    it, each time with an empty cache (so it calibrates afresh): its validation loss."""
+    losses = []
+    for n in range(runs):
+        env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / f"cache-quickstart{n}")}
+        run = folder / f"quickstart{n}"
+        subprocess.run([sys.executable, "-m", "charrnn", "train", "python-stdlib", "--time",
+                        "1m", "--out", str(run)], env=env, capture_output=True, check=True,
+                       cwd=ROOT)
+        config = checkpoint.read_config(run)
+        losses.append({"val_loss": config["best_val_loss"], "model": "{layers}x{hidden_size} "
+                       "{model}".format(**config["model"])})
+    return {"runs": losses}
+
+
 def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
     from charrnn import cells, probes, report
@@ -440,16 +498,16 @@ def main() -> None:
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling inspect encoding memory quality "
-                             "budget")
+                             "budget quickstart")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
     args = parser.parse_args()
     quick = args.quick
     sections = set(args.only or ["training", "sampling", "inspect", "encoding", "memory",
-                                 "quality", "budget"])
+                                 "quality", "budget", "quickstart"])
     if quick:
-        sections.discard("memory")
+        sections -= {"memory", "quickstart"}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {"device": device_name(), "torch": torch.__version__, "quick": quick,
                "when": time.strftime("%Y-%m-%d %H:%M")}
@@ -485,7 +543,10 @@ def main() -> None:
                     target = TARGETS["sample_512" if hidden == 512 else "sample_128"]
                     print(f"sample {r['config']}: charrnn {r['charrnn_chars_per_s']:,.0f} "
                           f"chars/s, plain loop {r['plain_chars_per_s']:,.0f}: "
-                          f"{r['ratio']:.1f}x (target >= {target}); the straightforward "
+                          f"{r['ratio']:.1f}x (target >= {target}); warmed loop "
+                          f"{r['warm_chars_per_s']:,.0f}: {r['ratio_warm']:.1f}x; "
+                          f"{kind.upper()}Cell loop {r['cells_chars_per_s']:,.0f}: "
+                          f"{r['ratio_cells']:.1f}x; the straightforward "
                           f"path {r['straightforward_chars_per_s']:,.0f}; same text as it "
                           f"over {r['checked_chars']} chars: "
                           f"{r['same_text']}", flush=True)
@@ -526,6 +587,11 @@ def main() -> None:
                       f"(dropout {a['dropout']:g}) {a['best_val_loss']:.4f}; {others}; gap "
                       f"{row['gap']:+.4f} (target <= {row['target_gap']}); non-increasing "
                       f"over budgets: {row['non_increasing']}", flush=True)
+        if "quickstart" in sections:
+            results["quickstart"] = bench_quickstart(folder)
+            for r in results["quickstart"]["runs"]:
+                print(f"quick start: charrnn train python-stdlib --time 1m: {r['model']}, "
+                      f"validation loss {r['val_loss']:.4f} nats/char", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")

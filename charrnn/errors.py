@@ -29,7 +29,7 @@ _ADVICE = {
     errno.EDQUOT: "free some space, or write somewhere else",
     errno.EACCES: "check its permissions, or choose another path",
     errno.EPERM: "check its permissions, or choose another path",
-    errno.EROFS: "the file system is read-only; choose another path",
+    errno.EROFS: "choose a folder on a file system you can write to",
     errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
     errno.EISDIR: "it is a folder; give the path of a file",
     errno.ENOENT: "check the path",

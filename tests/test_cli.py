@@ -78,3 +78,14 @@ def test_python_m_charrnn_and_help_explain_every_option():
                          capture_output=True, text=True, check=True).stdout
     for flag in ("--temperature", "--top-k", "--top-p", "--prime", "--length", "--argmax"):
         assert flag in out
+
+
+def test_sampled_text_streams_before_the_sample_ends(run):
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", str(run), "--length",
+                             "300000", "--seed", "1"], stdout=subprocess.PIPE)
+    try:
+        first = proc.stdout.read(20)  # arrives while the rest is still being written
+        assert len(first) == 20 and proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

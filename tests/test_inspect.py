@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import random
 import re
 import subprocess
@@ -87,6 +88,20 @@ def test_heatmap_paints_under_each_colour_system(system, codes):
     for code in codes:
         assert re.search(r"\x1b\[(?:[0-9]+;)*(?:" + code + r")m", out), (code, out)
     assert "↵" in out and "▁" not in out  # the block row is only for no colour
+
+
+def test_no_color_is_honoured_even_with_color_always(quote_run):
+    # the colour codes of a painted character: a background, in any of the colour systems
+    background = re.compile(r"\x1b\[(?:[0-9]+;)*(?:4[0-7]|10[0-7]|48;[0-9;]+)m")
+    command = [sys.executable, "-m", "charrnn", "inspect-cells", str(quote_run), "--length",
+               "80", "--color", "always"]
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    painted = subprocess.run(command, capture_output=True, text=True, env=env).stdout
+    assert background.search(painted)  # the control: without NO_COLOR, colours
+    plain = subprocess.run(command, capture_output=True, text=True,
+                           env={**env, "NO_COLOR": "1"}).stdout
+    assert not background.search(plain)
+    assert any(ch in plain for ch in render.BLOCKS[1:])  # the block rows stand in for colour
 
 
 def test_without_colour_block_rows_show_strong_and_weak_values():

@@ -100,33 +100,79 @@ def test_a_crash_during_a_save_leaves_the_previous_checkpoint_whole(write, tmp_p
     assert checkpoint.load_state(tmp_path / "run")["step"] == 6
 
 
-def test_one_writer_per_run_and_a_dead_writer_leaves_no_lock(write, tmp_path):
+def test_one_writer_per_run_and_a_killed_writer_leaves_no_lock(write, tmp_path, cache_dir):
     corpus = write("hamlet.txt", TEXT)
     run = tmp_path / "run"
-    with checkpoint.RunLock(run):  # a live trainer holds the run
-        result = invoke("train", corpus, "--out", run, "--max-steps", 2)
-        assert result.exit_code == 1
-        assert "is being trained by another charrnn process" in result.stderr
-        assert not (run / checkpoint.CONFIG).exists()
-    # the lock went with its holder: training now goes ahead, and leaves no lock file
-    result = invoke("train", corpus, "--out", run, "--max-steps", 2, "--hidden-size", 16)
+    writer = start_training(corpus, run, cache_dir)  # a live trainer, in its own process
+    wait_for(run / checkpoint.METRICS, writer)
+    result = invoke("train", "--resume", run, "--max-steps", 10_000)
+    assert result.exit_code == 1
+    assert "is being trained by another charrnn process" in result.stderr
+    writer.kill()  # SIGKILL: no chance to release anything
+    writer.wait()
+    # the lock went with its holder: training goes on, and no lock file is left
+    step = checkpoint.load_state(run)["step"]
+    result = invoke("train", "--resume", run, "--max-steps", step + 2)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in run.iterdir()) == sorted(
-        [checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.LATEST, checkpoint.METRICS])
+    assert sorted(p.name for p in run.iterdir()) == sorted(checkpoint.RUN_FILES)
+
+
+def test_sigkill_in_the_middle_of_a_real_save_leaves_the_previous_checkpoint(write, tmp_path,
+                                                                             cache_dir):
+    corpus = write("hamlet.txt", TEXT)
+    caught = 0
+    for attempt in range(6):
+        run = tmp_path / f"run{attempt}"
+        # a model large enough (about 40 MB of training state) that a save takes a while
+        proc = start_training(corpus, run, cache_dir, "--hidden-size", "640", "--eval-every",
+                              "1")
+        wait_for(run / checkpoint.CONFIG, proc, timeout=120)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(name.startswith(".latest.pt.") for name in os.listdir(run)):
+                proc.kill()  # while latest.pt's temporary file is being written
+                caught += 1
+                break
+        proc.kill()
+        proc.wait()
+        state = checkpoint.load_state(run)  # the previous checkpoint, whole
+        resumed = invoke("train", "--resume", run, "--max-steps", state["step"] + 1)
+        assert resumed.exit_code == 0, resumed.output
+        assert not list(run.glob(".*.tmp"))
+        if caught >= 2:
+            break
+    assert caught >= 2, "never caught a save in progress"
 
 
 def test_overwrite_replaces_every_file_of_the_old_run(write, tmp_path):
     corpus = write("hamlet.txt", TEXT)
-    train_run(corpus, tmp_path / "run", max_steps=3, eval_every=3)
+    run = tmp_path / "run"
+    train_run(corpus, run, max_steps=6, eval_every=2)
+    old = {name: (run / name).read_bytes() for name in checkpoint.RUN_FILES}
     other = write("other.txt", "xyz\n" * 300)
-    from charrnn import prepare
-    from charrnn.config import TrainConfig
-    from conftest import quiet
+    result = invoke("train", other, "--out", run, "--overwrite", "--max-steps", 3,
+                    "--hidden-size", 16, "--eval-every", 3)
+    assert result.exit_code == 0, result.output
+    for name in checkpoint.RUN_FILES:  # every file is the new run's, none is left from the old
+        assert (run / name).read_bytes() != old[name], name
+    config = json.loads((run / checkpoint.CONFIG).read_text())
+    assert config["corpus"]["name"] == "other" and config["vocab"] == ["\n", "x", "y", "z"]
+    assert [json.loads(line)["step"] for line in
+            (run / checkpoint.METRICS).read_text().splitlines()] == [3]
+    assert checkpoint.load_state(run)["step"] == 3
+    model, vocab, _ = checkpoint.load(run)
+    assert model.config.hidden_size == 16 and len(vocab) == 4
 
-    trainer = prepare.new(str(other), tmp_path / "run", TrainConfig(device="cpu", max_steps=1),
-                          {"hidden_size": 16}, overwrite=True, reporter=quiet())
-    assert not (tmp_path / "run" / checkpoint.WEIGHTS).exists()  # the old best model is gone
-    trainer.release()
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_be_built(write, tmp_path):
+    corpus = write("hamlet.txt", TEXT)
+    run = tmp_path / "run"
+    train_run(corpus, run, max_steps=4, eval_every=2)
+    before = {name: (run / name).read_bytes() for name in checkpoint.RUN_FILES}
+    result = invoke("train", corpus, "--out", run, "--overwrite", "--max-steps", 1,
+                    "--hidden-size", 60000, "--layers", 8)  # 216 billion parameters
+    assert result.exit_code == 1 and "does not fit in the memory" in result.stderr
+    assert {name: (run / name).read_bytes() for name in checkpoint.RUN_FILES} == before
 
 
 def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(write, tmp_path):
@@ -154,23 +200,71 @@ def test_a_huge_learning_rate_diverges_with_a_clear_error(write, tmp_path):
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
-def test_resume_restores_early_stopping_and_the_time_budget(write, tmp_path):
+def test_resume_in_the_middle_of_a_plateau_continues_it_exactly(write, tmp_path):
     corpus = write("hamlet.txt", TEXT)
+    # a rate so small that no evaluation after the first is a new best: a plateau from step 4,
+    # a decay at step 8 (patience 3), and at step 13 two more evaluations counted towards the next
+    settings = dict(max_steps=30, eval_every=2, patience=3, max_decays=5, lr=1e-7,
+                    warmup_steps=0)
 
-    def stop_at_5(trainer):
-        if trainer.step == 5:
+    def stop_at_13(trainer):
+        if trainer.step == 13:
             trainer.interrupt()
 
-    first, _ = train_run(corpus, tmp_path / "run", max_steps=50, eval_every=2, patience=7,
-                         callback=stop_at_5)
+    first, _ = train_run(corpus, tmp_path / "run", callback=stop_at_13, **settings)
     saved = checkpoint.load_state(tmp_path / "run")
-    assert saved["elapsed"] > 0 and saved["schedule"] == first.schedule.state_dict()
+    assert saved["schedule"] == {"scale": 0.5, "best": first.best_val_loss,
+                                 "evals_since_best": 2, "decays_since_best": 1,
+                                 "stopped": False}
     from charrnn import prepare
     from conftest import quiet
     resumed = prepare.resume(tmp_path / "run", reporter=quiet())
-    assert resumed.elapsed == saved["elapsed"] and resumed.best_val_loss == first.best_val_loss
-    assert resumed.schedule == first.schedule and resumed.cfg.patience == 7
-    resumed.release()
+    assert resumed.elapsed == saved["elapsed"] > 0 and resumed.schedule == first.schedule
+    after = resumed.run_loop()
+    whole, uninterrupted = train_run(corpus, tmp_path / "whole", **settings)
+    assert resumed.schedule == whole.schedule and whole.schedule.scale == 0.5 ** 4
+    assert after.losses == uninterrupted.losses[13:]
+
+
+def test_a_training_state_saved_on_a_gpu_resumes_on_a_cpu(write, tmp_path, monkeypatch):
+    import torch.serialization as serialization
+
+    corpus = write("hamlet.txt", TEXT)
+    trainer, _ = train_run(corpus, tmp_path / "run", max_steps=4, eval_every=2)
+
+    def on_the_gpu(storage):  # tag every tensor as torch does on a CUDA machine
+        return "cuda:0"
+
+    # what a GPU run writes: every storage tagged cuda:0, loadable only by mapping it
+    monkeypatch.setattr(serialization, "_package_registry",
+                        [(0, on_the_gpu, lambda obj, location: None),
+                         *serialization._package_registry])
+    trainer.save_latest()
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="CUDA"):  # the file really is a GPU file
+        torch.load(tmp_path / "run" / checkpoint.LATEST, weights_only=True)
+    resumed = invoke("train", "--resume", tmp_path / "run", "--max-steps", 6, "--device", "cpu")
+    assert resumed.exit_code == 0, resumed.output
+    assert checkpoint.load_state(tmp_path / "run")["step"] == 6
+
+
+def test_a_second_ctrl_c_quits_at_once_without_saving(write, tmp_path, cache_dir):
+    run = tmp_path / "run"
+    # a model large enough that the save after the first Ctrl-C takes a while
+    proc = start_training(write("hamlet.txt", TEXT), run, cache_dir, "--hidden-size", "768")
+    wait_for(run / checkpoint.METRICS, proc, timeout=120)
+    proc.send_signal(signal.SIGINT)
+    said = []
+    while not said or not said[-1].startswith("stopping:"):  # the first one was taken
+        said.append(proc.stderr.readline())
+        assert said[-1], "".join(said)
+    proc.send_signal(signal.SIGINT)  # (two at once would arrive as one)
+    _, rest = proc.communicate(timeout=60)
+    stderr = "".join(said) + rest
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "interrupted at step" not in stderr  # it quit before saying it saved
+    checkpoint.load_state(run)  # and whatever it was writing, the checkpoint is whole
+    assert not list(run.glob(".*.tmp"))  # a save cut short removed its temporary file
 
 
 # ---------------------------------------------------------------------------------------------

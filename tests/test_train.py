@@ -1,3 +1,4 @@
+import io
 import json
 import math
 
@@ -170,3 +171,25 @@ def test_mixed_precision_trains_and_resumes(write, tmp_path):
     model, _, config = checkpoint.load(tmp_path / "run")
     assert config["train"]["amp"] is True
     assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay float32
+
+
+def test_off_a_terminal_the_log_has_a_line_every_30_seconds(monkeypatch):
+    from rich.console import Console
+
+    from charrnn import progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    console = Console(record=True, width=200, file=io.StringIO())
+    reporter = progress.reporter_for(console)
+    assert type(reporter) is progress.Reporter  # not a live display: stderr is no terminal
+    figures = {"step": 1, "epoch": 0.1, "train_loss": 2.0, "chars_per_sec": 1000.0,
+               "lr": 1e-3, "elapsed": 1.0, "eta": 60.0, "progress": 0.1}
+    said = []
+    for t in range(0, 95, 5):  # a step every 5 seconds for 90 seconds
+        clock[0] = 1000.0 + t
+        reporter.step({**figures, "step": t})
+        said.append(console.export_text(clear=True).strip())
+    lines = [(t, s) for t, s in zip(range(0, 95, 5), said) if s]
+    assert [t for t, _ in lines] == [0, 30, 60, 90]
+    assert all(s.startswith(f"step {t} ") for t, s in lines)
