@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
 import charrnn
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.fileio import atomic_write, atomic_write_bytes, atomic_write_text
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.vocab import Vocab
@@ -63,7 +63,9 @@ def read_config(run: Path) -> dict:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ValueError(f"{path.stat().st_size:,} bytes is far too large")
         config = json.loads(path.read_bytes().decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError, OSError) as e:
+    except OSError as e:
+        raise CharrnnError(describe_os_error(e, "read")) from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         first = (str(e).splitlines() or ["unreadable"])[0][:200]
         raise CharrnnError(f"{path} is corrupted ({first}); train the run again") from None
     if not isinstance(config, dict):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.fileio import atomic_write, atomic_write_text
 from charrnn.vocab import MAX_CODE_POINT, Vocab, code_points, id_dtype
 
@@ -240,19 +240,32 @@ def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",
     ids_path, meta_path = entry / f"{key}.npy", entry / f"{key}.json"
     cached = _read_entry(ids_path, meta_path, found)
     if cached is None:
-        if (meta_path.exists() or ids_path.exists()) and warn is not None:
-            warn(f"the cached encoding of {path} in {entry} was damaged; encoding it again")
-        meta_path.unlink(missing_ok=True)  # gone first: no moment with a meta over new ids
-        vocab, record = encode_file(path, ids_path, encoding, errors, found)
-        # the metadata is written last: its presence says the ids file is complete
-        atomic_write_text(meta_path, json.dumps({"vocab": list(vocab.chars), "file": str(path),
-                                                 "digest": found, **record}))
-        cached = _read_entry(ids_path, meta_path, found)
-        if cached is None:
-            raise CharrnnError(f"the encoding of {path} in {entry} could not be read back; "
-                               "check that folder (or set CHARRNN_CACHE_DIR elsewhere)")
+        try:
+            cached = _encode_entry(path, ids_path, meta_path, found, encoding, errors, warn)
+        except OSError as e:
+            raise CharrnnError(f"{describe_os_error(e, 'write', advice=False)}: the cache of "
+                               f"encoded corpora; set CHARRNN_CACHE_DIR to a folder you can "
+                               "write to") from None
     vocab, ids = cached
     return Corpus(name=name, path=path, digest=found, vocab=vocab, ids=ids)
+
+
+def _encode_entry(path: Path, ids_path: Path, meta_path: Path, found: str, encoding: str,
+                  errors: str, warn):
+    """Encode the corpus into a new cache entry and read it back: (vocab, ids)."""
+    entry = ids_path.parent
+    if (meta_path.exists() or ids_path.exists()) and warn is not None:
+        warn(f"the cached encoding of {path} in {entry} was damaged; encoding it again")
+    meta_path.unlink(missing_ok=True)  # gone first: no moment with a meta over new ids
+    vocab, record = encode_file(path, ids_path, encoding, errors, found)
+    # the metadata is written last: its presence says the ids file is complete
+    atomic_write_text(meta_path, json.dumps({"vocab": list(vocab.chars), "file": str(path),
+                                             "digest": found, **record}))
+    cached = _read_entry(ids_path, meta_path, found)
+    if cached is None:
+        raise CharrnnError(f"the encoding of {path} in {entry} could not be read back; check "
+                           "that folder (or set CHARRNN_CACHE_DIR elsewhere)")
+    return cached
 
 
 def _read_entry(ids_path: Path, meta_path: Path, digest: str):

@@ -261,9 +261,9 @@ def _building(mc: ModelConfig, device: torch.device):
                 and "alloc" not in str(e).lower():
             raise
         raise CharrnnError(f"a {mc.layers}x{mc.hidden_size} {mc.model} "
-                           f"({checkpoint.parameter_count(mc):,} parameters) does not fit in the memory "
-                           f"of {describe(device)}; choose a smaller --hidden-size or --layers, "
-                           "or leave them out to have them chosen") from None
+                           f"({checkpoint.parameter_count(mc):,} parameters) does not fit in the "
+                           f"memory of {describe(device)}; choose a smaller --hidden-size or "
+                           "--layers, or leave them out to have them chosen") from None
 
 
 def _load_corpus(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,

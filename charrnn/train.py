@@ -220,9 +220,10 @@ class Trainer:
         try:
             yield
         except OSError as e:
-            raise CharrnnError(f"{describe_os_error(e, 'write', advice=False)}; the last good checkpoint in "
-                               f"{self.run} is kept: continue with `charrnn train --resume "
-                               f"{self.run}` once it can be written") from None
+            said = describe_os_error(e, "write", advice=False)
+            raise CharrnnError(f"{said}; the last good checkpoint in {self.run} is kept: "
+                               f"continue with `charrnn train --resume {self.run}` once it can "
+                               "be written") from None
 
     # -----------------------------------------------------------------------------------------
     # Where the run stands

@@ -179,3 +179,11 @@ def test_a_pipe_or_device_is_refused_as_a_corpus(tmp_path):
     for path in (fifo, Path("/dev/zero")):
         with pytest.raises(CharrnnError, match="is not a regular file"):
             corpus.load(str(path))
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(write, monkeypatch):
+    blocker = write("not-a-folder", "x")
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(CharrnnError, match="not a directory: the cache of encoded corpora; set "
+                                           "CHARRNN_CACHE_DIR"):
+        corpus.load(str(write("a.txt", "abc\n" * 10)))

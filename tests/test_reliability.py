@@ -65,8 +65,8 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(write, tmp_path
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
                                        (signal.SIGHUP, 129)])
-def test_ctrl_c_sigterm_and_sighup_save_a_checkpoint_and_exit_128_plus_the_signal(write, tmp_path, cache_dir,
-                                                                  sig, code):
+def test_ctrl_c_sigterm_and_sighup_save_a_checkpoint_and_exit_128_plus_the_signal(
+        write, tmp_path, cache_dir, sig, code):
     run = tmp_path / "run"
     proc = start_training(write("hamlet.txt", TEXT), run, cache_dir)
     wait_for(run / checkpoint.METRICS, proc)
