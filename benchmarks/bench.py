@@ -50,12 +50,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from charrnn import checkpoint  # noqa: E402
-from charrnn.model import CharRNN, ModelConfig  # noqa: E402
+sys.path.insert(0, str(ROOT / "tests"))  # the naive references the package is tested against
+
+import reference  # noqa: E402
+from charrnn import checkpoint, prepare  # noqa: E402
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig  # noqa: E402
+from charrnn.model import CharRNN  # noqa: E402
 from charrnn.output import TextOut  # noqa: E402
-from charrnn.sample import SampleConfig, generate  # noqa: E402
-from charrnn import prepare  # noqa: E402
-from charrnn.config import TrainConfig  # noqa: E402
+from charrnn.sample import generate  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 from grid import stdlib_slice  # noqa: E402 - the slice the grid was measured on
 
@@ -252,7 +254,8 @@ def sampling_worker(kind: str, layers: int, hidden: int, n: int, mode: str) -> d
     start = time.perf_counter()
     text = []
     for ch in generate(model, vocab, "\n", SampleConfig(length=n),
-                       torch.Generator().manual_seed(1), fast=mode == "fast"):
+                       torch.Generator().manual_seed(1),
+                       stepper=None if mode == "fast" else reference.FusedStepper):
         sink.write(ch)
         text.append(ch)
     return {"chars_per_s": n / (time.perf_counter() - start), "text": "".join(text)}
@@ -464,18 +467,18 @@ def bench_quickstart(folder: Path, runs: int = 2) -> dict:
 
 def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
-    from charrnn import cells, probes, report
+    from charrnn import inspection, probes, views
 
     text = corpus.read_text(encoding="utf-8")[:chars]
     vocab = Vocab(tuple(sorted(set(text))))
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=3, hidden_size=512)).eval()
     start = time.perf_counter()
-    ins = cells.inspect(model, vocab, text)
+    ins = inspection.inspect(model, vocab, text)
     traced = time.perf_counter()
-    built = report.build(ins, report.Request(probes=list(probes.PROBES), gates=True,
+    built = views.build(ins, views.Request(probes=list(probes.PROBES), gates=True,
                                              surprisal=True))
-    report.html("benchmark", built, ins)
+    views.html("benchmark", built, ins)
     done = time.perf_counter()
     return {"characters": len(text), "model": "3x512 lstm", "trace_s": traced - start,
             "views_s": done - traced}

@@ -27,7 +27,8 @@ from safetensors.torch import save as save_safetensors_bytes
 import charrnn
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.fileio import atomic_write, atomic_write_bytes, atomic_write_text
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.config import ModelConfig
+from charrnn.model import CharRNN, blocks
 from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -103,7 +104,7 @@ def model_config(config: dict, where: Path) -> tuple[ModelConfig, Vocab]:
 
 def expected_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The tensor shapes a model of this config has, worked out without building it."""
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.model] * c.hidden_size
+    gates = blocks(c.model) * c.hidden_size
     shapes = {"embed.weight": (c.vocab_size, c.embedding_size),
               "head.weight": (c.vocab_size, c.hidden_size), "head.bias": (c.vocab_size,)}
     for k in range(c.layers):

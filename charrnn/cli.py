@@ -359,7 +359,7 @@ def inspect_cells(
     device: DeviceOpt = "cpu",
 ):
     """Paint each character of a text by what a hidden cell does there; find cells by probes."""
-    from charrnn import cells as cell_inspection, checkpoint, probes, report
+    from charrnn import checkpoint, inspection, probes, views
     from charrnn.fileio import atomic_write_text, check_new_file
     from charrnn.output import to_stdout
 
@@ -373,7 +373,7 @@ def inspect_cells(
     check_seed(seed)
     if html_out is not None:
         check_new_file(html_out, "--html", force)
-    request = report.Request(state=state, layer=layer, cells=report.parse_cells(cells), top=top,
+    request = views.Request(state=state, layer=layer, cells=views.parse_cells(cells), top=top,
                              probes=probe or [], regexes=probe_regex or [], gates=gates,
                              surprisal=surprisal)
     if length < 2 and prime is None:
@@ -384,16 +384,16 @@ def inspect_cells(
 
     memory = parse_size(max_memory, "--max-memory")
     model, vocab, config = checkpoint.load(run, pick_device(device))
-    source = cell_inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,
+    source = inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,
                                              temperature, seed)
-    cell_inspection.check_memory(model.config, len(source), memory)
-    ins = cell_inspection.inspect(model, vocab, source)
-    built = report.build(ins, request)
+    inspection.check_memory(model.config, len(source), memory)
+    ins = inspection.inspect(model, vocab, source)
+    built = views.build(ins, request)
     with to_stdout():
-        report.show(console, built, ins)
+        views.show(console, built, ins)
     if html_out is not None:
         check_new_file(html_out, "--html", force)  # again: the inspection took a while
-        atomic_write_text(html_out, report.html(f"charrnn inspect-cells {run}", built, ins))
+        atomic_write_text(html_out, views.html(f"charrnn inspect-cells {run}", built, ins))
         stderr_console().print(Text(f"wrote {printable(str(html_out))}"))
 
 

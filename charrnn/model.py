@@ -1,11 +1,10 @@
 """The character model: embedding -> LSTM/GRU/RNN stack -> linear head. No I/O here.
 
-Two paths share one set of weights:
-- `forward` runs PyTorch's fused nn.LSTM / nn.GRU / nn.RNN (cuDNN on a GPU): the training path.
-- `trace` runs the same recurrences one time step at a time, written out below, and returns every
-  layer's hidden state, LSTM cell state and gate activations: the reference for what a cell does.
-- `trace_fast` returns the same, a layer at a time (what `inspect-cells` runs on long texts).
-Tests hold all three to 1e-5 of each other.
+`forward` runs PyTorch's fused nn.LSTM / nn.GRU / nn.RNN (cuDNN on a GPU): the training path.
+`trace` returns, besides, every layer's hidden state, LSTM cell state and gate activations (what
+`inspect-cells` shows). Each cell's gate arithmetic is written once, below the model, for torch
+tensors and numpy arrays alike: `trace` and the numpy sampler (sample.Stepper) both use it.
+The tests hold both to a naive per-step reference (tests/reference.py) and to `forward`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.config import LIMITS, MODELS, ModelConfig  # noqa: F401 - re-exported
+from charrnn.config import ModelConfig
 
 # gate names in the order PyTorch packs them in weight_ih / weight_hh
 GATES = {
@@ -26,6 +25,11 @@ GATES = {
 }
 
 State = tuple[torch.Tensor, ...]  # lstm: (h, c); gru, rnn: (h,); each (layers, B, H)
+
+
+def blocks(model: str) -> int:
+    """How many H-row blocks a layer's weight matrices stack: one per gate (one for an RNN)."""
+    return len(GATES[model]) or 1
 
 
 class CharRNN(nn.Module):
@@ -71,54 +75,12 @@ class CharRNN(nn.Module):
                 getattr(r, f"bias_ih_l{k}"), getattr(r, f"bias_hh_l{k}"))
 
     def trace(self, x: torch.Tensor, state: State | None = None):
-        """The fused path's recurrences, written out one time step at a time.
+        """(logits (B, T, V), final state, trace), where trace maps "h", "c" (LSTM only) and each
+        gate name to a (layers, B, T, H) tensor: the value after every step of every layer.
 
-        Returns (logits (B, T, V), final state, trace) where trace maps "h", "c" (LSTM only) and
-        each gate name to a (layers, B, T, H) tensor: the value after every step of every layer.
-        """
-        c = self.config
-        B, T = x.shape
-        if state is None:
-            state = self.init_state(B, x.device)
-        gates = GATES[c.model]
-        record = {name: [] for name in ("h", "c")[: 2 if c.model == "lstm" else 1] + gates}
-        inp = self.embed(x)  # (B, T, E)
-        finals = []
-        for k in range(c.layers):
-            w_ih, w_hh, b_ih, b_hh = self.layer_weights(k)
-            xw = F.linear(inp, w_ih, b_ih)  # (B, T, G*H): the input part of every step at once
-            h = state[0][k]
-            cell = state[1][k] if c.model == "lstm" else None
-            steps = {name: [] for name in record}
-            for t in range(T):
-                hw = F.linear(h, w_hh, b_hh)  # (B, G*H)
-                if c.model == "lstm":
-                    h, cell, g = lstm_cell(xw[:, t], hw, cell)
-                elif c.model == "gru":
-                    h, g = gru_cell(xw[:, t], hw, h)
-                else:
-                    h, g = torch.tanh(xw[:, t] + hw), ()
-                steps["h"].append(h)
-                if cell is not None:
-                    steps["c"].append(cell)
-                for name, value in zip(gates, g):
-                    steps[name].append(value)
-            finals.append((h, cell))
-            for name, values in steps.items():
-                record[name].append(torch.stack(values, dim=1))  # (B, T, H)
-            inp = torch.stack(steps["h"], dim=1)
-            if k < c.layers - 1:
-                inp = F.dropout(inp, c.dropout, self.training)
-        logits = self.head(self.drop(inp))
-        final: State = (torch.stack([f[0] for f in finals]),)
-        if c.model == "lstm":
-            final = final + (torch.stack([f[1] for f in finals]),)
-        return logits, final, {name: torch.stack(v) for name, v in record.items()}
-
-    def trace_fast(self, x: torch.Tensor, state: State | None = None):
-        """What `trace` returns, computed a layer at a time: the fused module gives each layer's
-        h for every step, then every gate comes from one batched product over all steps, and
-        only the LSTM cell state needs a loop (two elementwise ops a step). For long texts."""
+        A layer at a time: the fused module gives the layer's h for every step, then every gate
+        comes from one batched product over all steps, and only the LSTM cell state needs a
+        loop (two elementwise ops a step)."""
         c = self.config
         B, T = x.shape
         if state is None:
@@ -142,8 +104,7 @@ class CharRNN(nn.Module):
             xw = F.linear(inp, w_ih, b_ih)  # (B, T, G*H)
             hw = F.linear(h_prev, w_hh, b_hh)
             if c.model == "lstm":
-                i, f, g, o = (xw + hw).chunk(4, dim=-1)
-                i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+                i, f, g, o = lstm_gates(xw + hw, c.hidden_size, torch.sigmoid, torch.tanh)
                 ig = i * g
                 cells = torch.empty_like(ig)
                 cell = state[1][k]
@@ -154,10 +115,7 @@ class CharRNN(nn.Module):
                 finals_c.append(cell)
                 values = (i, f, g, o)
             elif c.model == "gru":
-                x_r, x_z, x_n = xw.chunk(3, dim=-1)
-                h_r, h_z, h_n = hw.chunk(3, dim=-1)
-                r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-                values = (r, z, torch.tanh(x_n + r * h_n))
+                values = gru_gates(xw, hw, c.hidden_size, torch.sigmoid, torch.tanh)
             else:
                 values = ()
             record["h"].append(h_seq)
@@ -174,22 +132,33 @@ class CharRNN(nn.Module):
         return logits, final, {name: torch.stack(v) for name, v in record.items()}
 
 
-def lstm_cell(xw: torch.Tensor, hw: torch.Tensor, c: torch.Tensor):
-    """Take the input and recurrent projections (B, 4H) and c_{t-1}; return h_t, c_t, gates."""
-    i, f, g, o = (xw + hw).chunk(4, dim=-1)
-    i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+# Each cell's arithmetic, once. The arguments are torch tensors or numpy arrays (with the
+# matching sigmoid and tanh); the last axis holds the stacked gate blocks, in PyTorch's order.
+
+
+def lstm_gates(pre, H: int, sigmoid, tanh):
+    """(input, forget, candidate, output) from the summed projections x W_ih + h W_hh + b."""
+    return (sigmoid(pre[..., :H]), sigmoid(pre[..., H:2 * H]), tanh(pre[..., 2 * H:3 * H]),
+            sigmoid(pre[..., 3 * H:]))
+
+
+def lstm_next(i, f, g, o, c, tanh):
+    """(h_t, c_t) from the gates and c_{t-1}."""
     c = f * c + i * g
-    return o * torch.tanh(c), c, (i, f, g, o)
+    return o * tanh(c), c
 
 
-def gru_cell(xw: torch.Tensor, hw: torch.Tensor, h: torch.Tensor):
-    """Take the input and recurrent projections (B, 3H) and h_{t-1}; return h_t and gates."""
-    x_r, x_z, x_n = xw.chunk(3, dim=-1)
-    h_r, h_z, h_n = hw.chunk(3, dim=-1)
-    r = torch.sigmoid(x_r + h_r)
-    z = torch.sigmoid(x_z + h_z)
-    n = torch.tanh(x_n + r * h_n)
-    return (1 - z) * n + z * h, (r, z, n)
+def gru_gates(xw, hw, H: int, sigmoid, tanh):
+    """(reset, update, new) from the input projection and the recurrent one (b_hh included:
+    the GRU's reset gate multiplies W_hn h + b_hn)."""
+    r = sigmoid(xw[..., :H] + hw[..., :H])
+    z = sigmoid(xw[..., H:2 * H] + hw[..., H:2 * H])
+    return r, z, tanh(xw[..., 2 * H:] + r * hw[..., 2 * H:])
+
+
+def gru_next(z, n, h):
+    """h_t = (1 - z) n + z h_{t-1}."""
+    return n + z * (h - n)
 
 
 def detach(state: State) -> State:

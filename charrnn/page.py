@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from charrnn.render import BLUE, RED, WHITE, glyph
+from charrnn.render import BLUE, RED, WHITE, View, glyph
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -89,16 +89,15 @@ def _clean(values: np.ndarray) -> list:
     return [None if not np.isfinite(v) else round(float(v), 4) for v in values]
 
 
-def build(title: str, text: str, views: list[dict], top_glyphs: list[list[str]],
+def build(title: str, text: str, views: list[View], top_glyphs: list[list[str]],
           top_probs: np.ndarray, summary: list[str] = ()) -> str:
-    """A self-contained page. views: dicts with title, values (N,), lo, hi, optional marks."""
+    """A self-contained page of `views` over `text`."""
     glyphs = [glyph(ch) for ch in text]
     data = {
         "glyphs": glyphs,
         "newline": [ch == "\n" for ch in text],
-        "views": [{"title": v["title"], "values": _clean(np.asarray(v["values"])),
-                   "lo": v["lo"], "hi": v["hi"],
-                   "marks": None if v.get("marks") is None else [bool(m) for m in v["marks"]]}
+        "views": [{"title": v.title, "values": _clean(np.asarray(v.values)), "lo": v.lo,
+                   "hi": v.hi, "marks": None if v.marks is None else [bool(m) for m in v.marks]}
                   for v in views],
         "top": [[[g, round(float(p), 4)] for g, p in zip(gs, ps)]
                 for gs, ps in zip(top_glyphs, top_probs)],

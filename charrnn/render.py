@@ -9,6 +9,8 @@ stay apart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import unicodedata
 
 import numpy as np
@@ -101,12 +103,24 @@ def use_colour(console: Console) -> bool:
     return console.color_system is not None and not console.no_color
 
 
-def heatmap(console: Console, title: str, text: str, values: np.ndarray, lo: float, hi: float,
-            marks: np.ndarray | None = None) -> None:
-    """Print a header and the text painted by `values` (one per character)."""
+@dataclass
+class View:
+    """One value per character of a text, on the scale lo..hi, under a title: what a heatmap
+    (here) and the HTML page (page.py) both draw. `marks` underlines characters."""
+
+    title: str
+    values: np.ndarray  # (N,), NaN where there is no value
+    lo: float
+    hi: float
+    marks: np.ndarray | None = None  # (N,) bool
+
+
+def heatmap(console: Console, view: View, text: str) -> None:
+    """Print a header and the text painted by the view's values (one per character)."""
+    values, lo, hi, marks = np.asarray(view.values), view.lo, view.hi, view.marks
     finite = values[np.isfinite(values)]
     span = f"{finite.min():+.2f} to {finite.max():+.2f}" if len(finite) else "no values"
-    console.print(Text(f"{title} · range {span} (scale {lo:g} to {hi:g})", style="bold"))
+    console.print(Text(f"{view.title} · range {span} (scale {lo:g} to {hi:g})", style="bold"))
     coloured = use_colour(console)
     for row in rows(text, values, max(console.width, 8)):
         line = Text()

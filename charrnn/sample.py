@@ -1,14 +1,13 @@
 """Sampling: feed a prime, then draw one character at a time and hand it out as soon as it exists.
 
-Two ways to get the next logits, same weights, same draws:
-- the straightforward path calls the model (fused nn.LSTM/GRU/RNN) once per character;
-- the fast path (`Stepper`, the default) runs the same recurrences in numpy on the CPU. At
-  batch 1 a fused module spends most of its time in fixed per-call costs; here the first
-  layer's input projection is a table lookup (embedding @ W_ih folded ahead of time) and each
-  step is a few matrix-vector products and elementwise ops.
-The draw is shared: the distribution is computed in float64 by one function, and the uniform
-numbers come from a seeded torch.Generator, drawn in blocks, so the same seed gives the same
-text on either path.
+The prime goes through the fused model; then `Stepper` runs the model's recurrences one
+character at a time in numpy on the CPU. At batch 1 a fused module spends most of its time in
+fixed per-call costs; here the first layer's input projection is a table lookup (embedding @
+W_ih folded ahead of time) and each step is a few matrix-vector products and the cell
+arithmetic of charrnn/model.py. The draw is separate from the step: the distribution is
+computed in float64 by one function, and the uniform numbers come from a seeded
+torch.Generator, drawn in blocks, so the same seed gives the same text whatever makes the
+logits (the tests check the text against one fused call per character).
 """
 
 from __future__ import annotations
@@ -19,10 +18,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from charrnn.config import SampleConfig  # noqa: F401 - re-exported
+from charrnn.config import SampleConfig
 from charrnn.errors import CharrnnError
 from charrnn.fileio import read_text
-from charrnn.model import CharRNN, State
+from charrnn.model import CharRNN, State, gru_gates, gru_next, lstm_gates, lstm_next
 from charrnn.vocab import Vocab
 
 
@@ -122,39 +121,22 @@ class Stepper:
             xw = self.table[i] if k == 0 else x @ self.w_ih[k] + self.b_ih[k]
             hw = self.h[k] @ self.w_hh[k]
             if self.kind == "lstm":
-                gates = xw + hw
-                sig = _sigmoid(gates)
-                self.c[k] = sig[H:2 * H] * self.c[k] + sig[:H] * np.tanh(gates[2 * H:3 * H])
-                self.h[k] = sig[3 * H:] * np.tanh(self.c[k])
+                i, f, g, o = lstm_gates(xw + hw, H, _sigmoid, np.tanh)
+                self.h[k], self.c[k] = lstm_next(i, f, g, o, self.c[k], np.tanh)
             elif self.kind == "gru":
-                hw = hw + self.b_hh[k]
-                rz = _sigmoid(xw[:2 * H] + hw[:2 * H])
-                n = np.tanh(xw[2 * H:] + rz[:H] * hw[2 * H:])
-                z = rz[H:]
-                self.h[k] = n + z * (self.h[k] - n)  # (1 - z) * n + z * h
+                _, z, n = gru_gates(xw, hw + self.b_hh[k], H, _sigmoid, np.tanh)
+                self.h[k] = gru_next(z, n, self.h[k])
             else:
                 self.h[k] = np.tanh(xw + hw)
             x = self.h[k]
         return x @ self.head_w + self.head_b
 
 
-class FusedStepper:
-    """The straightforward path: one call of the model per character."""
-
-    def __init__(self, model: CharRNN, state: State):
-        self.model, self.state = model, state
-        self.device = next(model.parameters()).device
-
-    @torch.no_grad()
-    def step(self, i: int) -> np.ndarray:
-        logits, self.state = self.model(torch.tensor([[i]], device=self.device), self.state)
-        return logits[0, -1].float().cpu().numpy()
-
-
 @torch.no_grad()
 def generate(model: CharRNN, vocab: Vocab, prime: str, cfg: SampleConfig,
-             generator: torch.Generator, fast: bool = True) -> Iterator[str]:
-    """Yield `cfg.length` characters, one at a time, continuing `prime` (not yielded)."""
+             generator: torch.Generator, stepper=None) -> Iterator[str]:
+    """Yield `cfg.length` characters, one at a time, continuing `prime` (not yielded).
+    `stepper` makes the per-character step from (model, state): Stepper unless given."""
     model.eval()
     device = next(model.parameters()).device
     ids = torch.from_numpy(start_ids(prime, vocab, generator))
@@ -162,7 +144,7 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, cfg: SampleConfig,
     for block in ids.split(PRIME_BLOCK):  # the prime through the fused model, block by block
         logits, state = model(block[None].to(device), state)
     last = logits[0, -1].float().cpu().numpy()
-    stepper = (Stepper if fast else FusedStepper)(model, state)
+    stepper = (stepper or Stepper)(model, state)
     for n in range(cfg.length):
         if n % UNIFORM_BLOCK == 0:  # uniforms in blocks: one call per block, bounded memory
             block = min(UNIFORM_BLOCK, cfg.length - n)

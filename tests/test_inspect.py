@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from charrnn import cells, checkpoint, page, probes, render, report
+from charrnn import checkpoint, inspection, page, probes, render, views
 from charrnn.cli import app
 from charrnn.model import CharRNN
 
@@ -47,7 +47,7 @@ def quote_run(tmp_path_factory):
 
 
 def best_quote_r(model, vocab):
-    ins = cells.inspect(model, vocab, quoted_text(400, 1))
+    ins = inspection.inspect(model, vocab, quoted_text(400, 1))
     r = probes.correlations(ins.columns("c"), probes.quote(ins.text))
     return ins, r
 
@@ -56,10 +56,10 @@ def test_a_quote_tracking_cell_is_discovered(quote_run):
     model, vocab, _ = checkpoint.load(quote_run)
     ins, r = best_quote_r(model, vocab)
     assert np.abs(r).max() > 0.8
-    built = report.build(ins, report.Request(probes=["quote"]))
+    built = views.build(ins, views.Request(probes=["quote"]))
     best = built.views[0]
     k = int(np.argmax(np.abs(r)))
-    assert best["title"].startswith(f"layer {k // 32 + 1} cell {k % 32} ")
+    assert best.title.startswith(f"layer {k // 32 + 1} cell {k % 32} ")
     # the control: the same network untrained has no such cell
     torch.manual_seed(1337)
     untrained = CharRNN(model.config).eval()
@@ -70,7 +70,7 @@ def paint(color_system, text="ab\ncd", values=(-1.0, 0.0, 1.0, 0.5, -0.5), width
     out = io.StringIO()
     console = Console(file=out, color_system=color_system, force_terminal=color_system is not None,
                       width=width, no_color=color_system is None)
-    render.heatmap(console, "layer 1 cell 0", text, np.asarray(values), -1.0, 1.0)
+    render.heatmap(console, render.View("layer 1 cell 0", np.asarray(values), -1.0, 1.0), text)
     return out.getvalue()
 
 
@@ -137,7 +137,7 @@ HOSTILE = 'abc "</script><script>alert(1)</script>" & <!-- x \x1b[31m [b]y[/b] \
 
 def hostile_page(title="<title>"):
     n = len(HOSTILE)
-    view = {"title": "<i>view</i>", "values": np.linspace(-1, 1, n), "lo": -1.0, "hi": 1.0}
+    view = render.View("<i>view</i>", np.linspace(-1, 1, n), -1.0, 1.0)
     top = [["<", "&", "\n", "\x00", "a"]] * n
     return page.build(title, HOSTILE, [view], top, np.full((n, 5), 0.2), ["<b>summary</b>"])
 
@@ -158,8 +158,8 @@ def test_html_escapes_hostile_text_and_needs_no_network():
 
 def test_html_carries_the_models_top5_predictions(quote_run):
     model, vocab, _ = checkpoint.load(quote_run)
-    ins = cells.inspect(model, vocab, quoted_text(30, 3))
-    data = page_data(report.html("run", report.build(ins, report.Request()), ins))
+    ins = inspection.inspect(model, vocab, quoted_text(30, 3))
+    data = page_data(views.html("run", views.build(ins, views.Request()), ins))
     assert len(data["top"]) == len(ins.text) and all(len(t) == 5 for t in data["top"])
     probs = [p for _, p in data["top"][0]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001

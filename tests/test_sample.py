@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from charrnn.errors import CharrnnError
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import SampleConfig, check_prime, distribution, draw, generate
+from charrnn.config import ModelConfig, SampleConfig
+from charrnn.model import CharRNN
+from charrnn.sample import check_prime, distribution, draw, generate
+
+from reference import FusedStepper
 from charrnn.vocab import Vocab
 
 VOCAB = Vocab(tuple("\n abcdefgh"))
@@ -21,7 +24,8 @@ def model(kind="lstm", layers=2, hidden_size=16):
 
 def text(m, seed, fast=True, prime="ab", **cfg):
     return "".join(generate(m, VOCAB, prime, SampleConfig(**{"length": 300, **cfg}),
-                            torch.Generator().manual_seed(seed), fast=fast))
+                            torch.Generator().manual_seed(seed),
+                            stepper=None if fast else FusedStepper))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

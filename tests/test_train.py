@@ -7,7 +7,8 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.errors import CharrnnError
-from charrnn.sample import SampleConfig, generate
+from charrnn.config import SampleConfig
+from charrnn.sample import generate
 
 from conftest import train_run
 

@@ -18,7 +18,8 @@ from charrnn.errors import CharrnnError
 from charrnn.config import ModelConfig
 from charrnn.fileio import read_text
 from charrnn.model import GATES, CharRNN
-from charrnn.sample import SampleConfig, check_prime, generate
+from charrnn.config import SampleConfig
+from charrnn.sample import check_prime, generate
 from charrnn.vocab import Vocab
 
 SIGMOID_GATES = {"input", "forget", "output", "reset", "update"}
@@ -186,7 +187,7 @@ def inspect(model: CharRNN, vocab: Vocab, text: str) -> Inspection:
     model.eval()
     device = next(model.parameters()).device
     ids = torch.from_numpy(vocab.encode(text).astype(np.int64)).to(device)[None]  # (1, N)
-    logits, _, trace = model.trace_fast(ids)
+    logits, _, trace = model.trace(ids)
     states = {name: v[:, 0].float().cpu().numpy() for name, v in trace.items()}  # (L, N, H)
     if "c" in states:
         states["c"] = np.tanh(states["c"])

@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from charrnn import page, probes, render
-from charrnn.cells import Inspection, default_state, describe, value_range
+from charrnn.render import View
+from charrnn.inspection import Inspection, default_state, describe, value_range
 from charrnn.errors import CharrnnError
 
 
@@ -38,9 +40,15 @@ class Request:
 
 
 @dataclass
+class TableView:
+    heading: str
+    table: Table  # a Rich table
+
+
+@dataclass
 class Report:
-    views: list[dict] = field(default_factory=list)  # title, values, lo, hi, marks
-    tables: list = field(default_factory=list)  # (heading, Rich table)
+    views: list[View] = field(default_factory=list)
+    tables: list[TableView] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)  # summary lines
 
 
@@ -53,10 +61,10 @@ def parse_cells(text: str | None) -> list[int]:
         raise CharrnnError(f"--cells {text!r} is not a list of cell numbers like 17,230") from None
 
 
-def cell_view(ins: Inspection, state: str, layer: int, cell: int, note: str = "") -> dict:
+def cell_view(ins: Inspection, state: str, layer: int, cell: int, note: str = "") -> View:
     lo, hi = value_range(state)
-    title = f"layer {layer} cell {cell} · {describe(state)}{note}"
-    return {"title": title, "values": ins.values(state, layer, cell), "lo": lo, "hi": hi}
+    return View(f"layer {layer} cell {cell} · {describe(state)}{note}",
+                ins.values(state, layer, cell), lo, hi)
 
 
 def build(ins: Inspection, req: Request) -> Report:
@@ -86,8 +94,9 @@ def build(ins: Inspection, req: Request) -> Report:
             order = np.argsort(-np.abs(r), kind="stable")[: req.top]
             ranked = [(int(k) // ins.hidden_size + 1, int(k) % ins.hidden_size, float(r[k]))
                       for k in order]
-            report.tables.append((f"Probe {probe.name} ({probe.help}): the cells of "
-                                  f"{describe(state)} by |r|", render.correlation_table(ranked)))
+            report.tables.append(TableView(f"Probe {probe.name} ({probe.help}): the cells of "
+                                           f"{describe(state)} by |r|",
+                                           render.correlation_table(ranked)))
             layer, cell, best_r = ranked[0]
             report.views.append(cell_view(ins, state, layer, cell,
                                           f" · best for probe {probe.name}, r = {best_r:+.3f}"))
@@ -97,17 +106,16 @@ def build(ins: Inspection, req: Request) -> Report:
         if not rows:
             report.lines.append("a vanilla RNN has no gates: --gates shows nothing for it")
         else:
-            report.tables.append(("Gate saturation: the fraction of time steps below 0.1 "
-                                  "(left) and above 0.9 (right), as in the paper",
-                                  render.saturation_table(rows)))
+            report.tables.append(TableView("Gate saturation: the fraction of time steps below "
+                                           "0.1 (left) and above 0.9 (right), as in the paper",
+                                           render.saturation_table(rows)))
 
     if req.surprisal:
         p, bits = ins.surprisal()
         wrong = np.nan_to_num(p, nan=1.0) < 0.5
-        report.views.append({
-            "title": "probability the model gave each character (red: surprising; underlined: "
-                     "below 0.5, a mistake)",
-            "values": 2 * p - 1, "lo": -1.0, "hi": 1.0, "marks": wrong})
+        report.views.append(View("probability the model gave each character (red: surprising; "
+                                 "underlined: below 0.5, a mistake)", 2 * p - 1, -1.0, 1.0,
+                                 marks=wrong))
         scored = len(p) - 1
         report.lines.append(f"{bits:.3f} bits per character over {scored:,} predicted "
                             f"characters; {int(wrong.sum()):,} ({wrong.sum() / scored:.1%}) "
@@ -116,25 +124,24 @@ def build(ins: Inspection, req: Request) -> Report:
 
 
 def show(console: Console, report: Report, ins: Inspection) -> None:
-    for heading, table in report.tables:
-        console.print(Text(heading, style="bold"))
-        console.print(table)
+    for t in report.tables:
+        console.print(Text(t.heading, style="bold"))
+        console.print(t.table)
         console.print()
     for line in report.lines:
         console.print(Text(line))
     if report.lines:
         console.print()
     for view in report.views:
-        render.heatmap(console, view["title"], ins.text, np.asarray(view["values"]),
-                       view["lo"], view["hi"], view.get("marks"))
+        render.heatmap(console, view, ins.text)
 
 
 def html(title: str, report: Report, ins: Inspection) -> str:
     top_ids, top_p = ins.top_predictions(5)
     glyphs = [[render.glyph(ins.vocab.chars[i]) for i in row] for row in top_ids]
     summary = list(report.lines)
-    for heading, table in report.tables:  # the tables as plain lines, escaped by the page
+    for t in report.tables:  # the tables as plain lines, escaped by the page
         console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
-        console.print(table)
-        summary += ["", heading] + console.export_text().rstrip().splitlines()
+        console.print(t.table)
+        summary += ["", t.heading] + console.export_text().rstrip().splitlines()
     return page.build(title, ins.text, report.views, glyphs, top_p, summary)
