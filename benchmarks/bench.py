@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the naive references the package is t
 
 import reference  # noqa: E402
 from charrnn import checkpoint, prepare  # noqa: E402
-from charrnn.config import ModelConfig, SampleConfig, TrainConfig  # noqa: E402
+from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.output import TextOut  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
@@ -476,7 +476,7 @@ def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     start = time.perf_counter()
     ins = inspection.inspect(model, vocab, text)
     traced = time.perf_counter()
-    built = views.build(ins, views.Request(probes=list(probes.PROBES), gates=True,
+    built = views.build(ins, InspectConfig(probes=list(probes.PROBES), gates=True,
                                              surprisal=True))
     views.html("benchmark", built, ins)
     done = time.perf_counter()

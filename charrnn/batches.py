@@ -3,7 +3,9 @@
 A split of N ids is cut into `batch_size` contiguous streams of L = (N - 1) // batch_size
 characters. Window i of an epoch is columns [i*T, (i+1)*T) of every stream (T = seq_len), with
 targets shifted by one character; the hidden state after window i is the start of window i + 1.
-Both arrays are views on the (memory-mapped) split: nothing is copied until a window is read.
+On the host, inputs and targets are views on the (memory-mapped) split, and a step copies only
+its window; on a GPU the whole split is copied there once when it fits (`Streams.to`), and a
+step gathers its window on the device.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The command line: an argument surface over the library. Each command body is a few calls.
+"""The command line: an argument surface over the library. The settings' options are declared
+with the settings (charrnn/config.py); a command declares only its own inputs and outputs.
 
     charrnn train corpus.txt                        learn a character model of any text
     charrnn sample runs/corpus --temp 0.8           stream new text from it
@@ -7,10 +8,12 @@
 
 from __future__ import annotations
 
-import math
-import re
+import inspect
 import signal
 import sys
+import types
+import typing
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,7 +23,8 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from charrnn import __version__
-from charrnn.config import DEFAULT_TIME, ModelConfig, SampleConfig, TrainConfig, check_seed
+from charrnn.config import (LN2, InspectConfig, ModelConfig, SampleConfig, TrainConfig,
+                            flag, option_settings)
 from charrnn.errors import CharrnnError, describe_os_error, printable
 from charrnn.output import silence_stdout
 
@@ -89,38 +93,73 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def parse_size(text: str, option: str) -> int:
-    """'2G', '512M', '1.5GB' or plain bytes -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, flags=re.I)
-    if m is None or float(m.group(1)) <= 0:
-        raise CharrnnError(f"{option} {text!r} is not a size; write it like 512M or 4G")
-    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '10m', '1h30m', '2.5h' or plain seconds -> seconds."""
-    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
-                         r"(?:(\d+(?:\.\d+)?)s?)?\s*", text)
-    if not text.strip() or parts is None:
-        raise CharrnnError(f"--time {text!r} is not a duration; write it like 90s, 10m or 1h30m")
-    h, m, s = (float(p) if p else 0.0 for p in parts.groups())
-    seconds = 3600 * h + 60 * m + s
-    if seconds <= 0:
-        raise CharrnnError(f"--time must be more than 0, not {text!r}")
-    return seconds
+# ---------------------------------------------------------------------------------------------
+# Options: a settings class's fields declare their own (charrnn/config.py); these are the rest
 
 
 CHOSEN = "[default: chosen for the budget, the corpus and the device]"
 
-# Shared options, declared once
+
+def options(cls, only: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
+    """The command-line options of a settings class, read from its fields' metadata."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in option_settings(cls):
+        if only is not None and f.name not in only:
+            continue
+        m = f.metadata
+        default = None if m["chosen"] or f.default is MISSING else f.default
+        kind = str if m["parse"] else hints[f.name]
+        if default is None and typing.get_origin(kind) is not typing.Union:
+            kind = Optional[kind]  # also turns `int | None` into what typer reads
+        elif isinstance(kind, types.UnionType):
+            kind = Optional[next(a for a in typing.get_args(kind) if a is not type(None))]
+        note = CHOSEN if m["chosen"] else f"[default: {m['shown']}]" if m["shown"] else ""
+        option = typer.Option(*(m["flags"] or (flag(f.name),)), help=f"{m['help']} {note}".strip(),
+                              show_default=not note and default is not None,
+                              metavar=m["metavar"])
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=Annotated[kind, option]))
+    return params
+
+
+def settings(cls, values: dict, given: set[str] | None = None) -> dict:
+    """The values of `cls`'s options among `values` (only those in `given`, if given), parsed;
+    an option left at None keeps the class's default."""
+    out = {}
+    for f in option_settings(cls):
+        value = values.get(f.name)
+        if f.name not in values or value is None or (given is not None and f.name not in given):
+            continue
+        out[f.name] = f.metadata["parse"](value) if f.metadata["parse"] else value
+    return out
+
+
+def command(*groups, name: str | None = None):
+    """Register `body(ctx, **values)` as a command whose options are its own (declared in its
+    signature) followed by those of the settings classes in `groups` ((class, only) pairs)."""
+    def register(body):
+        own = list(inspect.signature(body, eval_str=True).parameters.values())[:-1]  # not **values
+        extra = [p for cls, only in groups for p in options(cls, only)]
+        body.__signature__ = inspect.Signature(own + extra)
+        return app.command(name)(body)
+    return register
+
+
+def given_names(ctx: typer.Context) -> set[str]:
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+
+
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `charrnn train`.",
                                         show_default=False)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed: the same seed "
-                                                "gives the same result.")]
+STOPPED = {"time": "the planned end of the time budget",
+           "clock": "the clock ran past the time budget", "max_steps": "--max-steps reached",
+           "epochs": "--epochs reached",
+           "patience": "validation stopped improving, even after the learning rate decayed"}
 
 
-@app.command()
+@command((ModelConfig, None), (TrainConfig, None))
 def train(
     ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Argument(
@@ -128,137 +167,49 @@ def train(
         show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory. [default: runs/<corpus name>]", show_default=False)] = None,
-    model: Annotated[str, typer.Option("--model", help="Recurrent cell: lstm, gru or rnn "
-                                       "(vanilla tanh RNN).")] = ModelConfig.model,
-    layers: Annotated[Optional[int], typer.Option("--layers", help=f"Recurrent layers stacked. "
-                                                  f"{CHOSEN}", show_default=False)] = None,
-    hidden_size: Annotated[Optional[int], typer.Option(
-        "--hidden-size", help=f"Units per layer. {CHOSEN}", show_default=False)] = None,
-    embedding_size: Annotated[Optional[int], typer.Option(
-        "--embedding-size", help=f"Size of the character embedding. {CHOSEN}",
-        show_default=False)] = None,
-    dropout: Annotated[Optional[float], typer.Option(
-        "--dropout", help=f"Dropout between layers and before the output, in [0, 1). {CHOSEN}",
-        show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", help=f"Contiguous streams trained side by side. {CHOSEN}",
-        show_default=False)] = None,
-    seq_len: Annotated[Optional[int], typer.Option(
-        "--seq-len", help=f"Characters per window of truncated backpropagation through time. "
-        f"{CHOSEN}", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(
-        "--lr", help=f"Peak learning rate (after warm-up, then cosine decay over the planned "
-        f"steps). {CHOSEN}", show_default=False)] = None,
-    warmup_steps: Annotated[int, typer.Option("--warmup-steps", help="Steps of linear "
-                                              "learning-rate warm-up.")]
-    = TrainConfig.warmup_steps,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay of "
-                                                "the weight matrices.")]
-    = TrainConfig.weight_decay,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adam or rmsprop.")]
-    = TrainConfig.optimizer,
-    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Clip the global gradient "
-                                             "norm to this; 0 turns clipping off.")]
-    = TrainConfig.grad_clip,
-    epochs: Annotated[Optional[float], typer.Option("--epochs", help="Stop after this many "
-                                                    "passes over the training text.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many "
-                                                     "training steps.")] = None,
-    time_budget: Annotated[Optional[str], typer.Option(
-        "--time", help="A time budget, like 90s, 10m or 1h: the model is chosen for it, and it "
-        "is planned as a number of steps at the start. [default: "
-        f"{DEFAULT_TIME / 60:g}m when no other stop is given]", show_default=False)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(
-        "--eval-every", help="Validate (and checkpoint) every this many steps. [default: about "
-        "20 times a run]", show_default=False)] = None,
-    eval_chars: Annotated[int, typer.Option("--eval-chars", help="Validate on at most this "
-                                            "many characters.")]
-    = TrainConfig.eval_chars,
-    patience: Annotated[int, typer.Option("--patience", help="Evaluations without a new best "
-                                          "before the learning rate decays; 0: never.")]
-    = TrainConfig.patience,
-    lr_decay: Annotated[float, typer.Option("--lr-decay", help="What a plateau multiplies the "
-                                            "learning rate by, in (0, 1].")]
-    = TrainConfig.lr_decay,
-    max_decays: Annotated[int, typer.Option("--max-decays", help="Stop once this many decays "
-                                            "in a row brought no new best.")]
-    = TrainConfig.max_decays,
-    val_frac: Annotated[float, typer.Option("--val-frac", help="Fraction of the corpus, at its "
-                                            "end, kept for validation.")]
-    = TrainConfig.val_frac,
-    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding of the corpus.")]
-    = TrainConfig.encoding,
-    errors: Annotated[str, typer.Option("--errors", help="Undecodable bytes: strict (stop), "
-                                        "replace (U+FFFD) or ignore.")]
-    = TrainConfig.errors,
-    device: DeviceOpt = TrainConfig.device,
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bfloat16; float16 with "
-                                      "loss scaling on GPUs without bfloat16).")]
-    = TrainConfig.amp,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed, the same "
-                                      "run.")] = TrainConfig.seed,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue this run "
                                                    "exactly where it stopped.")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="Start from this "
                                                       "run's weights on a new corpus.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in "
                                             "the run directory.")] = False,
+    **values,
 ):
     """Train a character model on a text file; write checkpoints to a run directory."""
     from charrnn import prepare
     from charrnn.progress import reporter_for
 
-    budget = parse_duration(time_budget) if time_budget is not None else None
-    given = {name for name in ctx.params
-             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
+    given = given_names(ctx)
     reporter = reporter_for(stderr_console())
     if resume is not None:
         if init_from is not None:
             raise CharrnnError("--resume and --init-from do not go together; choose one")
         if out is not None and out != resume:
             raise CharrnnError("--resume continues a run in its own directory; leave out --out")
-        values = {**ctx.params, "time": budget}
-        names = {"time" if n == "time_budget" else n for n in given} - {"resume", "corpus", "out"}
-        trainer = prepare.resume(resume, corpus, {n: values[n] for n in names}, reporter)
+        changes = {**settings(ModelConfig, values, given), **settings(TrainConfig, values, given)}
+        if overwrite:
+            changes["overwrite"] = True
+        trainer = prepare.resume(resume, corpus, changes, reporter)
     else:
         if corpus is None:
             raise CharrnnError("give a CORPUS to train on (a text file or python-stdlib), or "
                                "--resume RUN")
-        cfg = TrainConfig(batch_size=batch_size, seq_len=seq_len, lr=lr,
-                          warmup_steps=warmup_steps, weight_decay=weight_decay,
-                          optimizer=optimizer, grad_clip=grad_clip, epochs=epochs,
-                          max_steps=max_steps, time=budget, eval_every=eval_every,
-                          eval_chars=eval_chars, patience=patience, lr_decay=lr_decay,
-                          max_decays=max_decays, val_frac=val_frac, seed=seed,
-                          device=device, amp=amp, encoding=encoding, errors=errors)
-        model_cfg = {k: ctx.params[k] for k in ("model", *prepare.SIZE_FLAGS) if k in given}
-        trainer = prepare.new(corpus, out, cfg, model_cfg, init_from=init_from,
-                              overwrite=overwrite, reporter=reporter)
+        cfg = TrainConfig(**settings(TrainConfig, values))
+        trainer = prepare.new(corpus, out, cfg, settings(ModelConfig, values, given),
+                              init_from=init_from, overwrite=overwrite, reporter=reporter)
     outcome = trainer.run_loop()
     if outcome.stopped_by == "interrupted":
         # the shell's convention for a process stopped by a signal: 128 + its number
         raise typer.Exit(128 + (outcome.signal or signal.SIGINT))
-    why = {"time": "the planned end of the time budget",
-           "clock": "the clock ran past the time budget", "max_steps": "--max-steps reached",
-           "epochs": "--epochs reached",
-           "patience": "validation stopped improving, even after the learning rate decayed"}
-    reporter.say(f"stopped at step {outcome.step} ({why[outcome.stopped_by]}); "
+    reporter.say(f"stopped at step {outcome.step} ({STOPPED[outcome.stopped_by]}); "
                  f"best validation loss {outcome.best_val_loss:.4f} nats/char "
-                 f"({outcome.best_val_loss / math.log(2):.3f} bits/char)")
+                 f"({outcome.best_val_loss / LN2:.3f} bits/char)")
     reporter.say(f"sample from it with:  charrnn sample {outcome.run}")
 
 
-@app.command()
+@command((SampleConfig, None))
 def sample(
     run: RunArg,
-    temperature: Annotated[float, typer.Option("--temperature", "--temp", help="Below 1: safer, "
-                                               "more repetitive; above 1: wilder; 0: greedy.")]
-    = SampleConfig.temperature,
-    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Draw only among the k "
-                                                 "likeliest characters.")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Draw only among the "
-                                                   "likeliest characters holding this much "
-                                                   "probability, in (0, 1].")] = None,
     argmax: Annotated[bool, typer.Option("--argmax", help="Always take the likeliest character "
                                          "(same as --temp 0).")] = False,
     prime: Annotated[str, typer.Option("--prime", help="Text to start from; printed first.")]
@@ -267,14 +218,12 @@ def sample(
                                                        "from this UTF-8 file.")] = None,
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="Leave out prime "
                                                "characters the model never saw.")] = False,
-    length: Annotated[int, typer.Option("--length", help="Characters to generate.")]
-    = SampleConfig.length,
     num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples, one "
                                              "after another.")] = 1,
-    seed: SeedOpt = None,
     safe: Annotated[bool, typer.Option("--safe", help="Show control characters (ESC, NUL...) "
                                        "as visible symbols instead of writing them raw.")]
     = False,
+    **values,
 ):
     """Stream text from a trained run to stdout (everything else goes to stderr).
 
@@ -285,9 +234,8 @@ def sample(
     from charrnn.output import TextOut, to_stdout
     from charrnn.sample import check_prime, generate, read_prime
 
-    cfg = SampleConfig(temperature=0.0 if argmax else temperature, top_k=top_k, top_p=top_p,
-                       length=length)
-    check_seed(seed)
+    cfg = SampleConfig(**{**settings(SampleConfig, values), **({"temperature": 0.0} if argmax
+                                                                else {})})
     if num_samples < 1:
         raise CharrnnError(f"--num-samples must be 1 or more, not {num_samples}")
     if prime_file is not None:
@@ -297,7 +245,7 @@ def sample(
     model, vocab, _ = checkpoint.load(run)
     prime = check_prime(prime, vocab, drop_unknown)
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    generator.manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
     out = TextOut(sys.stdout, safe=safe)
     with to_stdout():
         for n in range(num_samples):
@@ -310,56 +258,30 @@ def sample(
         out.flush()
 
 
-@app.command("inspect-cells")
+@command((InspectConfig, None), (SampleConfig, ("temperature", "seed")), name="inspect-cells")
 def inspect_cells(
     run: RunArg,
     text: Annotated[Optional[Path], typer.Option("--text", help="Inspect this UTF-8 file "
                                                  "instead of the run's validation text.")] = None,
     prime: Annotated[Optional[str], typer.Option("--prime", help="Inspect this text and the "
-                                                 "model's continuation of it.")] = None,
+                                                 "model's continuation of it (--temperature, "
+                                                 "--seed).")] = None,
     length: Annotated[int, typer.Option("--length", help="Characters to inspect (with --prime: "
                                         "to generate).")] = 1000,
     offset: Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
                                         "characters.")] = 0,
-    layer: Annotated[Optional[int], typer.Option("--layer", help="Layer, counted from 1. "
-                                                 "[default: all; the last with --cells]",
-                                                 show_default=False)] = None,
-    cells: Annotated[Optional[str], typer.Option("--cells", help="Cells to paint, like "
-                                                 "17,230.")] = None,
-    state: Annotated[Optional[str], typer.Option(
-        "--state", help="c (LSTM cell state, as tanh(c)), h (hidden state), or a gate: input, "
-        "forget, output, candidate (LSTM); reset, update, new (GRU). [default: c for an LSTM, "
-        "else h]", show_default=False)] = None,
-    top: Annotated[int, typer.Option("--top", help="Cells to paint when none are named; rows "
-                                     "of each probe table.")] = 3,
-    probe: Annotated[Optional[list[str]], typer.Option(
-        "--probe", help="Rank cells by correlation with a feature of the text; repeatable. "
-        "See --list-probes.", show_default=False)] = None,
-    probe_regex: Annotated[Optional[list[str]], typer.Option(
-        "--probe-regex", help="A probe that is on inside matches of this regular expression; "
-        "repeatable.", show_default=False)] = None,
     list_probes: Annotated[bool, typer.Option("--list-probes", help="List the probes and "
                                               "exit.")] = False,
-    gates: Annotated[bool, typer.Option("--gates", help="Table of gate saturation per "
-                                        "layer.")] = False,
-    surprisal: Annotated[bool, typer.Option("--surprisal", help="Paint each character by the "
-                                            "probability the model gave it.")] = False,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the views to "
                                                      "this self-contained HTML file.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --html "
                                         "file.")] = False,
-    max_memory: Annotated[str, typer.Option(
-        "--max-memory", help="Refuse a text whose inspection would need more memory than this "
-        "(every state of every cell is kept for each character).")] = "2G",
     color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
-    temperature: Annotated[float, typer.Option("--temperature", "--temp", help="With --prime: "
-                                               "sampling temperature.")]
-    = SampleConfig.temperature,
-    seed: SeedOpt = None,
-    device: DeviceOpt = "cpu",
+    **values,
 ):
     """Paint each character of a text by what a hidden cell does there; find cells by probes."""
     from charrnn import checkpoint, inspection, probes, views
+    from charrnn.device import pick_device
     from charrnn.fileio import atomic_write_text, check_new_file
     from charrnn.output import to_stdout
 
@@ -370,23 +292,15 @@ def inspect_cells(
                 console.print(Text(f"{p.name:<10} {p.help}"))
             console.print(Text("--probe-regex PATTERN: on inside matches of PATTERN"))
         return
-    check_seed(seed)
+    request = InspectConfig(**settings(InspectConfig, values))
+    drawing = SampleConfig(**settings(SampleConfig, values), length=max(length, 0))
+    inspection.check_stretch(length, offset, prime)
     if html_out is not None:
         check_new_file(html_out, "--html", force)
-    request = views.Request(state=state, layer=layer, cells=views.parse_cells(cells), top=top,
-                             probes=probe or [], regexes=probe_regex or [], gates=gates,
-                             surprisal=surprisal)
-    if length < 2 and prime is None:
-        raise CharrnnError(f"--length must be 2 or more, not {length}")
-    if offset < 0:
-        raise CharrnnError(f"--offset must be 0 or more, not {offset}")
-    from charrnn.device import pick_device
-
-    memory = parse_size(max_memory, "--max-memory")
-    model, vocab, config = checkpoint.load(run, pick_device(device))
+    model, vocab, config = checkpoint.load(run, pick_device(request.device))
     source = inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,
-                                             temperature, seed)
-    inspection.check_memory(model.config, len(source), memory)
+                                        drawing)
+    inspection.check_memory(model.config, len(source), request.max_memory)
     ins = inspection.inspect(model, vocab, source)
     built = views.build(ins, request)
     with to_stdout():

@@ -1,18 +1,80 @@
 """The settings of a run, as small dataclasses: what rebuilds the model, how it was trained,
-how text is drawn. Each checks its own values; each default says what it does. No torch here,
-so the command line can show these defaults without loading it."""
+how text is drawn. Each setting is declared once, here: its default, its check (in
+__post_init__) and its help text (the field's metadata), which the command line reads to
+declare its options. No torch here, so `charrnn --help` starts without loading it."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from charrnn.errors import CharrnnError
 
 MODELS = ("lstm", "gru", "rnn")
+OPTIMIZERS = ("adamw", "adam", "rmsprop")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULT_TIME = 600.0  # seconds a run may take when no stop condition is given
 # sizes past these are mistakes (or a hostile config), not models
 LIMITS = {"vocab_size": 0x110000, "layers": 64, "hidden_size": 1 << 16, "embedding_size": 1 << 16}
+SEED_MAX = 2**64 - 1  # torch's generators take seeds up to this
+LN2 = math.log(2)  # nats per bit
+
+
+def setting(default=MISSING, help: str = "", *, flags: tuple[str, ...] = (), chosen=False,
+            parse=None, shown: str | None = None, metavar: str | None = None,
+            default_factory=MISSING):
+    """A dataclass field that is also a command-line option: `help` is its text; `flags` its
+    spellings (default --field-name); `chosen`: left out, it is chosen (autosize.py), so the
+    option's default is None; `parse` turns the typed text into the value; `shown` replaces
+    the default the help shows; `metavar` names the value in the help."""
+    meta = {"help": help, "flags": flags, "chosen": chosen, "parse": parse, "shown": shown,
+            "metavar": metavar}
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def flag(name: str) -> str:
+    """A setting's command-line spelling: max_steps -> --max-steps."""
+    return "--" + name.replace("_", "-")
+
+
+def option_settings(cls) -> list:
+    """The fields of a settings class that are command-line options."""
+    return [f for f in fields(cls) if f.metadata.get("help")]
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1h30m', '2.5h' or plain seconds -> seconds."""
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*"
+                         r"(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None:
+        raise CharrnnError(f"--time {text!r} is not a duration; write it like 90s, 10m or 1h30m")
+    h, m, s = (float(p) if p else 0.0 for p in parts.groups())
+    seconds = 3600 * h + 60 * m + s
+    if seconds <= 0:
+        raise CharrnnError(f"--time must be more than 0, not {text!r}")
+    return seconds
+
+
+def parse_size(text: str) -> int:
+    """'2G', '512M', '1.5GB' or plain bytes -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", text, flags=re.I)
+    if m is None or float(m.group(1)) <= 0:
+        raise CharrnnError(f"--max-memory {text!r} is not a size; write it like 512M or 4G")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def parse_cells(text: str) -> list[int]:
+    """'17,230' -> [17, 230]."""
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise CharrnnError(f"--cells {text!r} is not a list of cell numbers like 17,230") from None
+
+
+def check_seed(seed: int | None) -> None:
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise CharrnnError(f"--seed must be a whole number from 0 to {SEED_MAX}, not {seed}")
 
 
 @dataclass
@@ -20,11 +82,13 @@ class ModelConfig:
     """Everything needed to rebuild the network; saved as JSON beside the weights."""
 
     vocab_size: int
-    model: str = "lstm"  # lstm | gru | rnn (vanilla tanh RNN)
-    layers: int = 2  # recurrent layers stacked
-    hidden_size: int = 384  # units per recurrent layer
-    embedding_size: int = 64  # size of the learned character embedding fed to layer 1
-    dropout: float = 0.1  # dropout between recurrent layers and before the head, when training
+    model: str = setting("lstm", "Recurrent cell: lstm, gru or rnn (vanilla tanh RNN).")
+    layers: int = setting(2, "Recurrent layers stacked.", chosen=True)
+    hidden_size: int = setting(384, "Units per layer.", chosen=True)
+    embedding_size: int = setting(64, "Size of the character embedding fed to layer 1.",
+                                  chosen=True)
+    dropout: float = setting(0.1, "Dropout between layers and before the output, when training, "
+                             "in [0, 1).", chosen=True)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -41,36 +105,44 @@ class ModelConfig:
         return asdict(self)
 
 
-OPTIMIZERS = ("adamw", "adam", "rmsprop")
-
-
 @dataclass
 class TrainConfig:
     """How a run is trained; saved in config.json and restored by --resume. A setting left at
     None is chosen for the budget, the corpus and the device (charrnn/autosize.py)."""
 
-    batch_size: int | None = None  # contiguous streams trained side by side
-    seq_len: int | None = None  # characters per window of truncated backpropagation
-    lr: float | None = None  # peak learning rate, reached after warm-up
+    batch_size: int | None = setting(None, "Contiguous streams trained side by side.",
+                                     chosen=True)
+    seq_len: int | None = setting(None, "Characters per window of truncated backpropagation "
+                                  "through time.", chosen=True)
+    lr: float | None = setting(None, "Peak learning rate (after warm-up, then cosine decay over "
+                               "the planned steps).", chosen=True)
     min_lr_frac: float = 0.05  # the cosine decay over the planned steps ends at lr * min_lr_frac
-    warmup_steps: int = 50  # linear warm-up from 0 to lr
-    weight_decay: float = 0.01  # AdamW's decoupled weight decay
-    optimizer: str = "adamw"  # adamw | adam | rmsprop
-    grad_clip: float = 5.0  # global gradient-norm clip; 0 turns it off
-    epochs: float | None = None  # stop after this many passes over the training text
-    max_steps: int | None = None  # stop after this many windows
-    time: float | None = None  # a budget in seconds, planned as steps at the start
-    eval_every: int | None = None  # validate every this many steps (and at the end)
-    eval_chars: int = 200_000  # validate on at most this many characters of the validation text
-    patience: int = 3  # evaluations without a new best before the learning rate decays; 0: never
-    lr_decay: float = 0.5  # what a plateau multiplies the learning rate by
-    max_decays: int = 2  # stop once this many decays in a row brought no new best
-    val_frac: float = 0.1  # the last val_frac of the corpus is the validation text
-    seed: int = 1337  # seeds initialisation, dropout and everything else random
-    device: str = "auto"  # auto | cpu | cuda | mps
-    amp: bool = False  # mixed precision: bfloat16 autocast (float16 with loss scaling on old GPUs)
-    encoding: str = "utf-8"  # the corpus file's text encoding
-    errors: str = "strict"  # what to do with undecodable bytes: strict | replace | ignore
+    warmup_steps: int = setting(50, "Steps of linear learning-rate warm-up.")
+    weight_decay: float = setting(0.01, "AdamW weight decay of the weight matrices.")
+    optimizer: str = setting("adamw", f"{', '.join(OPTIMIZERS[:-1])} or {OPTIMIZERS[-1]}.")
+    grad_clip: float = setting(5.0, "Clip the global gradient norm to this; 0 turns clipping "
+                               "off.")
+    epochs: float | None = setting(None, "Stop after this many passes over the training text.")
+    max_steps: int | None = setting(None, "Stop after this many training steps.")
+    time: float | None = setting(
+        None, "A time budget, like 90s, 10m or 1h: the model is chosen for it, and it is "
+        "planned as a number of steps at the start.", parse=parse_duration,
+        shown=f"{DEFAULT_TIME / 60:g}m when no other stop is given")
+    eval_every: int | None = setting(None, "Validate (and checkpoint) every this many steps.",
+                                     shown="about 20 times a run")
+    eval_chars: int = setting(200_000, "Validate on at most this many characters.")
+    patience: int = setting(3, "Evaluations without a new best before the learning rate "
+                            "decays; 0: never.")
+    lr_decay: float = setting(0.5, "What a plateau multiplies the learning rate by, in (0, 1].")
+    max_decays: int = setting(2, "Stop once this many decays in a row brought no new best.")
+    val_frac: float = setting(0.1, "Fraction of the corpus, at its end, kept for validation.")
+    seed: int = setting(1337, "Random seed: the same seed, the same run.")
+    device: str = setting("auto", f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}.")
+    amp: bool = setting(False, "Mixed precision (bfloat16; float16 with loss scaling on GPUs "
+                        "without bfloat16).")
+    encoding: str = setting("utf-8", "Text encoding of the corpus.")
+    errors: str = setting("strict", "Undecodable bytes: strict (stop), replace (U+FFFD) or "
+                          "ignore.")
 
     def __post_init__(self) -> None:
         checks = [
@@ -93,8 +165,8 @@ class TrainConfig:
             (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
             (self.max_decays >= 0, "--max-decays must be 0 or more"),
             (0 <= self.val_frac < 1, "--val-frac must be in [0, 1)"),
-            (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
-             "--device must be auto, cpu, cuda or mps"),
+            (self.device in DEVICES or self.device.startswith("cuda:"),
+             f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -117,22 +189,18 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-SEED_MAX = 2**64 - 1  # torch's generators take seeds up to this
-
-
-def check_seed(seed: int | None) -> None:
-    if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise CharrnnError(f"--seed must be a whole number from 0 to {SEED_MAX}, not {seed}")
-
-
 @dataclass
 class SampleConfig:
-    temperature: float = 0.8  # below 1 is safer and more repetitive; 0 always takes the likeliest
-    top_k: int | None = None  # draw only among the k likeliest characters
-    top_p: float | None = None  # draw only among the likeliest characters whose mass reaches p
-    length: int = 1000  # characters to generate after the prime
+    temperature: float = setting(0.8, "Below 1: safer, more repetitive; above 1: wilder; 0: "
+                                 "greedy.", flags=("--temperature", "--temp"))
+    top_k: int | None = setting(None, "Draw only among the k likeliest characters.")
+    top_p: float | None = setting(None, "Draw only among the likeliest characters holding this "
+                                  "much probability, in (0, 1].")
+    length: int = setting(1000, "Characters to generate.")
+    seed: int | None = setting(None, "Random seed: the same seed gives the same text.")
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise CharrnnError(f"--temperature must be 0 or more, not {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
@@ -141,3 +209,37 @@ class SampleConfig:
             raise CharrnnError(f"--top-p must be in (0, 1], not {self.top_p}")
         if self.length < 0:
             raise CharrnnError(f"--length must be 0 or more, not {self.length}")
+
+
+@dataclass
+class InspectConfig:
+    """The questions `inspect-cells` asks of one inspection, and where it runs."""
+
+    state: str | None = setting(
+        None, "c (LSTM cell state, as tanh(c)), h (hidden state), or a gate: input, forget, "
+        "output, candidate (LSTM); reset, update, new (GRU).", shown="c for an LSTM, else h")
+    layer: int | None = setting(None, "Layer, counted from 1.",
+                                shown="all; the last with --cells")
+    cells: list[int] = setting(help="Cells to paint, like 17,230.", parse=parse_cells,
+                               default_factory=list)
+    top: int = setting(3, "Cells to paint when none are named; rows of each probe table.")
+    probes: list[str] = setting(help="Rank cells by correlation with a feature of the text; "
+                                "repeatable. See --list-probes.", flags=("--probe",),
+                                metavar="<name>", default_factory=list)
+    regexes: list[str] = setting(help="A probe that is on inside matches of this regular "
+                                 "expression; repeatable.", flags=("--probe-regex",),
+                                 metavar="<pattern>", default_factory=list)
+    gates: bool = setting(False, "Table of gate saturation per layer.")
+    surprisal: bool = setting(False, "Paint each character by the probability the model gave "
+                              "it.")
+    max_memory: int = setting(2 << 30, "Refuse a text whose inspection would need more memory "
+                              "than this (every state of every cell is kept for each "
+                              "character).", parse=parse_size, shown="2G")
+    device: str = setting("cpu", f"Where to run the model: {', '.join(DEVICES[1:-1])} or "
+                          f"{DEVICES[-1]}.")
+
+    def __post_init__(self) -> None:
+        if self.top < 1:
+            raise CharrnnError(f"--top must be 1 or more, not {self.top}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise CharrnnError(f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")

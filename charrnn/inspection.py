@@ -116,9 +116,16 @@ class Inspection:
         return order, np.take_along_axis(self.next_probs, order, axis=1)
 
 
+def check_stretch(length: int, offset: int, prime: str | None) -> None:
+    """The stretch of text asked for makes sense (checked before a model is loaded)."""
+    if length < 2 and prime is None:
+        raise CharrnnError(f"--length must be 2 or more, not {length}")
+    if offset < 0:
+        raise CharrnnError(f"--offset must be 0 or more, not {offset}")
+
+
 def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path | None,
-                    prime: str | None, length: int, offset: int, temperature: float,
-                    seed: int | None) -> str:
+                    prime: str | None, length: int, offset: int, drawing: SampleConfig) -> str:
     """The --text file, the --prime and its continuation, or the run's validation text."""
     if text_file is not None and prime is not None:
         raise CharrnnError("give --text or --prime, not both")
@@ -130,9 +137,8 @@ def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path 
         return source[offset:]
     if prime is not None:
         prime = check_prime(prime, vocab, drop_unknown=False)
-        g = torch.Generator().manual_seed(seed if seed is not None else 0)
-        cfg = SampleConfig(temperature=temperature, length=length)
-        return prime + "".join(generate(model, vocab, prime, cfg, g))
+        g = torch.Generator().manual_seed(drawing.seed if drawing.seed is not None else 0)
+        return prime + "".join(generate(model, vocab, prime, drawing, g))
     info, train_cfg = config.get("corpus", {}), config.get("train", {})
     path, digest = info.get("path"), info.get("digest")
     # a run may come from someone else: the path in its config is opened only if the file

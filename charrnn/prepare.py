@@ -15,7 +15,7 @@ import torch
 
 from charrnn import autosize, checkpoint, corpus as corpora
 from charrnn.batches import Streams, fit
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, TrainConfig, flag
 from charrnn.device import describe, pick_device
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN
@@ -27,11 +27,6 @@ SIZE_FLAGS = ("layers", "hidden_size", "embedding_size", "dropout")
 VALIDATION_BATCH = 64
 # what a --resume may change: how long it goes on, and where; everything else is the run's
 RESUME_CHANGES = ("epochs", "max_steps", "time", "device")
-
-
-def flag(name: str) -> str:
-    """A setting's command-line spelling: max_steps -> --max-steps."""
-    return "--" + name.replace("_", "-")
 
 
 def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | None = None, *,

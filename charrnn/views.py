@@ -16,27 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn import page, probes, render
-from charrnn.render import View
+from charrnn.config import InspectConfig
 from charrnn.inspection import Inspection, default_state, describe, value_range
-from charrnn.errors import CharrnnError
-
-
-@dataclass
-class Request:
-    """The questions asked of one inspection (mirrors the command's options)."""
-
-    state: str | None = None  # None: tanh(c) for an LSTM, h otherwise
-    layer: int | None = None  # 1-based; None: all layers (or the last, with `cells`)
-    cells: list[int] = field(default_factory=list)
-    top: int = 3  # cells painted when none are named; rows of each probe table
-    probes: list[str] = field(default_factory=list)
-    regexes: list[str] = field(default_factory=list)
-    gates: bool = False
-    surprisal: bool = False
-
-    def __post_init__(self) -> None:
-        if self.top < 1:
-            raise CharrnnError(f"--top must be 1 or more, not {self.top}")
+from charrnn.render import View
 
 
 @dataclass
@@ -52,22 +34,13 @@ class Report:
     lines: list[str] = field(default_factory=list)  # summary lines
 
 
-def parse_cells(text: str | None) -> list[int]:
-    if not text:
-        return []
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise CharrnnError(f"--cells {text!r} is not a list of cell numbers like 17,230") from None
-
-
 def cell_view(ins: Inspection, state: str, layer: int, cell: int, note: str = "") -> View:
     lo, hi = value_range(state)
     return View(f"layer {layer} cell {cell} · {describe(state)}{note}",
                 ins.values(state, layer, cell), lo, hi)
 
 
-def build(ins: Inspection, req: Request) -> Report:
+def build(ins: Inspection, req: InspectConfig) -> Report:
     state = req.state or default_state(ins.model)
     ins.check(state, req.layer, req.cells)
     chosen = [probes.get(name) for name in req.probes]

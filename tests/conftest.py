@@ -26,6 +26,15 @@ def write(tmp_path):
     return write
 
 
+def invoke(*args, catch_exceptions: bool = False):
+    """Run the command line in this process, as a user types it; the result has the exit code,
+    stdout and stderr (and, with `catch_exceptions`, any exception instead of raising it)."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=catch_exceptions)
+
+
 def quiet():
     from rich.console import Console
 

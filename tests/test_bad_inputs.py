@@ -9,13 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from charrnn.cli import app
 
-from conftest import train_run
+from conftest import invoke, train_run
 
-runner = CliRunner()
 README = Path(__file__).resolve().parents[1] / "README.md"
 TEXT = "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n" * 40
 
@@ -183,7 +180,7 @@ def test_bad_input_gets_one_clear_line_and_changes_nothing(workspace, monkeypatc
                                                            command, message):
     monkeypatch.chdir(workspace)
     before = snapshot(workspace)
-    result = runner.invoke(app, command.split())
+    result = invoke(*command.split(), catch_exceptions=True)
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), \
@@ -208,5 +205,6 @@ def test_the_readme_lists_every_case_and_its_message():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_a_gpu_that_is_not_there(workspace, monkeypatch):
     monkeypatch.chdir(workspace)
-    result = runner.invoke(app, ["train", "york.txt", "--device", "cuda", "--out", "gpu-run"])
+    result = invoke("train", "york.txt", "--device", "cuda", "--out", "gpu-run",
+                    catch_exceptions=True)
     assert result.exit_code == 1 and "sees no CUDA GPU" in result.stderr

@@ -3,16 +3,12 @@ import subprocess
 import sys
 
 import pytest
-from typer.testing import CliRunner
 
-from charrnn.cli import app
+
+from conftest import invoke
 
 TEXT = "ROMEO: But soft, what light through yonder window breaks?\n" * 60
-runner = CliRunner()
 
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

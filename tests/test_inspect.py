@@ -11,15 +11,13 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
-from typer.testing import CliRunner
 
 from charrnn import checkpoint, inspection, page, probes, render, views
-from charrnn.cli import app
+from charrnn.config import InspectConfig
 from charrnn.model import CharRNN
 
-from conftest import train_run
+from conftest import invoke, train_run
 
-runner = CliRunner()
 
 
 def quoted_text(n_words, seed):
@@ -56,7 +54,7 @@ def test_a_quote_tracking_cell_is_discovered(quote_run):
     model, vocab, _ = checkpoint.load(quote_run)
     ins, r = best_quote_r(model, vocab)
     assert np.abs(r).max() > 0.8
-    built = views.build(ins, views.Request(probes=["quote"]))
+    built = views.build(ins, InspectConfig(probes=["quote"]))
     best = built.views[0]
     k = int(np.argmax(np.abs(r)))
     assert best.title.startswith(f"layer {k // 32 + 1} cell {k % 32} ")
@@ -159,7 +157,7 @@ def test_html_escapes_hostile_text_and_needs_no_network():
 def test_html_carries_the_models_top5_predictions(quote_run):
     model, vocab, _ = checkpoint.load(quote_run)
     ins = inspection.inspect(model, vocab, quoted_text(30, 3))
-    data = page_data(views.html("run", views.build(ins, views.Request()), ins))
+    data = page_data(views.html("run", views.build(ins, InspectConfig()), ins))
     assert len(data["top"]) == len(ins.text) and all(len(t) == 5 for t in data["top"])
     probs = [p for _, p in data["top"][0]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
@@ -167,9 +165,6 @@ def test_html_carries_the_models_top5_predictions(quote_run):
     best = vocab.chars[int(np.argmax(ins.next_probs[i]))]
     assert data["top"][i][0][0] == render.glyph(best)
 
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_inspect_cells_cli_end_to_end(quote_run, tmp_path):

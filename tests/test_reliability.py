@@ -13,20 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
 from charrnn.errors import CharrnnError
 
-from conftest import train_run
+from conftest import invoke, train_run
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind.\n" * 80
-runner = CliRunner()
 
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def start_training(corpus: Path, run: Path, cache: Path, *extra: str) -> subprocess.Popen:
@@ -178,13 +172,17 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_be_built(write, tmp
 def test_divergence_stops_with_advice_and_keeps_the_last_good_checkpoint(write, tmp_path):
     corpus = write("hamlet.txt", TEXT)
     run = tmp_path / "run"
-    trainer, _ = train_run(corpus, run, max_steps=4, eval_every=2)
-    good = (run / checkpoint.WEIGHTS).read_bytes()
-    with torch.no_grad():
-        trainer.model.rnn.weight_hh_l0.fill_(float("nan"))
+    saved = {}
+
+    def poison_after_step_3(trainer):  # the evaluation at step 4 meets NaN weights
+        if trainer.step == 3:
+            saved["good"] = (run / checkpoint.WEIGHTS).read_bytes()
+            with torch.no_grad():
+                trainer.model.rnn.weight_hh_l0.fill_(float("nan"))
+
     with pytest.raises(CharrnnError, match=r"diverged at step 4 .*lower --lr"):
-        trainer._evaluate_and_save(0.0)
-    assert (run / checkpoint.WEIGHTS).read_bytes() == good
+        train_run(corpus, run, max_steps=6, eval_every=2, callback=poison_after_step_3)
+    assert (run / checkpoint.WEIGHTS).read_bytes() == saved["good"]
     state = checkpoint.load_state(run)
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 

@@ -13,15 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
-from typer.testing import CliRunner
 
 from charrnn import checkpoint
-from charrnn.cli import app
 from charrnn.errors import CharrnnError
 
-from conftest import train_run
+from conftest import invoke, train_run
 
-runner = CliRunner()
 TEXT = "All the world's a stage, and all the men and women merely players.\n" * 40
 
 
@@ -76,7 +73,8 @@ def test_a_planted_pickle_never_runs_in_any_file_of_a_run(run_copy, tmp_path, ta
              checkpoint.LATEST: COMMANDS[2:], checkpoint.METRICS: []}[target]
     for command in COMMANDS:
         (run_copy / target).write_bytes(exploits(marker)[kind])  # planted afresh each time
-        result = runner.invoke(app, [str(run_copy) if a == "{run}" else a for a in command])
+        args = [str(run_copy) if a == "{run}" else a for a in command]
+        result = invoke(*args, catch_exceptions=True)
         assert not marker.exists(), f"{command} ran code from {target}"
         if command in needs:  # a command that reads the planted file refuses it, clearly
             assert result.exit_code == 1, (command, result.output)
@@ -154,7 +152,7 @@ def test_a_damaged_training_state_cannot_be_resumed(run_copy):
     with pytest.raises(CharrnnError, match="cannot be resumed"):
         checkpoint.load_state(run_copy)
     torch.save({"format_version": 1, "model": {"embed.weight": torch.zeros(2, 2)}}, path)
-    result = runner.invoke(app, ["train", "--resume", str(run_copy)])
+    result = invoke("train", "--resume", str(run_copy), catch_exceptions=True)
     assert result.exit_code == 1 and "charrnn: error:" in result.stderr
 
 
@@ -163,13 +161,13 @@ def test_a_strangers_config_pointing_at_a_private_file_never_reads_it(run_copy, 
     secret.write_text("All the world's secrets: the men and women merely players.\n" * 3)
     edit_config(run_copy, lambda c: c["corpus"].update(path=str(secret)))
     page = tmp_path / "page.html"
-    result = runner.invoke(app, ["inspect-cells", str(run_copy), "--html", str(page)])
+    result = invoke("inspect-cells", str(run_copy), "--html", str(page), catch_exceptions=True)
     assert result.exit_code == 1
     assert result.stderr.startswith("charrnn: error: the file at the run's corpus path")
     assert "secrets" not in result.output and not page.exists()
     # nor with the digest taken away
     edit_config(run_copy, lambda c: c["corpus"].pop("digest"))
-    result = runner.invoke(app, ["inspect-cells", str(run_copy)])
+    result = invoke("inspect-cells", str(run_copy), catch_exceptions=True)
     assert result.exit_code == 1 and "secrets" not in result.output
 
 
@@ -177,7 +175,7 @@ def test_paths_from_a_strangers_config_reach_the_terminal_escaped(run_copy):
     hostile = "/nowhere/\x1b]0;owned\x07\x1b[31mred\u202e.txt"
     edit_config(run_copy, lambda c: c["corpus"].update(path=hostile))
     for command in (["inspect-cells", str(run_copy)], ["train", "--resume", str(run_copy)]):
-        result = runner.invoke(app, command)
+        result = invoke(*command, catch_exceptions=True)
         assert result.exit_code == 1
         assert "\x1b" not in result.output and "\x07" not in result.output
         assert "\u202e" not in result.output and "\\u001b]0;owned" in result.stderr
@@ -204,7 +202,7 @@ def test_a_training_state_with_unknown_keys_or_too_many_bytes_is_refused(run_cop
     with pytest.raises(CharrnnError, match="holds keys a charrnn training state never has"):
         checkpoint.load_state(run_copy)
     torch.save({**state, "since_eval": torch.zeros(3_000_000, dtype=torch.float64)}, path)
-    result = runner.invoke(app, ["train", "--resume", str(run_copy)])
+    result = invoke("train", "--resume", str(run_copy), catch_exceptions=True)
     assert result.exit_code == 1 and "more than a training state of the model" in result.stderr
 
 
@@ -219,7 +217,7 @@ def test_a_training_state_that_inflates_is_refused_before_it_is_read(run_copy):
             for _ in range(1024):
                 f.write(block)
     assert path.stat().st_size < 2 << 20
-    result = runner.invoke(app, ["train", "--resume", str(run_copy)])
+    result = invoke("train", "--resume", str(run_copy), catch_exceptions=True)
     assert result.exit_code == 1 and "holds compressed entries" in result.stderr
 
 
