@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -37,6 +36,7 @@ WEIGHTS = "model.safetensors"
 LATEST = "latest.pt"
 METRICS = "metrics.jsonl"
 RUN_FILES = (CONFIG, WEIGHTS, LATEST, METRICS)
+LOCK = ".lock"  # the run lock's file (see RunLock); it holds nothing
 MAX_CONFIG_BYTES = 64 << 20  # a vocabulary of every Unicode character fits many times over
 
 
@@ -249,37 +249,35 @@ def load_state(run: Path, limit: int | None = None) -> dict:
 
 
 class RunLock:
-    """One writer per run directory: an exclusive lock on the directory, held while training.
+    """One writer per run directory: an exclusive lock on RUN/.lock, held while training.
 
-    The operating system drops the lock when its process ends, however it ends, so a crashed
-    or killed run never leaves a run directory locked; and no lock file is left behind.
+    The lock is the operating system's (flock on POSIX, a locked byte range on Windows, by way
+    of the filelock package), so it goes with its process however that ends: a crashed or
+    killed run never leaves a run directory locked. The file itself holds nothing.
     """
 
     def __init__(self, run: Path):
         self.run = Path(run)
-        self.fd: int | None = None
+        self.lock = None
 
     def __enter__(self) -> RunLock:
+        from filelock import FileLock, Timeout
+
         self.run.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.run / LOCK, timeout=0)
         try:
-            import fcntl
-        except ImportError:  # no advisory locks on this platform: go on unguarded
-            return self
-        self.fd = os.open(self.run, os.O_RDONLY)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
+            lock.acquire()
+        except Timeout:
             raise CharrnnError(f"{self.run} is being trained by another charrnn process; wait "
                                "for it to finish, or train into another --out") from None
+        self.lock = lock
         remove_partial_writes(self.run)  # the run is ours now: what a crash left is litter
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock
-            self.fd = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def remove_partial_writes(run: Path) -> None:

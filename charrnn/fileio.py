@@ -21,7 +21,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+    if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file the usual permissions
+        os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -239,7 +239,8 @@ def _run_dir(out: Path | None, corpus_arg: str, overwrite: bool) -> Path | None:
     if run.is_dir():
         names = {p.name for p in run.iterdir()}
         # a run killed before its config.json was written is still a run, for --overwrite
-        ours = all(n in checkpoint.RUN_FILES or n.endswith(".tmp") for n in names)
+        ours = all(n in (*checkpoint.RUN_FILES, checkpoint.LOCK) or n.endswith(".tmp")
+                   for n in names)
         if names and not (overwrite and ours):
             raise CharrnnError(f"--out {run} is a folder of other files, not a charrnn run; "
                                "give a new or empty folder")

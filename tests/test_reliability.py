@@ -108,7 +108,8 @@ def test_one_writer_per_run_and_a_killed_writer_leaves_no_lock(write, tmp_path, 
     step = checkpoint.load_state(run)["step"]
     result = invoke("train", "--resume", run, "--max-steps", step + 2)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in run.iterdir()) == sorted(checkpoint.RUN_FILES)
+    assert sorted(p.name for p in run.iterdir()) == sorted([*checkpoint.RUN_FILES,
+                                                            checkpoint.LOCK])
 
 
 def test_sigkill_in_the_middle_of_a_real_save_leaves_the_previous_checkpoint(write, tmp_path,

@@ -41,7 +41,7 @@ def test_run_directory_holds_a_self_describing_checkpoint(write, tmp_path):
     _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", max_steps=20, eval_every=10)
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {"config.json", "model.safetensors", "latest.pt",
-                                               "metrics.jsonl"}
+                                               "metrics.jsonl", ".lock"}  # (the lock's file)
     config = json.loads((run / "config.json").read_text())
     assert config["format_version"] == checkpoint.FORMAT_VERSION
     assert config["model"]["model"] == "lstm" and config["train"]["max_steps"] == 20
