@@ -9,8 +9,6 @@ import torch
 
 from charrnn.errors import CharrnnError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
 
 def pick_device(name: str) -> torch.device:
     """`auto` takes CUDA, then MPS, then the CPU; a named device must exist here."""
