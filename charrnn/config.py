@@ -136,6 +136,14 @@ class TrainConfig:
     lr_decay: float = setting(0.5, "What a plateau multiplies the learning rate by, in (0, 1].")
     max_decays: int = setting(2, "Stop once this many decays in a row brought no new best.")
     val_frac: float = setting(0.1, "Fraction of the corpus, at its end, kept for validation.")
+    test_frac: float = setting(0.0, "Fraction of the corpus, at its very end (after the "
+                               "validation text), held out: never trained or validated on.")
+    include: list[str] = setting(help="With a folder as CORPUS: train on the files that match "
+                                 "this pattern (like '*.c'); repeatable. [default: all]",
+                                 metavar="<pattern>", default_factory=list)
+    exclude: list[str] = setting(help="With a folder as CORPUS: leave out the files that match "
+                                 "this pattern; repeatable.", metavar="<pattern>",
+                                 default_factory=list)
     seed: int = setting(1337, "Random seed: the same seed, the same run.")
     device: str = setting("auto", f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}.")
     amp: bool = setting(False, "Mixed precision (bfloat16; float16 with loss scaling on GPUs "
@@ -165,6 +173,8 @@ class TrainConfig:
             (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
             (self.max_decays >= 0, "--max-decays must be 0 or more"),
             (0 <= self.val_frac < 1, "--val-frac must be in [0, 1)"),
+            (0 <= self.test_frac < 1 - self.val_frac,
+             "--test-frac must be 0 or more, and --val-frac plus --test-frac below 1"),
             (self.device in DEVICES or self.device.startswith("cuda:"),
              f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}"),
         ]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn import recipes
+from charrnn.concat import BINARY_SNIFF_BYTES, concatenate, folder_files, read_folder
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.fileio import atomic_write, atomic_write_text
 from charrnn.vocab import MAX_CODE_POINT, Vocab, code_points, id_dtype
@@ -27,7 +29,6 @@ from charrnn.vocab import MAX_CODE_POINT, Vocab, code_points, id_dtype
 CACHE_FORMAT = 2  # 2: an entry records the corpus digest, its length and its own checksum
 CHUNK_BYTES = 1 << 20  # 1 MiB per decode step: bounded memory, and the fastest we measured
 # (100 MB encoded in 0.96 s with 1 MiB chunks, 1.50 s with 16 MiB ones)
-BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file (the test git and grep use)
 
 
 def cache_dir() -> Path:
@@ -44,7 +45,7 @@ def cache_dir() -> Path:
 # Named corpora that need no network
 
 
-def _python_stdlib(dest: Path) -> None:
+def python_stdlib(dest: Path) -> None:
     """The running Python's standard library source, tests excluded, in sorted path order."""
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
@@ -59,22 +60,58 @@ def _python_stdlib(dest: Path) -> None:
     atomic_write_text(dest, "".join(parts))
 
 
-NAMED_CORPORA = {
-    "python-stdlib": (_python_stdlib, "the running Python's standard library source, no tests"),
-}
-
-
-def resolve(name_or_path: str) -> tuple[str, Path]:
-    """(run name, file) for a CORPUS argument: an existing path wins over a corpus name."""
+def resolve(name_or_path: str, include=(), exclude=(), say=None, warn=None
+            ) -> tuple[str, Path]:
+    """(run name, file) for a CORPUS argument: an existing file or folder wins over a corpus
+    name; a folder becomes one text (cached, keyed by its files' contents); a named corpus
+    that is not on this machine yet is fetched first (saying so)."""
     path = Path(name_or_path).expanduser()
-    if path.exists() or name_or_path not in NAMED_CORPORA:
+    known = recipes.load()
+    if path.exists() or name_or_path not in known:
+        if path.is_dir():
+            return path.resolve().name or "corpus", folder_corpus(path, include, exclude, warn)
         return path.stem or "corpus", path
-    build, _ = NAMED_CORPORA[name_or_path]
-    version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
-    dest = cache_dir() / "corpora" / f"{name_or_path}-{version}.txt"
+    recipe = known[name_or_path]
+    if recipe.build == "python-stdlib":  # the running Python's: one file per Python version
+        version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+        dest = cache_dir() / "corpora" / f"{name_or_path}-{version}.txt"
+        if not dest.exists():
+            python_stdlib(dest)
+        return name_or_path, dest
+    dest = recipes.path_of(recipe)
     if not dest.exists():
-        build(dest)
+        if say is not None:
+            say(f"{recipe.name} is not on this machine yet: "
+                + (f"downloading it from {recipe.url}" if recipe.url else "building it"))
+        progress = recipes.Progress(recipe.name)
+        try:
+            recipes.get(recipe, warn=warn, progress=progress)
+        finally:
+            progress.close()
     return name_or_path, dest
+
+
+def folder_corpus(root: Path, include=(), exclude=(), warn=None) -> Path:
+    """The text files under `root` as one corpus file in the cache (see charrnn/concat.py)."""
+    paths = folder_files(root, include, exclude)
+    if not paths:
+        chosen = " matching --include / --exclude" if include or exclude else ""
+        raise CharrnnError(f"folder {root} holds no files{chosen}; give a folder of text files "
+                           "(or change --include)")
+    h = hashlib.blake2b(digest_size=16)
+    for rel in paths:
+        h.update(f"{rel}\0{file_digest(root / rel)}\0".encode("utf-8", "surrogateescape"))
+    dest = cache_dir() / "folders" / f"{h.hexdigest()}.txt"
+    if not dest.exists():
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as out:
+                tally = concatenate(read_folder(root, paths), out)
+            if not tally.kept:
+                raise CharrnnError(f"folder {root} holds no text files: {tally.skipped()}")
+            if tally.skipped() and warn is not None:
+                warn(tally.skipped())
+        atomic_write(dest, write)
+    return dest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,11 +128,8 @@ class DigestMismatch(CharrnnError):
 
 def _check_file(path: Path) -> int:
     if not path.exists():
-        raise CharrnnError(f"corpus {path} does not exist; give a text file or a corpus name "
-                           f"({', '.join(NAMED_CORPORA)})")
-    if path.is_dir():
-        raise CharrnnError(f"corpus {path} is a directory; give a text file "
-                           "(concatenate a folder's files into one first)")
+        raise CharrnnError(f"corpus {path} does not exist; give a text file, a folder, or a "
+                           "corpus name (see `charrnn corpus list`)")
     if not path.is_file():
         # a corpus is read twice (counted, then encoded): a pipe or a device cannot be
         raise CharrnnError(f"corpus {path} is not a regular file (a pipe or a device); save the "
@@ -204,22 +238,27 @@ class Corpus:
     digest: str
     vocab: Vocab
     ids: np.ndarray  # (N,) uint8/uint16/uint32
+    source: str = ""  # the CORPUS argument it came from: a file, a folder or a corpus name
 
-    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
-        return split(self.ids, val_frac)
+    def split(self, val_frac: float, test_frac: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        return split(self.ids, val_frac, test_frac)
 
 
-def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val): contiguous, the last `val_frac` of the text is validation."""
-    cut = int(len(ids) * (1 - val_frac))
-    return ids[:cut], ids[cut:]
+def split(ids: np.ndarray, val_frac: float, test_frac: float = 0.0
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): contiguous; the last `test_frac` of the text is held out (never trained or
+    validated on), and the `val_frac` before it is validation."""
+    end = int(len(ids) * (1 - test_frac))
+    cut = int(len(ids) * (1 - test_frac - val_frac))
+    return ids[:cut], ids[cut:end]
 
 
 def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",
-         sniff_binary: bool = True, digest: str | None = None, warn=None) -> Corpus:
+         sniff_binary: bool = True, digest: str | None = None, warn=None, say=None,
+         include=(), exclude=()) -> Corpus:
     """Find, check and encode a corpus (or map its cached encoding). With `digest`, the file
     must be that text (DigestMismatch otherwise), checked before it is encoded or shown."""
-    name, path = resolve(name_or_path)
+    name, path = resolve(name_or_path, include, exclude, say, warn)
     _check_file(path)
     if sniff_binary:
         with open(path, "rb") as f:
@@ -247,7 +286,8 @@ def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",
                                f"encoded corpora; set CHARRNN_CACHE_DIR to a folder you can "
                                "write to") from None
     vocab, ids = cached
-    return Corpus(name=name, path=path, digest=found, vocab=vocab, ids=ids)
+    return Corpus(name=name, path=path, digest=found, vocab=vocab, ids=ids,
+                  source=str(name_or_path))
 
 
 def _encode_entry(path: Path, ids_path: Path, meta_path: Path, found: str, encoding: str,

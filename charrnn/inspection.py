@@ -152,7 +152,7 @@ def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path 
     except corpora.DigestMismatch:
         raise CharrnnError(f"the file at the run's corpus path {path} is not the text it was "
                            "trained on; pass --text FILE or --prime TEXT") from None
-    _, val = c.split(train_cfg.get("val_frac", 0.1))
+    _, val = c.split(train_cfg.get("val_frac", 0.1), train_cfg.get("test_frac", 0.0))
     if len(val) < 2:
         val = c.ids
     if offset >= len(val) - 1:

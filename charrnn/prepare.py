@@ -123,8 +123,9 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         checkpoint.check_shapes({k: tuple(v.shape) for k, v in state["model"].items()}, mc,
                                 where)
         device = pick_device(cfg.device)
-        corpus = _load_corpus(corpus_arg or stored["corpus"].get("path"), cfg, reporter,
-                              digest=stored["corpus"].get("digest"), run=run)
+        info = stored["corpus"]
+        corpus = _load_corpus(corpus_arg or info.get("source") or info.get("path"), cfg,
+                              reporter, digest=info.get("digest"), run=run)
         model = CharRNN(mc)
         checkpoint.load_weights_into(model, state["model"], where)
         ids = _ids_for(corpus, vocab)
@@ -271,7 +272,8 @@ def _load_corpus(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
     try:
         corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
                               sniff_binary=cfg.encoding == "utf-8", digest=digest,
-                              warn=reporter.warn)
+                              warn=reporter.warn, say=reporter.say, include=cfg.include,
+                              exclude=cfg.exclude)
     except corpora.DigestMismatch as e:
         raise CharrnnError(f"the corpus {e.path} changed since {run} started, so the run "
                            "cannot resume exactly; start a new run") from None
@@ -291,7 +293,7 @@ def _ids_for(corpus: corpora.Corpus, vocab: Vocab) -> np.ndarray:
 
 
 def _split(ids: np.ndarray, cfg: TrainConfig, reporter: Reporter | None):
-    train_ids, val_ids = corpora.split(ids, cfg.val_frac)
+    train_ids, val_ids = corpora.split(ids, cfg.val_frac, cfg.test_frac)
     if len(val_ids) < 2 or len(train_ids) < 2:
         if cfg.val_frac > 0 and reporter is not None:
             reporter.warn("the corpus is too small for a validation split; "

@@ -170,6 +170,7 @@ class Trainer:
             "choice": self.setup.choice,
             "vocab": list(self.vocab.chars),
             "corpus": {"name": c.name, "path": str(c.path.resolve()), "digest": c.digest,
+                       "source": c.source,
                        "characters": int(len(c.ids))},
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "step": self.step,

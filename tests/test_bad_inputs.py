@@ -22,7 +22,7 @@ CASES = [
     ("corpus file is empty", "train empty.txt", "is empty"),
     ("corpus is a binary file", "train binary.bin", "looks binary"),
     ("corpus is not UTF-8", "train latin1.txt", "is not valid utf-8 at byte"),
-    ("corpus is a directory", "train folder", "is a directory"),
+    ("corpus is an empty folder", "train folder", "holds no files"),
     ("corpus has one character", "train one.txt", "has 1 character; charrnn needs at least 2"),
     ("no corpus given", "train", "give a CORPUS"),
     ("unknown --model", "train york.txt --model transformer", "unknown --model"),

@@ -87,9 +87,56 @@ def test_bad_corpora_get_clear_errors(write, tmp_path, content, message):
         corpus.load(str(path))
 
 
-def test_directory_is_not_a_corpus(tmp_path):
-    with pytest.raises(CharrnnError, match="is a directory"):
+def test_an_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CharrnnError, match="holds no files"):
         corpus.load(str(tmp_path))
+
+
+def test_a_folder_trains_on_exactly_its_text_files_in_sorted_path_order(tmp_path):
+    src = tmp_path / "src"
+    (src / "lib" / "deep").mkdir(parents=True)
+    (src / "b.c").write_text("int b;\n")
+    (src / "a.h").write_text("#define A 1\n")
+    (src / "lib" / "deep" / "z.c").write_text("int z;\n")
+    (src / "lib" / "m.py").write_text("print('m')\n")
+    (src / "notes.tex").write_text("\\section{x}\n")
+    (src / "image.png").write_bytes(b"\x89PNG\x00\x00binary")
+    (src / "latin1.c").write_bytes("caf\xe9".encode("latin-1"))
+    (src / ".git").mkdir()
+    (src / ".git" / "config").write_text("hidden\n")
+    (src / "lib" / "loop").symlink_to(src, target_is_directory=True)  # a symlink loop
+    warnings = []
+    c = corpus.load(str(src), warn=warnings.append)
+    assert c.name == "src"
+    assert c.vocab.decode(c.ids) == ("// a.h\n#define A 1\n\n// b.c\nint b;\n\n"
+                                     "// lib/deep/z.c\nint z;\n\n# lib/m.py\nprint('m')\n\n"
+                                     "% notes.tex\n\\section{x}\n\n")
+    assert warnings == ["left out 1 binary and 1 not UTF-8 file(s) (for example image.png, "
+                        "latin1.c)"]
+    only_c = corpus.load(str(src), include=["*.c", "*.h"], exclude=["lib/deep/*"])
+    assert only_c.vocab.decode(only_c.ids) == "// a.h\n#define A 1\n\n// b.c\nint b;\n\n"
+    again = corpus.load(str(src), warn=warnings.append)  # cached, keyed by the contents
+    assert again.path == c.path and len(warnings) == 1
+    (src / "b.c").write_text("int bb;\n")
+    assert corpus.load(str(src)).path != c.path
+
+
+def test_c_headers_builds_offline_or_says_why_not(tmp_path, monkeypatch):
+    from charrnn import recipes
+
+    monkeypatch.setenv("CHARRNN_DATA_DIR", str(tmp_path / "data"))
+    headers = tmp_path / "include"
+    (headers / "sys").mkdir(parents=True)
+    (headers / "stdio.h").write_text("int printf(const char *, ...);\n")
+    (headers / "sys" / "types.h").write_text("typedef long off_t;\n")
+    monkeypatch.setattr(recipes, "C_HEADERS", headers)
+    c = corpus.load("c-headers")
+    assert c.vocab.decode(c.ids) == ("// stdio.h\nint printf(const char *, ...);\n\n"
+                                     "// sys/types.h\ntypedef long off_t;\n\n")
+    monkeypatch.setattr(recipes, "C_HEADERS", tmp_path / "nowhere")
+    recipes.path_of(recipes.load()["c-headers"]).unlink()
+    with pytest.raises(CharrnnError, match="no system C headers in .*apt install libc6-dev"):
+        corpus.load("c-headers")
 
 
 def test_undecodable_bytes_can_be_replaced_or_read_in_another_encoding(write):
@@ -107,7 +154,7 @@ def test_python_stdlib_is_built_offline_and_deterministically(monkeypatch, tmp_p
     assert "os.py" in files and "json/decoder.py" in files
     assert not [f for f in files if {"test", "tests"} & set(f.split("/")[:-1])]
     other = tmp_path / "again.txt"
-    corpus.NAMED_CORPORA["python-stdlib"][0](other)
+    corpus.python_stdlib(other)
     assert other.read_bytes() == path.read_bytes()
 
 

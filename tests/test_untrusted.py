@@ -173,7 +173,7 @@ def test_a_strangers_config_pointing_at_a_private_file_never_reads_it(run_copy, 
 
 def test_paths_from_a_strangers_config_reach_the_terminal_escaped(run_copy):
     hostile = "/nowhere/\x1b]0;owned\x07\x1b[31mred\u202e.txt"
-    edit_config(run_copy, lambda c: c["corpus"].update(path=hostile))
+    edit_config(run_copy, lambda c: c["corpus"].update(path=hostile, source=hostile))
     for command in (["inspect-cells", str(run_copy)], ["train", "--resume", str(run_copy)]):
         result = invoke(*command, catch_exceptions=True)
         assert result.exit_code == 1
