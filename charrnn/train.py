@@ -339,7 +339,8 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         self.reporter.start(
             f"training {mc.layers}x{mc.hidden_size} {mc.model} ({n_params:,} parameters) on "
-            f"{c.path} ({len(c.ids):,} characters, {len(self.vocab)} distinct) with "
+            f"{c.source if Path(c.source or '.').is_dir() else c.path} ({len(c.ids):,} "
+            f"characters, {len(self.vocab)} distinct) with "
             f"{self.device}; batch {s.batch_size} x {s.seq_len}; "
             f"{self.setup.total_steps:,} steps planned; run in {self.run}")
 

@@ -8,9 +8,11 @@ TINYSHAKESPEARE = SHARED / "corpora" / "tinyshakespeare.txt"
 
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path_factory, monkeypatch):
-    """Every test encodes into its own cache, never the user's."""
+    """Every test encodes into its own cache, and keeps corpora in its own data folder, never
+    the user's."""
     path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(path))
+    monkeypatch.setenv("CHARRNN_DATA_DIR", str(tmp_path_factory.mktemp("data")))
     return path
 
 

@@ -120,6 +120,16 @@ CASES = [
      "past the end of --text"),
     ("a text too long for --max-memory", "inspect-cells run --text york.txt --length 9999 "
      "--max-memory 1M", "more than --max-memory"),
+    # named corpora and folders
+    ("an unknown corpus name for get", "corpus get nope", "unknown corpus 'nope'"),
+    ("--from a file that is not there", "corpus get tinyshakespeare --from nothing.txt",
+     "--from nothing.txt is not a file"),
+    ("--from the wrong file", "corpus get tinyshakespeare --from york.txt",
+     "does not match its pinned checksum"),
+    ("--include that matches nothing", "train src --include *.zzz",
+     "holds no files matching --include / --exclude"),
+    ("--test-frac too large", "train york.txt --val-frac 0.5 --test-frac 0.5",
+     "--val-frac plus --test-frac below 1"),
     # a stranger's run
     ("the run's corpus is another file", "inspect-cells swapped-corpus",
      "is not the text it was trained on"),
@@ -141,6 +151,8 @@ def make_workspace(ws: Path) -> Path:
     (ws / "latin1.txt").write_bytes("Café au lait, crème brûlée.\n".encode("latin-1"))
     (ws / "one.txt").write_text("x")
     (ws / "folder").mkdir()
+    (ws / "src").mkdir()
+    (ws / "src" / "main.c").write_text("int main(void) { return 0; }\n")
     (ws / "mine").mkdir()  # a folder of the user's that holds a file with a run's name
     (ws / "mine" / "model.safetensors").write_bytes(b"my own weights")
     (ws / "link.html").symlink_to(ws / "york.txt")
