@@ -252,12 +252,16 @@ class Progress:
     def __init__(self, name: str, console=None):
         from rich.console import Console
 
-        self.name = name
+        from charrnn.errors import printable
+
+        self.name = printable(name)
         self.console = console or Console(stderr=True, highlight=False)
         self.bar = None
         self.last = (0.0, -1)
 
     def __call__(self, done: int, total: int) -> None:
+        from rich.text import Text
+
         if self.console.is_terminal:
             if self.bar is None:
                 from rich.progress import (BarColumn, DownloadColumn, Progress as Bar,
@@ -272,7 +276,7 @@ class Progress:
         if tenth != self.last[1] or now - self.last[0] >= 5:
             self.last = (now, tenth)
             of = f" of {total / 1e6:,.1f} MB" if total else ""
-            print(f"downloading {self.name}: {done / 1e6:,.1f} MB{of}", file=sys.stderr)
+            self.console.print(Text(f"downloading {self.name}: {done / 1e6:,.1f} MB{of}"))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -228,3 +228,31 @@ def test_resolving_a_file_or_folder_never_reaches_the_network(tmp_path, monkeypa
     (tmp_path / "latex").write_text("my own latex\n")
     monkeypatch.chdir(tmp_path)
     assert corpus.resolve("latex")[1] == Path("latex")  # an existing file wins over a name
+
+
+def test_a_full_disk_while_getting_a_corpus_leaves_nothing(server, data_dir, monkeypatch):
+    import errno
+
+    Handler.files["/sonnets.txt"] = TEXT
+    r = recipe(server, "/sonnets.txt", sha256=sha(TEXT))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recipes, "build", full)
+    with pytest.raises(CharrnnError, match="no space left on the device holding .*sonnets.txt "
+                                           "while getting sonnets; nothing was kept"):
+        recipes.get(r)
+    assert left_behind(data_dir) == []
+
+
+def test_progress_is_plain_lines_off_a_terminal():
+    from rich.console import Console
+
+    out = io.StringIO()
+    progress = recipes.Progress("latex", Console(file=out, force_terminal=False))
+    for done in range(0, 30_000_001, 1_000_000):
+        progress(done, 30_000_000)
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "downloading latex: 30.0 MB of 30.0 MB"
+    assert 10 <= len(lines) <= 12  # one every 10%, not one a block
