@@ -131,7 +131,8 @@ def settings(cls, values: dict, given: set[str] | None = None) -> dict:
         value = values.get(f.name)
         if f.name not in values or value is None or (given is not None and f.name not in given):
             continue
-        out[f.name] = f.metadata["parse"](value) if f.metadata["parse"] else value
+        parse = f.metadata["parse"]
+        out[f.name] = parse(value) if parse and isinstance(value, str) else value
     return out
 
 
@@ -220,6 +221,12 @@ def sample(
                                                "characters the model never saw.")] = False,
     num_samples: Annotated[int, typer.Option("--num-samples", help="How many samples, one "
                                              "after another.")] = 1,
+    stop: Annotated[Optional[str], typer.Option("--stop", help="End a sample once this text "
+                                                "is written (\\n is a newline: --stop "
+                                                "'\\n\\n' ends at a blank line).")] = None,
+    novelty: Annotated[bool, typer.Option("--novelty", help="Afterwards, say on stderr the "
+                                          "longest stretch of the sample copied verbatim from "
+                                          "the training text, and where it is.")] = False,
     safe: Annotated[bool, typer.Option("--safe", help="Show control characters (ESC, NUL...) "
                                        "as visible symbols instead of writing them raw.")]
     = False,
@@ -232,30 +239,51 @@ def sample(
 
     from charrnn import checkpoint
     from charrnn.output import TextOut, to_stdout
-    from charrnn.sample import check_prime, generate, read_prime
+    from charrnn.sample import check_prime, generate, read_prime, unescape
 
-    cfg = SampleConfig(**{**settings(SampleConfig, values), **({"temperature": 0.0} if argmax
-                                                                else {})})
+    chosen = settings(SampleConfig, values)
+    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
+    temperatures = [0.0] if argmax else temperatures
+    configs = [SampleConfig(**chosen, temperature=t) for t in temperatures]
     if num_samples < 1:
         raise CharrnnError(f"--num-samples must be 1 or more, not {num_samples}")
+    stop = unescape(stop) if stop is not None else None
+    if stop == "":
+        raise CharrnnError("--stop is empty; give the text that ends a sample")
     if prime_file is not None:
         if prime:
             raise CharrnnError("give --prime or --prime-file, not both")
         prime = read_prime(prime_file)
-    model, vocab, _ = checkpoint.load(run)
+    model, vocab, config = checkpoint.load(run)
     prime = check_prime(prime, vocab, drop_unknown)
-    generator = torch.Generator()
-    generator.manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
+    seed = configs[0].seed if configs[0].seed is not None else int(torch.seed() % 2**63)
     out = TextOut(sys.stdout, safe=safe)
+    written = []
     with to_stdout():
-        for n in range(num_samples):
-            if n:
-                out.write("\n\n")
-            out.write(prime)
-            for ch in generate(model, vocab, prime, cfg, generator):
-                out.write(ch)
-            out.write("\n")
-        out.flush()
+        for cfg in configs:
+            generator = torch.Generator().manual_seed(seed)  # each temperature, the same seed
+            if len(configs) > 1:
+                out.flush()
+                stderr_console().print(Text(f"--- temperature {cfg.temperature:g} ---"))
+            for n in range(num_samples):
+                if n:
+                    out.write("\n\n")
+                out.write(prime)
+                tail = ""
+                for ch in generate(model, vocab, prime, cfg, generator):
+                    out.write(ch)
+                    written.append(ch)
+                    if stop is not None:
+                        tail = (tail + ch)[-len(stop):]
+                        if tail == stop:
+                            break
+                out.write("\n")
+                written.append("\n")
+            out.flush()
+    if novelty:
+        from charrnn import inspection
+
+        inspection.say_novelty(config, "".join(written), stderr_console())
 
 
 @command((InspectConfig, None), (SampleConfig, ("temperature", "seed")), name="inspect-cells")
@@ -293,7 +321,11 @@ def inspect_cells(
             console.print(Text("--probe-regex PATTERN: on inside matches of PATTERN"))
         return
     request = InspectConfig(**settings(InspectConfig, values))
-    drawing = SampleConfig(**settings(SampleConfig, values), length=max(length, 0))
+    chosen = settings(SampleConfig, values)
+    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
+    if len(temperatures) > 1:
+        raise CharrnnError("inspect-cells takes one --temperature, not a list")
+    drawing = SampleConfig(**chosen, temperature=temperatures[0], length=max(length, 0))
     inspection.check_stretch(length, offset, prime)
     if html_out is not None:
         check_new_file(html_out, "--html", force)

@@ -72,6 +72,18 @@ def parse_cells(text: str) -> list[int]:
         raise CharrnnError(f"--cells {text!r} is not a list of cell numbers like 17,230") from None
 
 
+def parse_temperatures(text: str) -> list[float]:
+    """'0.8' or '0.5,0.8,1.2' -> [0.8] or [0.5, 0.8, 1.2]."""
+    try:
+        values = [float(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        values = []
+    if not values:
+        raise CharrnnError(f"--temperature {text!r} is not a number or a list of numbers like "
+                           "0.5,0.8,1.2")
+    return values
+
+
 def check_seed(seed: int | None) -> None:
     if seed is not None and not 0 <= seed <= SEED_MAX:
         raise CharrnnError(f"--seed must be a whole number from 0 to {SEED_MAX}, not {seed}")
@@ -202,7 +214,9 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     temperature: float = setting(0.8, "Below 1: safer, more repetitive; above 1: wilder; 0: "
-                                 "greedy.", flags=("--temperature", "--temp"))
+                                 "greedy. `sample` takes several, like 0.5,0.8,1.2: one sample "
+                                 "each, from the same seed.", flags=("--temperature", "--temp"),
+                                 parse=parse_temperatures, shown="0.8")
     top_k: int | None = setting(None, "Draw only among the k likeliest characters.")
     top_p: float | None = setting(None, "Draw only among the likeliest characters holding this "
                                   "much probability, in (0, 1].")

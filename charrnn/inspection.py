@@ -116,6 +116,50 @@ class Inspection:
         return order, np.take_along_axis(self.next_probs, order, axis=1)
 
 
+def run_corpus(config: dict) -> corpora.Corpus:
+    """The text a run was trained on, if it is here and is that text."""
+    info, train_cfg = config.get("corpus", {}), config.get("train", {})
+    path, digest = info.get("path"), info.get("digest")
+    # a run may come from someone else: the path in its config is opened only if the file
+    # there is the text the run was trained on, never any other file of this machine's
+    if not isinstance(path, str) or not isinstance(digest, str) or not Path(path).is_file():
+        raise CharrnnError(f"the run's corpus {path} is not here; pass --text FILE or --prime "
+                           "TEXT")
+    try:
+        return corpora.load(path, train_cfg.get("encoding", "utf-8"),
+                            train_cfg.get("errors", "strict"), digest=digest)
+    except corpora.DigestMismatch:
+        raise CharrnnError(f"the file at the run's corpus path {path} is not the text it was "
+                           "trained on; pass --text FILE or --prime TEXT") from None
+
+
+def say_novelty(config: dict, text: str, console) -> None:
+    """Say on `console` the longest stretch of `text` found verbatim in the run's training text."""
+    from rich.text import Text
+
+    from charrnn.errors import printable
+    from charrnn.novelty import longest_copy
+
+    try:
+        c = run_corpus(config)
+    except CharrnnError as e:
+        console.print(Text(printable(f"--novelty: {e}".replace("; pass --text FILE or --prime "
+                                                               "TEXT", ""))), soft_wrap=True)
+        return
+    train_cfg = config.get("train", {})
+    train, _ = c.split(train_cfg.get("val_frac", 0.1), train_cfg.get("test_frac", 0.0))
+    points = np.array([ord(ch) for ch in c.vocab.chars], dtype=np.uint32)
+    copy = longest_copy(np.array([ord(ch) for ch in text], dtype=np.uint32), points[train])
+    stretch = text[copy.sample_at: copy.sample_at + copy.length]
+    line = int(np.count_nonzero(train[: copy.corpus_at] == c.vocab.chars.index("\n"))) + 1 \
+        if "\n" in c.vocab.chars else 1
+    shown = stretch if len(stretch) <= 60 else stretch[:57] + "..."
+    console.print(Text(printable(
+        f"novelty: the longest stretch of the sample found verbatim in the training text is "
+        f"{copy.length:,} characters, {shown!r}, at character {copy.corpus_at:,} (line {line:,}) "
+        f"of {c.path}")), soft_wrap=True)
+
+
 def check_stretch(length: int, offset: int, prime: str | None) -> None:
     """The stretch of text asked for makes sense (checked before a model is loaded)."""
     if length < 2 and prime is None:
@@ -139,19 +183,8 @@ def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path 
         prime = check_prime(prime, vocab, drop_unknown=False)
         g = torch.Generator().manual_seed(drawing.seed if drawing.seed is not None else 0)
         return prime + "".join(generate(model, vocab, prime, drawing, g))
-    info, train_cfg = config.get("corpus", {}), config.get("train", {})
-    path, digest = info.get("path"), info.get("digest")
-    # a run may come from someone else: the path in its config is opened only if the file
-    # there is the text the run was trained on, never any other file of this machine's
-    if not isinstance(path, str) or not isinstance(digest, str) or not Path(path).is_file():
-        raise CharrnnError(f"the run's corpus {path} is not here to take validation text from; "
-                           "pass --text FILE or --prime TEXT")
-    try:
-        c = corpora.load(path, train_cfg.get("encoding", "utf-8"),
-                         train_cfg.get("errors", "strict"), digest=digest)
-    except corpora.DigestMismatch:
-        raise CharrnnError(f"the file at the run's corpus path {path} is not the text it was "
-                           "trained on; pass --text FILE or --prime TEXT") from None
+    c = run_corpus(config)
+    train_cfg = config.get("train", {})
     _, val = c.split(train_cfg.get("val_frac", 0.1), train_cfg.get("test_frac", 0.0))
     if len(val) < 2:
         val = c.ids

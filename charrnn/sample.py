@@ -76,6 +76,11 @@ def read_prime(path: Path) -> str:
     return prime
 
 
+def unescape(text: str) -> str:
+    """A command-line text with \\n, \\t and \\\\ written out, as the characters they stand for."""
+    return text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
+
+
 def start_ids(prime: str, vocab: Vocab, generator: torch.Generator) -> np.ndarray:
     """The ids fed before the first draw: the prime, or a newline, or a random character."""
     if prime:

@@ -85,3 +85,28 @@ def test_sampled_text_streams_before_the_sample_ends(run):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_several_temperatures_equal_the_separate_calls_each_headed(run):
+    both = invoke("sample", run, "--temp", "0.5,1.2", "--seed", 3, "--length", 40)
+    low = invoke("sample", run, "--temp", 0.5, "--seed", 3, "--length", 40)
+    high = invoke("sample", run, "--temp", 1.2, "--seed", 3, "--length", 40)
+    assert both.exit_code == 0 and both.stdout == low.stdout + high.stdout
+    assert both.stderr.splitlines() == ["--- temperature 0.5 ---", "--- temperature 1.2 ---"]
+
+
+def test_stop_ends_a_sample_at_the_stop_text(run):
+    full = invoke("sample", run, "--seed", 5, "--length", 300, "--temp", 1.0).stdout
+    stop = next(ch for ch in full[5:] if ch.isalpha())  # a letter the sample does write
+    cut = invoke("sample", run, "--seed", 5, "--length", 300, "--temp", 1.0, "--stop", stop)
+    assert cut.stdout == full[: full.index(stop) + 1] + "\n"
+    blank = invoke("sample", run, "--stop", r"\n\n", "--length", 5, "--seed", 1)
+    assert blank.exit_code == 0
+
+
+def test_novelty_says_the_longest_copied_stretch(run):
+    result = invoke("sample", run, "--seed", 1, "--length", 200, "--novelty")
+    assert result.exit_code == 0
+    said = result.stderr.strip().splitlines()[-1]
+    assert said.startswith("novelty: the longest stretch of the sample found verbatim in the "
+                           "training text is ") and "romeo.txt" in said

@@ -133,3 +133,16 @@ def test_prime_with_unseen_characters_is_an_error_that_lists_them():
 def test_bad_sampling_options_are_clear_errors(bad, message):
     with pytest.raises(CharrnnError, match=message):
         SampleConfig(**bad)
+
+
+def test_novelty_finds_a_planted_copied_stretch():
+    from charrnn.novelty import longest_copy
+
+    rng = np.random.default_rng(0)
+    corpus = rng.integers(0, 30, 200_000)
+    sample = rng.integers(0, 30, 3_000)
+    sample[1200:1257] = corpus[150_000:150_057]  # 57 characters copied verbatim
+    copy = longest_copy(sample, corpus)
+    assert (copy.length, copy.sample_at, copy.corpus_at) == (57, 1200, 150_000)
+    assert longest_copy(sample[:0], corpus).length == 0
+    assert longest_copy(np.array([99]), corpus).length == 0  # nothing in common
