@@ -9,6 +9,7 @@ with the settings (charrnn/config.py); a command declares only its own inputs an
 from __future__ import annotations
 
 import inspect
+import math
 import signal
 import sys
 import types
@@ -341,6 +342,64 @@ def inspect_cells(
         check_new_file(html_out, "--html", force)  # again: the inspection took a while
         atomic_write_text(html_out, views.html(f"charrnn inspect-cells {run}", built, ins))
         stderr_console().print(Text(f"wrote {printable(str(html_out))}"))
+
+
+@app.command()
+def info(
+    run: RunArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Everything as one JSON object, the "
+                                          "loss curves included.")] = False,
+    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+):
+    """What a run is (model, corpus, settings and how they were chosen), how far it got, its
+    checkpoints, and its training and validation loss curves."""
+    import json
+
+    from charrnn import runinfo
+    from charrnn.output import to_stdout
+
+    facts = runinfo.gather(run)
+    console = stdout_console(color)
+    with to_stdout():
+        if as_json:
+            sys.stdout.write(json.dumps(facts, indent=2) + "\n")
+            return
+        m, p, c = facts["model"], facts["progress"], facts["corpus"]
+        steps = f"{p['step']:,}" + (f" of {p['planned_steps']:,} planned" if p["planned_steps"]
+                                    else "")
+        state = ("finished" if p["finished"] else
+                 f"stopped early (interrupted, or still training): continue with `charrnn train "
+                 f"--resume {run}`")
+        best = facts["best_val_loss"]
+        lines = [
+            f"run          {run}",
+            f"model        {m['layers']}x{m['hidden_size']} {m['model']}, embedding "
+            f"{m['embedding_size']}, dropout {m['dropout']:g}; {m['parameters']:,} parameters",
+            f"corpus       {c['source'] or c['name']} ({c['characters']:,} characters, "
+            f"{facts['vocabulary']} distinct) at {c['path']}",
+            f"chosen       {facts['choice'].get('reason') or 'as given'}",
+            "settings     " + ", ".join(f"{k}={v}" for k, v in facts["train"].items()
+                                        if k not in ("include", "exclude") or v),
+            f"steps        {steps}; {state}",
+            f"epochs       {p['epochs']:.2f}" if p["epochs"] is not None else "epochs       -",
+            f"time         {p['elapsed_s']:.0f} s" if p["elapsed_s"] is not None and
+            math.isfinite(p["elapsed_s"]) else "time         -",
+            (f"best         validation loss {best:.4f} nats/char ({facts['best_val_bpc']:.3f} "
+             "bits/char)") if best is not None else "best         no evaluation yet",
+            "checkpoints  " + ", ".join(f"{k} ({v / 1e6:,.1f} MB)" if v >= 1e5 else
+                                        f"{k} ({v / 1e3:,.1f} KB)"
+                                        for k, v in facts["checkpoints"].items()),
+        ]
+        if p["state_error"]:
+            lines.append(f"warning      {p['state_error']}")
+        for line in lines:
+            console.print(Text(printable(line)), soft_wrap=True)
+        if len(facts["curves"]) >= 2:
+            colour = console.color_system is not None and not console.no_color
+            chart = runinfo.plot(facts["curves"], console.width, colour)
+            console.print(Text.from_ansi(chart) if colour else Text(chart), soft_wrap=True)
+        else:
+            console.print(Text("(the loss curves need two evaluations or more)"))
 
 
 corpus_app = typer.Typer(cls=TyperGroup, no_args_is_help=True,

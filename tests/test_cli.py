@@ -110,3 +110,31 @@ def test_novelty_says_the_longest_copied_stretch(run):
     said = result.stderr.strip().splitlines()[-1]
     assert said.startswith("novelty: the longest stretch of the sample found verbatim in the "
                            "training text is ") and "romeo.txt" in said
+
+
+def test_info_tells_an_interrupted_run_from_a_finished_one(tmp_path):
+    from conftest import train_run
+
+    corpus = tmp_path / "romeo.txt"
+    corpus.write_text(TEXT)
+    run = tmp_path / "run"
+
+    def stop_at_7(trainer):
+        if trainer.step == 7:
+            trainer.interrupt()
+
+    train_run(corpus, run, max_steps=20, eval_every=5, callback=stop_at_7)
+    facts = json.loads(invoke("info", run, "--json").stdout)
+    assert facts["progress"]["step"] == 7 and facts["progress"]["planned_steps"] == 20
+    assert not facts["progress"]["finished"] and facts["model"]["hidden_size"] == 32
+    said = invoke("info", run, "--color", "never").stdout
+    assert "stopped early" in said and f"charrnn train --resume {run}" in said
+    train_run(None, run, resume=True)
+    facts = json.loads(invoke("info", run, "--json").stdout)
+    assert facts["progress"]["finished"] and facts["progress"]["step"] == 20
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in facts["curves"]] == [5, 10, 15, 20] == [m["step"] for m in metrics]
+    assert [c["val_loss"] for c in facts["curves"]] == [m["val_loss"] for m in metrics]
+    said = invoke("info", run, "--color", "never").stdout
+    assert "20 of 20 planned; finished" in said and "loss, nats per character" in said
+    assert "\x1b" not in said  # --color never: a chart without colour codes
