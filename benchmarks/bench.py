@@ -25,6 +25,8 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
   and a 3M-character slice of python-stdlib (tiny Shakespeare alone with --quick), the
   automatic choice of size against the candidate sizes on either side of it, each trained with
   the same --time; two runs at a time, one core each (about 20 minutes; --quick under 5).
+- samples: the share of a default one-minute training run on tiny Shakespeare spent writing the
+  short sample shown (and kept in samples.txt) at each evaluation.
 - quickstart: the README's first command, `charrnn train python-stdlib --time 1m`, twice, each
   with an empty cache: the validation loss it reaches (full run only).
 """
@@ -465,6 +467,19 @@ def bench_quickstart(folder: Path, runs: int = 2) -> dict:
     return {"runs": losses}
 
 
+def bench_samples(folder: Path, corpus: Path, seconds: float) -> dict:
+    """The share of a default training run spent writing the samples shown at each evaluation
+    (--sample-every 1), measured inside the run."""
+    os.environ["CHARRNN_CACHE_DIR"] = str(folder / "cache-samples")
+    cfg = TrainConfig(time=seconds, device="cpu")
+    trainer = prepare.new(str(corpus), folder / "samples-run", cfg, reporter=_quiet())
+    outcome = trainer.run_loop()
+    return {"seconds": seconds, "evaluations": trainer.evaluations,
+            "sample_seconds": trainer.sample_seconds, "elapsed": trainer.elapsed,
+            "share": trainer.sample_seconds / trainer.elapsed, "steps": outcome.step,
+            "model": "{layers}x{hidden_size} {model}".format(**trainer.model.config.to_dict())}
+
+
 def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
     from charrnn import inspection, probes, views
@@ -501,14 +516,14 @@ def main() -> None:
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling inspect encoding memory quality "
-                             "budget quickstart")
+                             "budget quickstart samples")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
     args = parser.parse_args()
     quick = args.quick
     sections = set(args.only or ["training", "sampling", "inspect", "encoding", "memory",
-                                 "quality", "budget", "quickstart"])
+                                 "quality", "budget", "quickstart", "samples"])
     if quick:
         sections -= {"memory", "quickstart"}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -590,6 +605,12 @@ def main() -> None:
                       f"(dropout {a['dropout']:g}) {a['best_val_loss']:.4f}; {others}; gap "
                       f"{row['gap']:+.4f} (target <= {row['target_gap']}); non-increasing "
                       f"over budgets: {row['non_increasing']}", flush=True)
+        if "samples" in sections:
+            r = bench_samples(folder, corpus, 30 if quick else 60)
+            results["samples"] = r
+            print(f"samples while training: {r['evaluations']} samples of 200 characters took "
+                  f"{r['sample_seconds']:.2f} s of a {r['elapsed']:.0f} s run ({r['model']}): "
+                  f"{r['share']:.2%} (target < 2%)", flush=True)
         if "quickstart" in sections:
             results["quickstart"] = bench_quickstart(folder)
             for r in results["quickstart"]["runs"]:

@@ -7,6 +7,7 @@
                            hidden state, RNG states; tensors and plain values only, read with
                            torch.load(weights_only=True), so loading never runs code
     RUN/metrics.jsonl      one JSON line per evaluation
+    RUN/samples.txt        a short sample of the model at each evaluation, headed by its step
 
 Every file is written atomically, so a crash leaves the previous version whole.
 """
@@ -35,7 +36,8 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 LATEST = "latest.pt"
 METRICS = "metrics.jsonl"
-RUN_FILES = (CONFIG, WEIGHTS, LATEST, METRICS)
+SAMPLES = "samples.txt"
+RUN_FILES = (CONFIG, WEIGHTS, LATEST, METRICS, SAMPLES)
 LOCK = ".lock"  # the run lock's file (see RunLock); it holds nothing
 MAX_CONFIG_BYTES = 64 << 20  # a vocabulary of every Unicode character fits many times over
 
@@ -185,7 +187,14 @@ def load(run: Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab,
 def save_state(run: Path, state: dict) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a C++ assert
-            torch.save(state, f)
+            try:
+                torch.save(state, f)
+            except RuntimeError as e:
+                # torch's writer, closing after a failed write, asserts about its position:
+                # the write's own OSError underneath is what happened
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
     atomic_write(Path(run) / LATEST, write)
 
 
@@ -306,6 +315,31 @@ def trim_metrics(run: Path, step: int) -> None:
         except ValueError:
             pass  # a line cut short by a crash
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+SAMPLE_HEADER = "--- step {} ---"
+
+
+def append_sample(run: Path, step: int, text: str) -> None:
+    with open(Path(run) / SAMPLES, "a", encoding="utf-8", errors="surrogateescape") as f:
+        f.write(f"{SAMPLE_HEADER.format(step)}\n{text}\n\n")
+
+
+def trim_samples(run: Path, step: int) -> None:
+    """Keep the samples up to `step` (a resumed run writes the later ones again)."""
+    path = Path(run) / SAMPLES
+    if not path.exists():
+        return
+    kept, keep = [], True
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(True):
+        if line.startswith("--- step ") and line.rstrip().endswith(" ---"):
+            try:
+                keep = int(line.split()[2]) <= step
+            except (ValueError, IndexError):
+                pass
+        if keep:
+            kept.append(line)
+    atomic_write_bytes(path, "".join(kept).encode("utf-8", "surrogateescape"))
 
 
 def append_metrics(run: Path, record: dict) -> None:

@@ -143,6 +143,8 @@ class TrainConfig:
     eval_every: int | None = setting(None, "Validate (and checkpoint) every this many steps.",
                                      shown="about 20 times a run")
     eval_chars: int = setting(200_000, "Validate on at most this many characters.")
+    sample_every: int = setting(1, "At every this many evaluations, show a short sample of the "
+                                "model and keep it in samples.txt; 0: never.")
     patience: int = setting(3, "Evaluations without a new best before the learning rate "
                             "decays; 0: never.")
     lr_decay: float = setting(0.5, "What a plateau multiplies the learning rate by, in (0, 1].")
@@ -181,6 +183,7 @@ class TrainConfig:
             (self.time is None or 0 < self.time < math.inf, "--time must be more than 0"),
             (self.eval_every is None or self.eval_every >= 1, "--eval-every must be 1 or more"),
             (self.eval_chars >= 2, "--eval-chars must be 2 or more"),
+            (self.sample_every >= 0, "--sample-every must be 0 (never) or more"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
             (self.max_decays >= 0, "--max-decays must be 0 or more"),

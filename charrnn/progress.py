@@ -15,7 +15,7 @@ from rich.text import Text
 
 from charrnn.errors import printable
 
-LN2 = math.log(2)
+SAMPLE_LINES = 4  # lines of each sample the display shows
 
 
 def fmt_duration(seconds: float) -> str:
@@ -63,6 +63,15 @@ class Reporter:
         self.say(f"step {r['step']}  epoch {r['epoch']:.2f}  train loss {r['train_loss']:.4f}  "
                  f"val loss {r['val_loss']:.4f} nats ({r['val_bpc']:.3f} bits/char)  "
                  f"{r['chars_per_sec']:,.0f} chars/s  elapsed {fmt_duration(r['elapsed'])}{mark}")
+
+    def sample(self, step: int, text: str) -> None:
+        """A few lines of the model's own text, control characters shown as symbols."""
+        from charrnn.output import visible
+
+        lines = "".join(visible(ch) for ch in text).strip("\n").splitlines()[:SAMPLE_LINES]
+        self.say(f"sample at step {step}:")
+        for line in lines:
+            self.console.print(Text("  " + line[:200], style="dim"), soft_wrap=True)
 
     def finish(self) -> None:
         pass

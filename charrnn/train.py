@@ -24,14 +24,17 @@ import torch.nn.functional as F
 from charrnn import checkpoint
 from charrnn.autosize import SAFETY, Plan
 from charrnn.batches import Streams
-from charrnn.config import TrainConfig
+from charrnn.config import LN2, SampleConfig, TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.device import amp_dtype
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.model import CharRNN, State, detach
-from charrnn.progress import LN2, Reporter
+from charrnn.progress import Reporter
 from charrnn.schedule import Schedule
 from charrnn.vocab import Vocab
+
+
+SAMPLE_CHARS = 200  # characters of each sample shown while training
 
 
 def make_optimizer(model: CharRNN, cfg: TrainConfig, device: torch.device):
@@ -148,6 +151,8 @@ class Trainer:
         self.losses = array("d")  # the loss of every step this process trained, 8 bytes each
         self.since_eval: list[float] = []  # train losses since the last evaluation
         self.stop_signal: int | None = None
+        self.evaluations = 0  # this process's, for --sample-every
+        self.sample_seconds = 0.0  # spent writing samples (the benchmark reports the share)
         if setup.resume_state is not None:
             self._restore(setup.resume_state)
 
@@ -285,6 +290,7 @@ class Trainer:
                 checkpoint.write_config(self.run, self.config_dict())
             else:
                 checkpoint.trim_metrics(self.run, self.step)
+                checkpoint.trim_samples(self.run, self.step)
         self._say_start()
         s = self.train_streams
         self.model.train()
@@ -381,6 +387,26 @@ class Trainer:
             self.save_latest()
             checkpoint.append_metrics(self.run, record)
         self.reporter.evaluation(record)
+        self.evaluations += 1
+        if self.cfg.sample_every and self.evaluations % self.cfg.sample_every == 0:
+            text = self.sample()
+            with self._saving():
+                checkpoint.append_sample(self.run, self.step, text)
+            self.reporter.sample(self.step, text)
+
+    @torch.no_grad()
+    def sample(self, length: int = SAMPLE_CHARS) -> str:
+        """A short sample of the model as it is now, by the numpy sampler (a CPU copy of the
+        weights), with its own generator: the training's random numbers are not touched."""
+        from charrnn.sample import generate
+
+        started = time.monotonic()
+        generator = torch.Generator().manual_seed(self.cfg.seed + self.step)
+        text = "".join(generate(self.model, self.vocab, "", SampleConfig(length=length),
+                                generator))
+        self.model.train()  # generate put it in eval mode
+        self.sample_seconds += time.monotonic() - started
+        return text
 
     def _check_divergence(self, loss: float, weights: bool = False) -> None:
         """Stop on a NaN or exploding loss (or, with `weights`, NaN weights: the last update

@@ -1,6 +1,7 @@
 import io
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -41,7 +42,8 @@ def test_run_directory_holds_a_self_describing_checkpoint(write, tmp_path):
     _, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", max_steps=20, eval_every=10)
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {"config.json", "model.safetensors", "latest.pt",
-                                               "metrics.jsonl", ".lock"}  # (the lock's file)
+                                               "metrics.jsonl", "samples.txt",
+                                               ".lock"}  # (the lock's file)
     config = json.loads((run / "config.json").read_text())
     assert config["format_version"] == checkpoint.FORMAT_VERSION
     assert config["model"]["model"] == "lstm" and config["train"]["max_steps"] == 20
@@ -194,3 +196,35 @@ def test_off_a_terminal_the_log_has_a_line_every_30_seconds(monkeypatch):
     lines = [(t, s) for t, s in zip(range(0, 95, 5), said) if s]
     assert [t for t, _ in lines] == [0, 30, 60, 90]
     assert all(s.startswith(f"step {t} ") for t, s in lines)
+
+
+def test_samples_while_training_are_kept_with_their_step_and_can_be_turned_off(write,
+                                                                               tmp_path):
+    corpus = write("fox.txt", TEXT)
+
+    def stop_at_7(trainer):
+        if trainer.step == 7:
+            trainer.interrupt()
+
+    train_run(corpus, tmp_path / "run", max_steps=12, eval_every=3, callback=stop_at_7)
+    samples = (tmp_path / "run" / "samples.txt").read_text()
+    assert re.findall(r"^--- step (\d+) ---$", samples, flags=re.M) == ["3", "6"]
+    train_run(None, tmp_path / "run", resume=True)  # the resumed run samples on from step 9
+    samples = (tmp_path / "run" / "samples.txt").read_text()
+    assert re.findall(r"^--- step (\d+) ---$", samples, flags=re.M) == ["3", "6", "9", "12"]
+    chunks = re.split(r"^--- step \d+ ---\n", samples, flags=re.M)[1:]
+    assert all(len(chunk.rstrip("\n")) > 0 for chunk in chunks)
+    train_run(corpus, tmp_path / "quiet", max_steps=6, eval_every=3, sample_every=0)
+    assert not (tmp_path / "quiet" / "samples.txt").exists()
+
+
+def test_a_sample_shown_while_training_has_no_raw_control_characters():
+    from rich.console import Console
+
+    from charrnn.progress import Reporter
+
+    out = io.StringIO()
+    Reporter(Console(file=out, width=100)).sample(40, "ok \x1b[31mred\x07\nline two\n")
+    shown = out.getvalue()
+    assert "sample at step 40:" in shown and "\x1b[31m" not in shown and "\x07" not in shown
+    assert "line two" in shown
