@@ -25,6 +25,8 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
   and a 3M-character slice of python-stdlib (tiny Shakespeare alone with --quick), the
   automatic choice of size against the candidate sizes on either side of it, each trained with
   the same --time; two runs at a time, one core each (about 20 minutes; --quick under 5).
+- ngram: the n-gram counts of `charrnn eval` (interpolated Kneser-Ney, up to 9 characters of
+  context) over 10M characters of python-stdlib (2M with --quick): seconds and peak memory.
 - samples: the share of a default one-minute training run on tiny Shakespeare spent writing the
   short sample shown (and kept in samples.txt) at each evaluation.
 - quickstart: the README's first command, `charrnn train python-stdlib --time 1m`, twice, each
@@ -467,6 +469,24 @@ def bench_quickstart(folder: Path, runs: int = 2) -> dict:
     return {"runs": losses}
 
 
+def bench_ngram(folder: Path, megabytes: int) -> dict:
+    """Counting the n-gram baselines of `charrnn eval` up to 9 characters of context over the
+    first `megabytes` million characters of python-stdlib, in a fresh process."""
+    from charrnn import corpus as corpora
+
+    _, path = corpora.resolve("python-stdlib")
+    chars = megabytes * 1_000_000
+    code = (f"import numpy as np, time\nfrom charrnn import ngram\n"
+            f"text = open({str(path)!r}, encoding='utf-8').read()[:{chars}]\n"
+            "lut = {c: i for i, c in enumerate(sorted(set(text)))}\n"
+            "ids = np.array([lut[c] for c in text], dtype=np.int64)\n"
+            "start = time.perf_counter()\nngram.count(ids, 9)\n"
+            "print('count_s', time.perf_counter() - start, file=sys.stderr)\n")
+    _, peak, err = run_measured(code, {**os.environ})
+    seconds = float(err.split("count_s", 1)[1].split()[0])
+    return {"characters": chars, "order": 9, "count_s": seconds, "peak_rss_mb": peak}
+
+
 def bench_samples(folder: Path, corpus: Path, seconds: float) -> dict:
     """The share of a default training run spent writing the samples shown at each evaluation
     (--sample-every 1), measured inside the run."""
@@ -516,14 +536,14 @@ def main() -> None:
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling inspect encoding memory quality "
-                             "budget quickstart samples")
+                             "budget quickstart samples ngram")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
     args = parser.parse_args()
     quick = args.quick
     sections = set(args.only or ["training", "sampling", "inspect", "encoding", "memory",
-                                 "quality", "budget", "quickstart", "samples"])
+                                 "quality", "budget", "quickstart", "samples", "ngram"])
     if quick:
         sections -= {"memory", "quickstart"}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -605,6 +625,12 @@ def main() -> None:
                       f"(dropout {a['dropout']:g}) {a['best_val_loss']:.4f}; {others}; gap "
                       f"{row['gap']:+.4f} (target <= {row['target_gap']}); non-increasing "
                       f"over budgets: {row['non_increasing']}", flush=True)
+        if "ngram" in sections:
+            r = bench_ngram(folder, 2 if quick else 10)
+            results["ngram"] = r
+            print(f"n-gram counts up to 9 characters of context over {r['characters']:,} "
+                  f"characters of python-stdlib: {r['count_s']:.1f} s (target < 60 s), peak "
+                  f"{r['peak_rss_mb']:,.0f} MB resident", flush=True)
         if "samples" in sections:
             r = bench_samples(folder, corpus, 30 if quick else 60)
             results["samples"] = r

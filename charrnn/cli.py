@@ -344,6 +344,53 @@ def inspect_cells(
         stderr_console().print(Text(f"wrote {printable(str(html_out))}"))
 
 
+@app.command("eval")
+def eval_(
+    run: RunArg,
+    text: Annotated[Optional[Path], typer.Argument(
+        help="A UTF-8 text to evaluate on. [default: the run's validation text]",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The table as JSON.")] = False,
+    per_char: Annotated[Optional[Path], typer.Option(
+        "--per-char", help="Also write each character's probability under the model to this "
+        "JSON-lines file (a new file; --force replaces one).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --per-char "
+                                        "file.")] = False,
+):
+    """The run's loss on a text (nats and bits per character, perplexity), beside baselines on
+    the same text: uniform, and interpolated Kneser-Ney n-gram models (one discount per order,
+    Chen and Goodman 1998) with 0 to 9 characters of context, counted on the run's training
+    text. The counts are cached in the run directory."""
+    import json
+
+    from charrnn import evaluate
+    from charrnn.fileio import check_new_file
+    from charrnn.output import to_stdout
+
+    if per_char is not None:
+        check_new_file(per_char, "--per-char", force)
+    result = evaluate.evaluate(run, text, say=lambda line: stderr_console().print(
+        Text(printable(line)), soft_wrap=True))
+    ids, p, vocab = result.pop("per_char")
+    if per_char is not None:
+        evaluate.write_per_char(per_char, ids, p, vocab)
+    with to_stdout():
+        if as_json:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+            return
+        from rich.table import Table
+
+        table = Table(title=printable(f"{result['characters']:,} characters of "
+                                      f"{result['text']}; baselines counted on "
+                                      f"{result['training_characters']:,} training characters"))
+        for column in ("model", "", "nats/char", "bits/char", "perplexity"):
+            table.add_column(column, justify="left" if column in ("model", "") else "right")
+        for r in result["rows"]:
+            table.add_row(Text(r["name"]), Text(printable(r["about"])), f"{r['nats']:.4f}",
+                          f"{r['bits']:.4f}", f"{r['perplexity']:.3f}")
+        stdout_console("auto").print(table)
+
+
 @app.command()
 def info(
     run: RunArg,

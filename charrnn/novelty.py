@@ -36,6 +36,9 @@ class Hashes:
             self.running = np.concatenate([[np.uint64(0)], np.cumsum(weighted)])
 
     def windows(self, length: int) -> np.ndarray:
+        """The hash of the `length` characters from each position (the empty window: 0)."""
+        if length == 0:
+            return np.zeros(len(self.running), dtype=np.uint64)
         count = len(self.running) - length
         with np.errstate(over="ignore"):
             return (self.running[length:] - self.running[:count]) * self.inverse[:count]
