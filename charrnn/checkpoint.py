@@ -37,6 +37,7 @@ WEIGHTS = "model.safetensors"
 LATEST = "latest.pt"
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.txt"
+BOARD = "tensorboard"  # a folder of TensorBoard events, with --tensorboard
 RUN_FILES = (CONFIG, WEIGHTS, LATEST, METRICS, SAMPLES)
 LOCK = ".lock"  # the run lock's file (see RunLock); it holds nothing
 MAX_CONFIG_BYTES = 64 << 20  # a vocabulary of every Unicode character fits many times over
@@ -299,6 +300,10 @@ def clear_run(run: Path) -> None:
     """Remove a previous run's files (for --overwrite), so nothing of it mixes with the new."""
     for name in RUN_FILES:
         (Path(run) / name).unlink(missing_ok=True)
+    if (Path(run) / BOARD).is_dir():
+        import shutil
+
+        shutil.rmtree(Path(run) / BOARD)
 
 
 def trim_metrics(run: Path, step: int) -> None:

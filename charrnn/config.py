@@ -143,6 +143,8 @@ class TrainConfig:
     eval_every: int | None = setting(None, "Validate (and checkpoint) every this many steps.",
                                      shown="about 20 times a run")
     eval_chars: int = setting(200_000, "Validate on at most this many characters.")
+    tensorboard: bool = setting(False, "Also write TensorBoard events to RUN/tensorboard (pip "
+                                "install 'charrnn[tensorboard]').")
     sample_every: int = setting(1, "At every this many evaluations, show a short sample of the "
                                 "model and keep it in samples.txt; 0: never.")
     patience: int = setting(3, "Evaluations without a new best before the learning rate "

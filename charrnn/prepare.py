@@ -26,7 +26,7 @@ from charrnn.vocab import Vocab
 SIZE_FLAGS = ("layers", "hidden_size", "embedding_size", "dropout")
 VALIDATION_BATCH = 64
 # what a --resume may change: how long it goes on, and where; everything else is the run's
-RESUME_CHANGES = ("epochs", "max_steps", "time", "device")
+RESUME_CHANGES = ("epochs", "max_steps", "time", "device", "tensorboard")
 
 
 def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | None = None, *,
@@ -44,6 +44,8 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
         raise CharrnnError(f"--init-from keeps the network of {init_from}; only --dropout may be "
                            f"given with it, not {', '.join(flag(k) for k in sorted(given))}")
     run = _run_dir(out, corpus_arg, overwrite)
+    if cfg.tensorboard:
+        check_tensorboard()
     device = pick_device(cfg.device)
     corpus = _load_corpus(corpus_arg, cfg, reporter)
     vocab = corpus.vocab
@@ -78,7 +80,8 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
         checkpoint.clear_run(run)
     except BaseException:
         lock.__exit__(None, None, None)
-        if created and not any(run.iterdir()):
+        if created and all(p.name == checkpoint.LOCK for p in run.iterdir()):
+            (run / checkpoint.LOCK).unlink(missing_ok=True)
             run.rmdir()  # leave no trace of a run that never started
         raise
     if base is not None:
@@ -113,6 +116,8 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         if not cfg.decided:
             raise CharrnnError(f"{run / checkpoint.CONFIG} is corrupted (its batch size, window "
                                "or learning rate is missing); it cannot be resumed")
+        if cfg.tensorboard:
+            check_tensorboard()
         mc, vocab = checkpoint.model_config(stored, run)
         # the state's size is checked against the config before it is read, and its weights
         # against the config before a model is built: a config claiming a huge model
@@ -240,7 +245,8 @@ def _run_dir(out: Path | None, corpus_arg: str, overwrite: bool) -> Path | None:
     if run.is_dir():
         names = {p.name for p in run.iterdir()}
         # a run killed before its config.json was written is still a run, for --overwrite
-        ours = all(n in (*checkpoint.RUN_FILES, checkpoint.LOCK) or n.endswith(".tmp")
+        ours = all(n in (*checkpoint.RUN_FILES, checkpoint.LOCK, checkpoint.BOARD)
+                   or n.endswith(".tmp")
                    for n in names)
         if names and not (overwrite and ours):
             raise CharrnnError(f"--out {run} is a folder of other files, not a charrnn run; "
@@ -300,6 +306,15 @@ def _split(ids: np.ndarray, cfg: TrainConfig, reporter: Reporter | None):
                           "training and validating on all of it")
         train_ids = val_ids = ids
     return train_ids, val_ids
+
+
+def check_tensorboard() -> None:
+    """--tensorboard needs the optional extra; say so before anything is trained."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise CharrnnError("--tensorboard needs TensorBoard: pip install 'charrnn[tensorboard]' "
+                           "(or leave out --tensorboard; metrics.jsonl has every figure)") from None
 
 
 def _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids, plan, choice, lock,

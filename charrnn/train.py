@@ -152,6 +152,7 @@ class Trainer:
         self.since_eval: list[float] = []  # train losses since the last evaluation
         self.stop_signal: int | None = None
         self.evaluations = 0  # this process's, for --sample-every
+        self.board = None  # a TensorBoard writer, with --tensorboard
         self.sample_seconds = 0.0  # spent writing samples (the benchmark reports the share)
         if setup.resume_state is not None:
             self._restore(setup.resume_state)
@@ -281,6 +282,8 @@ class Trainer:
             return self._loop(on_step)
         finally:
             self.reporter.finish()  # a live display must not outlive the run, even on an error
+            if self.board is not None:
+                self.board.close()
             self.release()
 
     def _loop(self, on_step) -> Outcome:
@@ -292,6 +295,11 @@ class Trainer:
                 checkpoint.trim_metrics(self.run, self.step)
                 checkpoint.trim_samples(self.run, self.step)
         self._say_start()
+        if self.cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: a resumed run's events after its step are the old process's; drop them
+            self.board = SummaryWriter(str(self.run / "tensorboard"), purge_step=self.step + 1)
         s = self.train_streams
         self.model.train()
         restore = self._install_signal_handlers()
@@ -387,12 +395,18 @@ class Trainer:
             self.save_latest()
             checkpoint.append_metrics(self.run, record)
         self.reporter.evaluation(record)
+        if self.board is not None:
+            for name in ("train_loss", "val_loss", "val_bpc", "lr", "chars_per_sec"):
+                self.board.add_scalar(name, record[name], self.step)
         self.evaluations += 1
         if self.cfg.sample_every and self.evaluations % self.cfg.sample_every == 0:
             text = self.sample()
             with self._saving():
                 checkpoint.append_sample(self.run, self.step, text)
             self.reporter.sample(self.step, text)
+            if self.board is not None:
+                self.board.add_text("sample", "    " + text.replace("\n", "\n    "),
+                                    self.step)  # indented: shown as it is, not as markdown
 
     @torch.no_grad()
     def sample(self, length: int = SAMPLE_CHARS) -> str:

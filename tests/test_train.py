@@ -228,3 +228,30 @@ def test_a_sample_shown_while_training_has_no_raw_control_characters():
     shown = out.getvalue()
     assert "sample at step 40:" in shown and "\x1b[31m" not in shown and "\x07" not in shown
     assert "line two" in shown
+
+
+def test_tensorboard_events_are_written_or_the_missing_extra_is_named(write, tmp_path,
+                                                                      monkeypatch):
+    import builtins
+
+    corpus = write("fox.txt", TEXT)
+    real_import = builtins.__import__
+
+    def without_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard" or name.startswith("tensorboard."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_tensorboard)
+    with pytest.raises(CharrnnError, match=r"pip install 'charrnn\[tensorboard\]'"):
+        train_run(corpus, tmp_path / "missing", max_steps=2, tensorboard=True)
+    assert not (tmp_path / "missing").exists()  # it said so before anything was written
+    monkeypatch.undo()
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train_run(corpus, tmp_path / "run", max_steps=6, eval_every=3, tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_loss")] == [3, 6]
+    assert {"train_loss", "val_bpc", "lr"} <= set(events.Tags()["scalars"])
