@@ -14,6 +14,7 @@ from charrnn.errors import CharrnnError
 MODELS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("adamw", "adam", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+LANGUAGES = ("c", "python", "latex", "prose")  # what the probes know (charrnn/probes.py)
 DEFAULT_TIME = 600.0  # seconds a run may take when no stop condition is given
 # sizes past these are mistakes (or a hostile config), not models
 LIMITS = {"vocab_size": 0x110000, "layers": 64, "hidden_size": 1 << 16, "embedding_size": 1 << 16}
@@ -252,6 +253,9 @@ class InspectConfig:
     cells: list[int] = setting(help="Cells to paint, like 17,230.", parse=parse_cells,
                                default_factory=list)
     top: int = setting(3, "Cells to paint when none are named; rows of each probe table.")
+    lang: str | None = setting(None, f"The text's language for the probes: "
+                               f"{', '.join(LANGUAGES[:-1])} or {LANGUAGES[-1]}.",
+                               shown="detected from the text")
     probes: list[str] = setting(help="Rank cells by correlation with a feature of the text; "
                                 "repeatable. See --list-probes.", flags=("--probe",),
                                 metavar="<name>", default_factory=list)
@@ -270,5 +274,8 @@ class InspectConfig:
     def __post_init__(self) -> None:
         if self.top < 1:
             raise CharrnnError(f"--top must be 1 or more, not {self.top}")
+        if self.lang is not None and self.lang not in LANGUAGES:
+            raise CharrnnError(f"--lang must be {', '.join(LANGUAGES[:-1])} or {LANGUAGES[-1]}, "
+                               f"not {self.lang!r}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise CharrnnError(f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")

@@ -56,8 +56,11 @@ def build(ins: Inspection, req: InspectConfig) -> Report:
 
     if chosen:
         columns = ins.columns(state)  # (N, layers * H), shared by every probe
+        lang = req.lang or probes.detect(ins.text)
+        report.lines.append(f"probes read the text as {lang}"
+                            + ("" if req.lang else " (detected; --lang to say otherwise)"))
         for probe in chosen:
-            feature = probe.feature(ins.text)
+            feature = probe.feature(ins.text, lang)
             if np.ptp(feature) == 0:
                 report.lines.append(f"probe {probe.name} ({probe.help}) is the same all through "
                                     "this text, so no cell can follow it; inspect a text where "

@@ -26,12 +26,34 @@ def test_depth_counts_nested_brackets_and_never_goes_negative():
 
 
 def test_comment_and_string_spans_for_c_python_and_latex():
-    c = 'x = 1; /* note "a" */ y = "s/*"; // tail\nz'
-    assert on(c, probes.comment(c)) == '/* note "a" */"s/*"// tail'
-    py = "a = '#no' # yes\nb"
-    assert on(py, probes.comment(py)) == "'#no'# yes"
-    tex = r"50\% off % real comment" + "\nnext"
-    assert on(tex, probes.comment(tex)) == "% real comment"
+    c = '#include <stdio.h>\nx = 1; /* note "a" */ y = "s/*"; // tail\n#define N 3\nz'
+    assert on(c, probes.comment(c, "c")) == '/* note "a" */// tail'
+    assert on(c, probes.string(c, "c")) == '"s/*"'
+    assert on(c, probes.preprocessor(c, "c")) == "#include <stdio.h>#define N 3"
+    py = 'a = \'#no\' # yes\nb = """doc # not a comment\n""" + f"x"\n'
+    assert on(py, probes.comment(py, "python")) == "# yes"
+    assert on(py, probes.string(py, "python")) == ("'#no'\"\"\"doc # not a comment\n\"\"\""
+                                                   'f"x"')
+    tex = r"50\% off % real comment" + "\nLet $x^2$ and \\[ y \\] be \\(z\\)."
+    assert on(tex, probes.comment(tex, "latex")) == "% real comment"
+    assert on(tex, probes.math(tex, "latex")) == "$x^2$\\[ y \\]\\(z\\)"
+    assert on(tex, probes.preprocessor(tex, "latex")) == ""  # no such thing in LaTeX
+
+
+def test_each_language_is_detected_and_latex_environments_nest():
+    assert probes.detect("#include <stdio.h>\nint main(void) {\n    return 0;\n}\n") == "c"
+    assert probes.detect("import os\n\ndef f(self):\n    return self.x\n") == "python"
+    assert probes.detect("\\begin{proof}\nLet $x$ be a point.\n\\end{proof}\n") == "latex"
+    assert probes.detect("It was a bright cold day in April, and the clocks were "
+                         "striking thirteen. Winston Smith hurried home.") == "prose"
+    tex = r"\begin{a}x\begin{b}y\end{b}z\end{a}w"
+    d = probes.environment_depth(tex, "latex")
+    assert d[tex.index("x")] == 1 and d[tex.index("y")] == 2 and d[tex.index("z")] == 1
+    assert d[tex.index("w")] == 0
+    prose = "One two. Three four! Five"
+    pos = probes.sentence_pos(prose, "prose")
+    assert pos[prose.index("Three")] == 0 and pos[prose.index("four")] == 6
+    assert pos[prose.index("Five")] == 0
 
 
 def test_if_paren_covers_the_condition_with_nested_parens():
