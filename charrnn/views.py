@@ -15,10 +15,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from charrnn import page, probes, render
+from charrnn import layerprobe, page, probes, render
 from charrnn.config import InspectConfig
 from charrnn.inspection import Inspection, default_state, describe, value_range
 from charrnn.render import View
+
+
+MIN_LAYER_PROBE_CHARS = 200  # a held-out part of 30% needs some length to say anything
 
 
 @dataclass
@@ -76,6 +79,9 @@ def build(ins: Inspection, req: InspectConfig) -> Report:
             layer, cell, best_r = ranked[0]
             report.views.append(cell_view(ins, state, layer, cell,
                                           f" · best for probe {probe.name}, r = {best_r:+.3f}"))
+            if len(feature) >= MIN_LAYER_PROBE_CHARS:
+                report.lines += [layerprobe.describe(probe.name, s)
+                                 for s in layerprobe.probe_layers(ins.states[state], feature)]
 
     if req.gates:
         rows = ins.gate_saturation()

@@ -64,6 +64,54 @@ def test_a_quote_tracking_cell_is_discovered(quote_run):
     assert np.abs(best_quote_r(untrained, vocab)[1]).max() < 0.8
 
 
+def bracket_text(n_words, seed):
+    """Words of the same letters inside and outside brackets: only what may come next differs
+    (a ")" inside, a "(" outside), so the state is latent: no single character shows it."""
+    rng = random.Random(seed)
+    out, inside = [], False
+    for _ in range(n_words):
+        out.append("".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 6))) + " ")
+        if rng.random() < 0.3:
+            out.append(")" if inside else "(")
+            inside = not inside
+    return "".join(out)
+
+
+def test_a_layer_probe_knows_the_planted_feature_and_the_untrained_control_does_not(
+        tmp_path):
+    from charrnn import layerprobe
+
+    corpus = tmp_path / "brackets.txt"
+    corpus.write_text(bracket_text(8000, 0))
+    train_run(corpus, tmp_path / "run", model={"hidden_size": 32, "layers": 1},
+              max_steps=800, lr=1e-2, batch_size=16, seq_len=64, eval_every=800)
+    model, vocab, _ = checkpoint.load(tmp_path / "run")
+    text = bracket_text(3000, 2)
+    feature = (probes.depth(text) > 0).astype(np.float32)
+    trained = layerprobe.probe_layers(inspection.inspect(model, vocab, text).states["c"], feature)
+    torch.manual_seed(1337)
+    untrained = CharRNN(model.config).eval()
+    control = layerprobe.probe_layers(inspection.inspect(untrained, vocab, text).states["c"],
+                                      feature)
+    assert trained[0].metric == "balanced accuracy"
+    assert trained[0].score > 0.9 and control[0].score < trained[0].score - 0.15
+    assert [size for size, _, _ in trained[0].path][:3] == [1, 2, 3]
+    said = layerprobe.describe("depth", trained[0])
+    assert said.startswith("layer 1 knows depth to ") and "alone" in said
+
+
+def test_the_layer_probe_scores_a_numeric_feature_by_held_out_r2():
+    from charrnn import layerprobe
+
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(1, 2000, 20))
+    feature = 3 * states[0, :, 4] - 2 * states[0, :, 7] + 0.1 * rng.normal(size=2000)
+    [score] = layerprobe.probe_layers(states, feature)
+    assert score.metric == "R^2" and score.score > 0.99 and score.accuracy is None
+    assert sorted(score.path[1][1]) == [4, 7] and score.path[1][2] > 0.99
+    assert score.path[0][1] == [4]  # the larger weight enters the L1 path first
+
+
 def paint(color_system, text="ab\ncd", values=(-1.0, 0.0, 1.0, 0.5, -0.5), width=40):
     out = io.StringIO()
     console = Console(file=out, color_system=color_system, force_terminal=color_system is not None,
