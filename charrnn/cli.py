@@ -331,10 +331,17 @@ def inspect_cells(
     if html_out is not None:
         check_new_file(html_out, "--html", force)
     model, vocab, config = checkpoint.load(run, pick_device(request.device))
+    held = None
+    if request.ablate:
+        from charrnn import ablation
+
+        held = ablation.parse(request.ablate, model.config.layers, model.config.hidden_size)
     source = inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,
                                         drawing)
     inspection.check_memory(model.config, len(source), request.max_memory)
     ins = inspection.inspect(model, vocab, source)
+    if held:
+        ins.ablation = (request.ablate, ablation.ablate(model, vocab, source, held))
     built = views.build(ins, request)
     with to_stdout():
         views.show(console, built, ins)

@@ -265,6 +265,9 @@ class InspectConfig:
     gates: bool = setting(False, "Table of gate saturation per layer.")
     surprisal: bool = setting(False, "Paint each character by the probability the model gave "
                               "it.")
+    ablate: str | None = setting(None, "Hold these cells at their mean (LAYER:CELL,...) and "
+                                 "paint where the loss rises; with --probe, the rise inside "
+                                 "and outside its spans.", metavar="<L:C,...>")
     max_memory: int = setting(2 << 30, "Refuse a text whose inspection would need more memory "
                               "than this (every state of every cell is kept for each "
                               "character).", parse=parse_size, shown="2G")

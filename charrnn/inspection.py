@@ -52,6 +52,7 @@ class Inspection:
     model: str  # lstm | gru | rnn
     states: dict[str, np.ndarray]  # name -> (layers, N, H); "c" is stored as tanh(c)
     next_probs: np.ndarray  # (N, V): the distribution over the character after each position
+    ablation: tuple[str, np.ndarray] | None = None  # (--ablate, loss rise at 1 .. N - 1)
 
     @property
     def layers(self) -> int:

@@ -83,6 +83,19 @@ def build(ins: Inspection, req: InspectConfig) -> Report:
                 report.lines += [layerprobe.describe(probe.name, s)
                                  for s in layerprobe.probe_layers(ins.states[state], feature)]
 
+    if ins.ablation is not None:
+        named, rise = ins.ablation
+        report.lines.append(f"holding {named} at their mean changes the loss by "
+                            f"{rise.mean():+.4f} nats per character")
+        for probe in chosen:
+            on = probe.feature(ins.text, req.lang or probes.detect(ins.text))[1:] > 0
+            if on.any() and (~on).any():
+                report.lines.append(f"  inside probe {probe.name}: {rise[on].mean():+.4f}; "
+                                    f"outside: {rise[~on].mean():+.4f}")
+        scale = float(np.abs(rise).max()) or 1.0
+        report.views.append(View(f"loss change with {named} held at their mean (red: it rose)",
+                                 np.concatenate([[np.nan], -rise]), -scale, scale))
+
     if req.gates:
         rows = ins.gate_saturation()
         if not rows:

@@ -77,15 +77,20 @@ def bracket_text(n_words, seed):
     return "".join(out)
 
 
+@pytest.fixture(scope="module")
+def bracket_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("brackets")
+    (folder / "brackets.txt").write_text(bracket_text(8000, 0))
+    train_run(folder / "brackets.txt", folder / "run", model={"hidden_size": 32, "layers": 1},
+              max_steps=800, lr=1e-2, batch_size=16, seq_len=64, eval_every=800)
+    return folder / "run"
+
+
 def test_a_layer_probe_knows_the_planted_feature_and_the_untrained_control_does_not(
-        tmp_path):
+        bracket_run):
     from charrnn import layerprobe
 
-    corpus = tmp_path / "brackets.txt"
-    corpus.write_text(bracket_text(8000, 0))
-    train_run(corpus, tmp_path / "run", model={"hidden_size": 32, "layers": 1},
-              max_steps=800, lr=1e-2, batch_size=16, seq_len=64, eval_every=800)
-    model, vocab, _ = checkpoint.load(tmp_path / "run")
+    model, vocab, _ = checkpoint.load(bracket_run)
     text = bracket_text(3000, 2)
     feature = (probes.depth(text) > 0).astype(np.float32)
     trained = layerprobe.probe_layers(inspection.inspect(model, vocab, text).states["c"], feature)
@@ -98,6 +103,32 @@ def test_a_layer_probe_knows_the_planted_feature_and_the_untrained_control_does_
     assert [size for size, _, _ in trained[0].path][:3] == [1, 2, 3]
     said = layerprobe.describe("depth", trained[0])
     assert said.startswith("layer 1 knows depth to ") and "alone" in said
+
+
+def test_ablating_the_found_cell_raises_the_loss_where_the_feature_is_used(bracket_run):
+    from charrnn import ablation
+
+    model, vocab, _ = checkpoint.load(bracket_run)
+    text = bracket_text(500, 3)
+    feature = (probes.depth(text) > 0).astype(np.float32)
+    r = probes.correlations(inspection.inspect(model, vocab, text).columns("c"), feature)
+    found, other = int(np.argmax(np.abs(r))), int(np.argmin(np.abs(r)))
+    rise = ablation.ablate(model, vocab, text, {0: [found]})
+    # the cell that follows the brackets matters; the one least related to them far less
+    assert rise.mean() > 0.05
+    assert rise.mean() > 3 * ablation.ablate(model, vocab, text, {0: [other]}).mean()
+    # and it matters where the bracket state decides what comes next: after a word
+    after_word = np.array([ch == " " for ch in text[:-1]])
+    assert rise[after_word].mean() > rise[~after_word].mean()
+    page = bracket_run.parent / "b.txt"
+    page.write_text(text)
+    result = invoke("inspect-cells", bracket_run, "--text", page, "--ablate", f"1:{found}",
+                    "--probe", "depth", "--color", "never")
+    assert result.exit_code == 0, result.output
+    assert f"holding 1:{found} at their mean changes the loss by +" in result.stdout
+    assert "inside probe depth:" in result.stdout and "(red: it rose)" in result.stdout
+    bad = invoke("inspect-cells", bracket_run, "--ablate", "1:99", catch_exceptions=True)
+    assert bad.exit_code == 1 and "the model has layers 1 to 1 and cells 0 to 31" in bad.stderr
 
 
 def test_the_layer_probe_scores_a_numeric_feature_by_held_out_r2():
