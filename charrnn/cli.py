@@ -342,6 +342,10 @@ def inspect_cells(
     ins = inspection.inspect(model, vocab, source)
     if held:
         ins.ablation = (request.ablate, ablation.ablate(model, vocab, source, held))
+    if request.match:
+        if len(request.match) < 2:
+            raise CharrnnError("--match needs a phrase of 2 characters or more")
+        ins.matching = inspection.inspect(model, vocab, request.match)
     built = views.build(ins, request)
     with to_stdout():
         views.show(console, built, ins)

@@ -265,6 +265,9 @@ class InspectConfig:
     gates: bool = setting(False, "Table of gate saturation per layer.")
     surprisal: bool = setting(False, "Paint each character by the probability the model gave "
                               "it.")
+    match: str | None = setting(None, "List the stretches of the text whose activity, on the "
+                                "cells most active on this phrase, is most like the phrase's.",
+                                metavar="<phrase>")
     ablate: str | None = setting(None, "Hold these cells at their mean (LAYER:CELL,...) and "
                                  "paint where the loss rises; with --probe, the rise inside "
                                  "and outside its spans.", metavar="<L:C,...>")

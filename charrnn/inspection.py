@@ -53,6 +53,7 @@ class Inspection:
     states: dict[str, np.ndarray]  # name -> (layers, N, H); "c" is stored as tanh(c)
     next_probs: np.ndarray  # (N, V): the distribution over the character after each position
     ablation: tuple[str, np.ndarray] | None = None  # (--ablate, loss rise at 1 .. N - 1)
+    matching: Inspection | None = None  # the --match phrase's own inspection
 
     @property
     def layers(self) -> int:

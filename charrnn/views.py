@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from charrnn import layerprobe, page, probes, render
+from charrnn import layerprobe, match, page, probes, render
 from charrnn.config import InspectConfig
 from charrnn.inspection import Inspection, default_state, describe, value_range
 from charrnn.render import View
@@ -82,6 +82,20 @@ def build(ins: Inspection, req: InspectConfig) -> Report:
             if len(feature) >= MIN_LAYER_PROBE_CHARS:
                 report.lines += [layerprobe.describe(probe.name, s)
                                  for s in layerprobe.probe_layers(ins.states[state], feature)]
+
+    if ins.matching is not None:
+        phrase = ins.matching
+        cells, found = match.find(phrase.columns(state), ins.columns(state))
+        named = ", ".join(f"{int(k) // ins.hidden_size + 1}:{int(k) % ins.hidden_size}"
+                          for k in cells)
+        report.lines.append(f"--match {phrase.text!r}: its most active cells of "
+                            f"{describe(state)} are {named}; the closest stretches:")
+        for m in found:
+            stretch = ins.text[m.start: m.start + len(phrase.text)]
+            report.lines.append(f"  at character {m.start:,}: {stretch!r} (distance "
+                                f"{m.distance:.3f})")
+        if not found:
+            report.lines.append("  none: the text is shorter than the phrase")
 
     if ins.ablation is not None:
         named, rise = ins.ablation

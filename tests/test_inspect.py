@@ -275,3 +275,26 @@ def test_inspect_cells_cli_end_to_end(quote_run, tmp_path):
     assert primed.exit_code == 0 and 'ab·"CD' not in primed.stdout
     listed = invoke("inspect-cells", quote_run, "--list-probes")
     assert all(name in listed.stdout for name in probes.PROBES)
+
+
+def test_match_finds_where_a_planted_pattern_of_activity_recurs():
+    from charrnn import match
+
+    rng = np.random.default_rng(0)
+    text_states = rng.normal(0, 0.1, size=(3000, 64))
+    phrase = np.zeros((12, 64))
+    phrase[:, [5, 9, 40]] = rng.choice([-1.0, 1.0], size=(12, 3))  # three cells carry it
+    for start in (700, 2100):
+        text_states[start: start + 12, [5, 9, 40]] = phrase[:, [5, 9, 40]]
+    cells, found = match.find(phrase, text_states)
+    assert {5, 9, 40} <= set(cells.tolist())
+    assert sorted(m.start for m in found[:2]) == [700, 2100]
+    assert all(abs(a.start - b.start) >= 12 for a in found for b in found if a is not b)
+
+
+def test_match_lists_stretches_on_the_command_line(quote_run):
+    result = invoke("inspect-cells", quote_run, "--match", '"ABC', "--length", 600,
+                    "--color", "never")
+    assert result.exit_code == 0, result.output
+    assert "--match '\"ABC': its most active cells of tanh(c)" in result.stdout
+    assert result.stdout.count("  at character ") == 5
