@@ -342,6 +342,18 @@ def inspect_cells(
     ins = inspection.inspect(model, vocab, source)
     if held:
         ins.ablation = (request.ablate, ablation.ablate(model, vocab, source, held))
+    if request.feature is not None:
+        from charrnn import features
+
+        layer = request.layer or model.config.layers
+        state = request.state or "h"
+        ins.check(state, layer)
+        d = features.load(features.path_of(run, layer, state), model.config.hidden_size)
+        if not 0 <= request.feature < d.w_enc.shape[0]:
+            raise CharrnnError(f"--feature {request.feature} does not exist: features are "
+                               f"numbered 0 to {d.w_enc.shape[0] - 1}")
+        acts = d.encode(ins.states[state][layer - 1])[:, request.feature]
+        ins.feature = (f"feature {request.feature} of layer {layer} ({state})", acts)
     if request.match:
         if len(request.match) < 2:
             raise CharrnnError("--match needs a phrase of 2 characters or more")
@@ -353,6 +365,76 @@ def inspect_cells(
         check_new_file(html_out, "--html", force)  # again: the inspection took a while
         atomic_write_text(html_out, views.html(f"charrnn inspect-cells {run}", built, ins))
         stderr_console().print(Text(f"wrote {printable(str(html_out))}"))
+
+
+@app.command("features")
+def features_(
+    run: RunArg,
+    layer: Annotated[Optional[int], typer.Option("--layer", help="Layer, counted from 1. "
+                                                 "[default: the last]", show_default=False)]
+    = None,
+    state: Annotated[str, typer.Option("--state", help="h (hidden state), or c (an LSTM's "
+                                       "cell state, as tanh(c)).")] = "h",
+    chars: Annotated[int, typer.Option("--chars", help="Characters of the training text to "
+                                       "learn from.")] = 50_000,
+    count: Annotated[Optional[int], typer.Option(
+        "--features", help="How many features to learn. [default: 4 per cell]",
+        show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps of the dictionary.")]
+    = 3000,
+    top: Annotated[int, typer.Option("--top", help="Features to list.")] = 10,
+    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+):
+    """Learn a sparse dictionary (a sparse autoencoder) of a layer's states over the training
+    text, save it in the run directory, and list its features by how often they fire, each with
+    its top contexts painted and a label from the probe it follows best."""
+    from charrnn import checkpoint, features, inspection, probes, render
+    from charrnn.output import to_stdout
+
+    console = stdout_console(color)
+    if chars < 100 or steps < 1 or top < 1:
+        raise CharrnnError("--chars must be 100 or more, and --steps and --top 1 or more")
+    model, vocab, config = checkpoint.load(run)
+    layer = layer or model.config.layers
+    corpus = inspection.run_corpus(config)
+    train_cfg = config.get("train", {})
+    train, _ = corpus.split(train_cfg.get("val_frac", 0.1), train_cfg.get("test_frac", 0.0))
+    text = corpus.vocab.decode(train[:chars])
+    inspection.check_memory(model.config, len(text), InspectConfig.max_memory)
+    ins = inspection.inspect(model, vocab, text)
+    ins.check(state, layer)
+    x = ins.states[state][layer - 1]
+    say = stderr_console()
+    say.print(Text(f"learning {count or features.EXPANSION * x.shape[1]} features of layer "
+                   f"{layer} ({state}) on {len(text):,} characters"))
+    d = features.train(x, count, steps)
+    acts = d.encode(x)
+    lang = probes.detect(text)
+    frequency, labels = features.inventory(acts, text, lang)
+    path = features.path_of(run, layer, state)
+    features.save(d, path, {"layer": layer, "state": state, "characters": len(text),
+                            "language": lang})
+    features.summary(path, {"layer": layer, "state": state, "characters": len(text),
+                            "language": lang, "frequency": frequency.tolist(),
+                            "labels": [{"probe": n, "r": r} for n, r in labels]})
+    say.print(Text(printable(f"saved {path}; paint one with `charrnn inspect-cells {run} "
+                             f"--layer {layer} --state {state} --feature N`")))
+    alive = [f for f in sorted(range(len(frequency)), key=lambda f: -frequency[f])
+             if frequency[f] > 0]
+    with to_stdout():
+        for f in alive[:top]:
+            name, r = labels[f]
+            console.print(Text(f"feature {f}: fires on {frequency[f]:.1%} of characters; "
+                               f"follows probe {name} best (r = {r:+.2f})", style="bold"))
+            for at in acts[:, f].argsort(kind="stable")[::-1][:3]:
+                lo, hi = max(int(at) - 30, 0), min(int(at) + 10, len(text))
+                render.heatmap(console, render.View(f"  at character {int(at):,}",
+                                                    acts[lo:hi, f], 0.0,
+                                                    float(acts[:, f].max()) or 1.0),
+                               text[lo:hi])
+        dead = acts.shape[1] - len(alive)
+        if dead:
+            console.print(Text(f"{dead} feature(s) never fire on this text"))
 
 
 @app.command("eval")

@@ -265,6 +265,8 @@ class InspectConfig:
     gates: bool = setting(False, "Table of gate saturation per layer.")
     surprisal: bool = setting(False, "Paint each character by the probability the model gave "
                               "it.")
+    feature: int | None = setting(None, "Paint this feature of the sparse dictionary that "
+                                  "`charrnn features` learned for the layer (--layer, --state).")
     match: str | None = setting(None, "List the stretches of the text whose activity, on the "
                                 "cells most active on this phrase, is most like the phrase's.",
                                 metavar="<phrase>")

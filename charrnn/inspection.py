@@ -54,6 +54,7 @@ class Inspection:
     next_probs: np.ndarray  # (N, V): the distribution over the character after each position
     ablation: tuple[str, np.ndarray] | None = None  # (--ablate, loss rise at 1 .. N - 1)
     matching: Inspection | None = None  # the --match phrase's own inspection
+    feature: tuple[str, np.ndarray] | None = None  # (--feature's title, its activations)
 
     @property
     def layers(self) -> int:

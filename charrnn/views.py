@@ -83,6 +83,11 @@ def build(ins: Inspection, req: InspectConfig) -> Report:
                 report.lines += [layerprobe.describe(probe.name, s)
                                  for s in layerprobe.probe_layers(ins.states[state], feature)]
 
+    if ins.feature is not None:
+        title, acts = ins.feature
+        report.views.append(View(f"{title}: how strongly it fires (blue)", acts, 0.0,
+                                 float(acts.max()) or 1.0))
+
     if ins.matching is not None:
         phrase = ins.matching
         cells, found = match.find(phrase.columns(state), ins.columns(state))

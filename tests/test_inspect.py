@@ -298,3 +298,38 @@ def test_match_lists_stretches_on_the_command_line(quote_run):
     assert result.exit_code == 0, result.output
     assert "--match '\"ABC': its most active cells of tanh(c)" in result.stdout
     assert result.stdout.count("  at character ") == 5
+
+
+def test_a_sparse_dictionary_recovers_planted_sparse_features():
+    from charrnn import features
+
+    rng = np.random.default_rng(0)
+    hidden, planted, n = 32, 24, 12_000
+    truth = rng.normal(size=(planted, hidden))
+    truth /= np.linalg.norm(truth, axis=1, keepdims=True)
+    codes = np.zeros((n, planted))
+    for i in range(n):  # two features at a time, of random strength
+        codes[i, rng.choice(planted, 2, replace=False)] = rng.exponential(1.0, 2) + 0.5
+    states = codes @ truth + 0.01 * rng.normal(size=(n, hidden))
+    d = features.train(states, features=64, steps=2500)
+    cosine = truth @ d.w_dec.numpy()  # (planted, learned): the decoder's columns are unit
+    assert cosine.max(axis=1).min() > 0.9  # every planted feature has a learned twin
+    assert (d.encode(states) > 0).sum(axis=1).mean() < 8  # and the codes are sparse
+
+
+def test_features_are_learned_listed_saved_and_painted(quote_run):
+    result = invoke("features", quote_run, "--chars", 3000, "--steps", 300, "--top", 2,
+                    "--color", "never")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("feature ") and "follows probe" in result.stdout
+    saved = quote_run / "features-l2-h.safetensors"
+    assert saved.exists() and saved.with_suffix(".json").exists()
+    painted = invoke("inspect-cells", quote_run, "--feature", 0, "--length", 200,
+                     "--color", "never")
+    assert painted.exit_code == 0, painted.output
+    assert "feature 0 of layer 2 (h): how strongly it fires" in painted.stdout
+    bad = invoke("inspect-cells", quote_run, "--feature", 9999, catch_exceptions=True)
+    assert bad.exit_code == 1 and "--feature 9999 does not exist" in bad.stderr
+    missing = invoke("inspect-cells", quote_run, "--feature", 0, "--layer", 1,
+                     catch_exceptions=True)
+    assert missing.exit_code == 1 and "learn the features first" in missing.stderr

@@ -1,0 +1,134 @@
+"""Features no single cell shows: a sparse autoencoder (a sparse dictionary) over one layer's
+states. Each state vector is written as a sparse, non-negative mix of learned directions; a
+direction that fires on a kind of context is a feature, whether one cell carries it or many.
+
+The recipe is the usual one for interpretability work: x ~ W_d relu(W_e (x - b_d) + b_e) + b_d,
+the decoder's columns kept at unit length, an L1 penalty on the codes, Adam, and every so often
+the features that have stopped firing are re-aimed at the worst-reconstructed states.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from charrnn.errors import CharrnnError
+from charrnn.fileio import atomic_write, atomic_write_text
+
+EXPANSION = 4  # features per dimension of the state
+L1 = 3e-3  # sparsity: the weight of the codes' L1 norm against the reconstruction error
+STEPS = 3000
+BATCH = 512
+LR = 3e-3
+
+
+@dataclass
+class Dictionary:
+    w_enc: torch.Tensor  # (F, H)
+    b_enc: torch.Tensor  # (F,)
+    w_dec: torch.Tensor  # (H, F), unit columns
+    b_dec: torch.Tensor  # (H,)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """The features' activations for states x (N, H): (N, F), mostly zero."""
+        with torch.no_grad():
+            t = torch.as_tensor(x, dtype=torch.float32)
+            return torch.relu((t - self.b_dec) @ self.w_enc.T + self.b_enc).numpy()
+
+
+def train(x: np.ndarray, features: int | None = None, steps: int = STEPS, l1: float = L1,
+          seed: int = 0, log=None) -> Dictionary:
+    """Learn a sparse dictionary of `features` directions (EXPANSION x H by default) for the
+    states x (N, H), scaled so their mean squared norm is H (one sparsity setting fits all)."""
+    torch.manual_seed(seed)
+    x = torch.as_tensor(x, dtype=torch.float32)
+    n, h = x.shape
+    f = features or EXPANSION * h
+    scale = float(np.sqrt(h / max(float((x ** 2).sum(1).mean()), 1e-12)))
+    xs = x * scale
+    b_dec = xs.median(dim=0).values.clone().requires_grad_(True)
+    w_dec = torch.nn.functional.normalize(torch.randn(h, f), dim=0).requires_grad_(True)
+    w_enc = w_dec.detach().T.clone().requires_grad_(True)
+    b_enc = torch.zeros(f, requires_grad=True)
+    opt = torch.optim.Adam([w_enc, b_enc, w_dec, b_dec], lr=LR)
+    fired = torch.zeros(f)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        batch = xs[torch.randint(n, (min(BATCH, n),), generator=g)]
+        codes = torch.relu((batch - b_dec) @ w_enc.T + b_enc)
+        recon = codes @ w_dec.T + b_dec
+        loss = ((recon - batch) ** 2).sum(1).mean() / h + l1 * codes.abs().sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            w_dec.div_(w_dec.norm(dim=0, keepdim=True).clamp_min(1e-8))
+            fired += (codes > 0).sum(0)
+            if step % 500 == 499 and step < steps * 0.8:  # re-aim the features that died
+                dead = torch.nonzero(fired == 0).flatten()
+                if len(dead):
+                    errors = ((recon - batch) ** 2).sum(1)
+                    worst = batch[torch.argsort(errors, descending=True)[: len(dead)]] - b_dec
+                    aim = torch.nn.functional.normalize(worst, dim=1)
+                    w_dec[:, dead[: len(aim)]] = aim.T
+                    w_enc[dead[: len(aim)]] = aim * 0.2
+                    b_enc[dead[: len(aim)]] = 0.0
+                fired.zero_()
+        if log is not None and step % 1000 == 0:
+            log(f"step {step}: loss {loss.item():.4f}")
+    with torch.no_grad():  # fold the scale back in: the dictionary reads raw states
+        return Dictionary(w_enc.detach() * scale, b_enc.detach().clone(), w_dec.detach().clone(),
+                          b_dec.detach() / scale)
+
+
+def inventory(acts: np.ndarray, text: str, lang: str) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """(how often each feature fires, and its label: the probe it follows best, with r)."""
+    from charrnn import probes
+
+    frequency = (acts > 0).mean(axis=0)
+    names = list(probes.PROBES)
+    table = np.stack([probes.PROBES[n].feature(text, lang) for n in names], axis=1)
+    r = np.stack([probes.correlations(table.astype(np.float64), acts[:, f])
+                  for f in range(acts.shape[1])])  # (F, probes)
+    best = np.abs(r).argmax(axis=1)
+    return frequency, [(names[b], float(r[f, b])) for f, b in enumerate(best)]
+
+
+def path_of(run: Path, layer: int, state: str) -> Path:
+    return Path(run) / f"features-l{layer}-{state}.safetensors"
+
+
+def save(d: Dictionary, path: Path, meta: dict) -> None:
+    tensors = {"w_enc": d.w_enc.contiguous(), "b_enc": d.b_enc, "w_dec": d.w_dec.contiguous(),
+               "b_dec": d.b_dec}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp),
+                                             metadata={"meta": json.dumps(meta)}))
+
+
+def load(path: Path, hidden: int) -> Dictionary:
+    """A saved dictionary, its shapes checked against the model's layer."""
+    if not path.exists():
+        raise CharrnnError(f"{path} does not exist; learn the features first with `charrnn "
+                           "features RUN`")
+    try:
+        t = load_file(str(path))
+        d = Dictionary(t["w_enc"].float(), t["b_enc"].float(), t["w_dec"].float(),
+                       t["b_dec"].float())
+    except Exception as e:  # noqa: BLE001 - any failure to parse untrusted bytes is corruption
+        raise CharrnnError(f"{path} is corrupted ({str(e)[:120]}); learn the features again") \
+            from None
+    f = d.w_enc.shape[0]
+    if d.w_enc.shape != (f, hidden) or d.w_dec.shape != (hidden, f) or d.b_enc.shape != (f,) \
+            or d.b_dec.shape != (hidden,):
+        raise CharrnnError(f"{path} does not fit this model's layer of {hidden} cells; learn the "
+                           "features again")
+    return d
+
+
+def summary(path: Path, meta: dict) -> None:
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
