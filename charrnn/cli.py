@@ -388,7 +388,7 @@ def features_(
     """Learn a sparse dictionary (a sparse autoencoder) of a layer's states over the training
     text, save it in the run directory, and list its features by how often they fire, each with
     its top contexts painted and a label from the probe it follows best."""
-    from charrnn import checkpoint, features, inspection, probes, render
+    from charrnn import checkpoint, features, render
     from charrnn.output import to_stdout
 
     console = stdout_console(color)
@@ -396,29 +396,13 @@ def features_(
         raise CharrnnError("--chars must be 100 or more, and --steps and --top 1 or more")
     model, vocab, config = checkpoint.load(run)
     layer = layer or model.config.layers
-    corpus = inspection.run_corpus(config)
-    train_cfg = config.get("train", {})
-    train, _ = corpus.split(train_cfg.get("val_frac", 0.1), train_cfg.get("test_frac", 0.0))
-    text = corpus.vocab.decode(train[:chars])
-    inspection.check_memory(model.config, len(text), InspectConfig.max_memory)
-    ins = inspection.inspect(model, vocab, text)
-    ins.check(state, layer)
-    x = ins.states[state][layer - 1]
     say = stderr_console()
-    say.print(Text(f"learning {count or features.EXPANSION * x.shape[1]} features of layer "
-                   f"{layer} ({state}) on {len(text):,} characters"))
-    d = features.train(x, count, steps)
-    acts = d.encode(x)
-    lang = probes.detect(text)
-    frequency, labels = features.inventory(acts, text, lang)
-    path = features.path_of(run, layer, state)
-    features.save(d, path, {"layer": layer, "state": state, "characters": len(text),
-                            "language": lang})
-    features.summary(path, {"layer": layer, "state": state, "characters": len(text),
-                            "language": lang, "frequency": frequency.tolist(),
-                            "labels": [{"probe": n, "r": r} for n, r in labels]})
-    say.print(Text(printable(f"saved {path}; paint one with `charrnn inspect-cells {run} "
-                             f"--layer {layer} --state {state} --feature N`")))
+    learned = features.learn(run, model, vocab, config, layer, state, chars, count, steps,
+                             lambda line: say.print(Text(printable(line))))
+    text, acts, frequency, labels = (learned.text, learned.acts, learned.frequency,
+                                     learned.labels)
+    say.print(Text(printable(f"saved {learned.path}; paint one with `charrnn inspect-cells "
+                             f"{run} --layer {layer} --state {state} --feature N`")))
     alive = [f for f in sorted(range(len(frequency)), key=lambda f: -frequency[f])
              if frequency[f] > 0]
     with to_stdout():

@@ -41,7 +41,7 @@ class Dictionary:
             return torch.relu((t - self.b_dec) @ self.w_enc.T + self.b_enc).numpy()
 
 
-def train(x: np.ndarray, features: int | None = None, steps: int = STEPS, l1: float = L1,
+def train_dictionary(x: np.ndarray, features: int | None = None, steps: int = STEPS, l1: float = L1,
           seed: int = 0, log=None) -> Dictionary:
     """Learn a sparse dictionary of `features` directions (EXPANSION x H by default) for the
     states x (N, H), scaled so their mean squared norm is H (one sparsity setting fits all)."""
@@ -97,6 +97,45 @@ def inventory(acts: np.ndarray, text: str, lang: str) -> tuple[np.ndarray, list[
                   for f in range(acts.shape[1])])  # (F, probes)
     best = np.abs(r).argmax(axis=1)
     return frequency, [(names[b], float(r[f, b])) for f, b in enumerate(best)]
+
+
+@dataclass
+class Learned:
+    path: Path  # where the dictionary was saved
+    text: str  # what it was learned on
+    acts: np.ndarray  # (N, F): the features' activations on it
+    frequency: np.ndarray  # (F,): how often each fires
+    labels: list[tuple[str, float]]  # each one's best probe, and r
+
+
+def learn(run: Path, model, vocab, config: dict, layer: int, state: str, chars: int,
+          count: int | None, steps: int, say) -> Learned:
+    """Learn, label and save the dictionary of a layer's `state` over the first `chars`
+    characters of the run's training text."""
+    from charrnn import probes
+    from charrnn.config import InspectConfig
+    from charrnn.inspection import check_memory, inspect, run_corpus
+
+    corpus = run_corpus(config)
+    train_cfg = config.get("train", {})
+    train, _ = corpus.split(train_cfg.get("val_frac", 0.1), train_cfg.get("test_frac", 0.0))
+    text = corpus.vocab.decode(train[:chars])
+    check_memory(model.config, len(text), InspectConfig.max_memory)
+    ins = inspect(model, vocab, text)
+    ins.check(state, layer)
+    x = ins.states[state][layer - 1]
+    say(f"learning {count or EXPANSION * x.shape[1]} features of layer {layer} ({state}) on "
+        f"{len(text):,} characters")
+    d = train_dictionary(x, count, steps)
+    acts = d.encode(x)
+    lang = probes.detect(text)
+    frequency, labels = inventory(acts, text, lang)
+    path = path_of(run, layer, state)
+    meta = {"layer": layer, "state": state, "characters": len(text), "language": lang}
+    save(d, path, meta)
+    summary(path, {**meta, "frequency": frequency.tolist(),
+                   "labels": [{"probe": n, "r": r} for n, r in labels]})
+    return Learned(path, text, acts, frequency, labels)
 
 
 def path_of(run: Path, layer: int, state: str) -> Path:

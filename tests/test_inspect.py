@@ -311,7 +311,7 @@ def test_a_sparse_dictionary_recovers_planted_sparse_features():
     for i in range(n):  # two features at a time, of random strength
         codes[i, rng.choice(planted, 2, replace=False)] = rng.exponential(1.0, 2) + 0.5
     states = codes @ truth + 0.01 * rng.normal(size=(n, hidden))
-    d = features.train(states, features=64, steps=2500)
+    d = features.train_dictionary(states, features=64, steps=2500)
     cosine = truth @ d.w_dec.numpy()  # (planted, learned): the decoder's columns are unit
     assert cosine.max(axis=1).min() > 0.9  # every planted feature has a learned twin
     assert (d.encode(states) > 0).sum(axis=1).mean() < 8  # and the codes are sparse
