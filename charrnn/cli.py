@@ -259,7 +259,7 @@ def sample(
     prime = check_prime(prime, vocab, drop_unknown)
     seed = configs[0].seed if configs[0].seed is not None else int(torch.seed() % 2**63)
     out = TextOut(sys.stdout, safe=safe)
-    written = []
+    written = [] if novelty else None  # what --novelty checks; nothing is kept without it
     with to_stdout():
         for cfg in configs:
             generator = torch.Generator().manual_seed(seed)  # each temperature, the same seed
@@ -273,15 +273,17 @@ def sample(
                 tail = ""
                 for ch in generate(model, vocab, prime, cfg, generator):
                     out.write(ch)
-                    written.append(ch)
+                    if written is not None:
+                        written.append(ch)
                     if stop is not None:
                         tail = (tail + ch)[-len(stop):]
                         if tail == stop:
                             break
                 out.write("\n")
-                written.append("\n")
+                if written is not None:
+                    written.append("\n")
             out.flush()
-    if novelty:
+    if written is not None:
         from charrnn import inspection
 
         inspection.say_novelty(config, "".join(written), stderr_console())
@@ -546,7 +548,7 @@ def corpus_list():
             if r.offline:
                 size, check = "built on this machine", ""
             else:
-                size = recipes.describe_size(r) if r.size else "size unknown"
+                size = f"{r.size / 1e6:,.1f} MB" if r.size else "size unknown"
                 check = ", sha256 pinned" if r.sha256 else ", sha256 not pinned"
             where = f"here: {here}" if here.exists() else "not here yet"
             lines = [f"{r.name:<16} {size}{check}; {where}", f"  {r.about}",

@@ -19,7 +19,7 @@ import torch
 from charrnn import checkpoint, ngram
 from charrnn.config import LN2
 from charrnn.errors import CharrnnError
-from charrnn.fileio import atomic_write_text, read_text
+from charrnn.fileio import atomic_write, atomic_write_text, read_json_object, read_text
 from charrnn.inspection import run_corpus
 from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
@@ -97,12 +97,7 @@ def _baselines(run: Path, train_ids, ids, vocab_size, orders, say) -> list[dict]
                    np.ascontiguousarray(ids).tobytes(), repr(tuple(orders)).encode(),
                    str(vocab_size).encode()]), digest_size=16).hexdigest()
     path = run / CACHE
-    try:
-        cache = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_json_object(path)
     if isinstance(cache.get(key), list):
         return cache[key]
     if say is not None:
@@ -127,6 +122,4 @@ def write_per_char(path: Path, ids: np.ndarray, p: np.ndarray, vocab: Vocab) -> 
         with open(tmp, "w", encoding="utf-8") as f:
             for i, (c, prob) in enumerate(zip(ids[1:], p), start=1):
                 f.write(json.dumps({"i": i, "char": vocab.chars[c], "p": float(prob)}) + "\n")
-    from charrnn.fileio import atomic_write
-
     atomic_write(Path(path), write)

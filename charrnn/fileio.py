@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import tempfile
@@ -82,6 +83,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8", "surrogatepass"))
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a file of ours (a cache, a record); a missing or damaged file, or
+    one that holds something else, reads as empty, to be written again."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def read_text(path: Path, option: str, most: int) -> tuple[str, bool]:

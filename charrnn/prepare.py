@@ -43,7 +43,7 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     if init_from is not None and set(given) - {"dropout"}:
         raise CharrnnError(f"--init-from keeps the network of {init_from}; only --dropout may be "
                            f"given with it, not {', '.join(flag(k) for k in sorted(given))}")
-    run = _run_dir(out, corpus_arg, overwrite)
+    run = _run_dir(out, overwrite)
     if cfg.tensorboard:
         check_tensorboard()
     device = pick_device(cfg.device)
@@ -60,7 +60,7 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     train_ids, val_ids = _split(ids, cfg, reporter)
 
     if run is None:
-        run = _run_dir(Path("runs") / corpus.name, corpus_arg, overwrite)
+        run = _run_dir(Path("runs") / corpus.name, overwrite)
     cfg, mc, plan, choice = decide(cfg, given, len(vocab), len(train_ids), len(val_ids), device,
                                    reporter)
     created = not run.exists()
@@ -223,7 +223,7 @@ def extend_vocab(model: CharRNN, old: Vocab, new: Vocab, dropout: float) -> Char
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_dir(out: Path | None, corpus_arg: str, overwrite: bool) -> Path | None:
+def _run_dir(out: Path | None, overwrite: bool) -> Path | None:
     """The run directory to write, checked: a new or empty folder, or (with --overwrite) an
     old run; never a folder of the user's other files. None: named after the corpus, later."""
     if out is None:

@@ -31,7 +31,7 @@ from typing import Callable
 
 from charrnn.concat import Tally, concatenate, folder_files, read_folder, selected
 from charrnn.errors import CharrnnError, describe_os_error
-from charrnn.fileio import atomic_write, atomic_write_text
+from charrnn.fileio import atomic_write, atomic_write_text, read_json_object
 
 BLOCK = 1 << 20  # bytes read from the network at a time
 TIMEOUT = 30  # seconds without a byte before a download is given up
@@ -192,12 +192,7 @@ def first_seen(recipe: Recipe, digest: str, warn) -> None:
     """Trust on first use, for a recipe with no pinned checksum: record the first download's,
     and say when a later one differs."""
     path = data_dir() / "checksums.json"
-    try:
-        seen = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(seen, dict):
-            seen = {}
-    except (OSError, ValueError):
-        seen = {}
+    seen = read_json_object(path)
     if recipe.name in seen and seen[recipe.name] != digest:
         warn(f"{recipe.name} differs from its first download (sha256 {digest[:16]}..., first "
              f"{str(seen[recipe.name])[:16]}...); its recipe has no pinned checksum, so charrnn "
@@ -281,8 +276,4 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
-
-
-def describe_size(recipe: Recipe) -> str:
-    return f"{recipe.size / 1e6:,.1f} MB" if recipe.size else "depends on the machine"
 
