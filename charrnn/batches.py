@@ -6,6 +6,9 @@ targets shifted by one character; the hidden state after window i is the start o
 On the host, inputs and targets are views on the (memory-mapped) split, and a step copies only
 its window; on a GPU the whole split is copied there once when it fits (`Streams.to`), and a
 step gathers its window on the device.
+
+In a torchrun job each process holds a contiguous share of the streams (`rows`), cut from the
+same streams one process would hold, so the job's batch is one process's batch.
 """
 
 from __future__ import annotations
@@ -32,14 +35,20 @@ def fit(n: int, batch_size: int, seq_len: int) -> tuple[int, int, str | None]:
 
 
 class Streams:
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
-        self.batch_size, self.seq_len = batch_size, seq_len
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int,
+                 rows: tuple[int, int] | None = None):
+        """`batch_size` streams over `ids`, of which this process holds `rows` [start, stop)
+        (all of them by default)."""
+        start, stop = rows or (0, batch_size)
+        self.streams = batch_size  # in the whole batch, over all processes
+        self.first = start  # the first stream held here
+        self.batch_size, self.seq_len = stop - start, seq_len  # held here
         self.ids = ids
         self.device_data: torch.Tensor | None = None
         self.stream_len = (len(ids) - 1) // batch_size
         L = self.stream_len
-        self.inputs = ids[: batch_size * L].reshape(batch_size, L)  # (B, L)
-        self.targets = ids[1: batch_size * L + 1].reshape(batch_size, L)  # (B, L)
+        self.inputs = ids[: batch_size * L].reshape(batch_size, L)[start:stop]  # (B, L)
+        self.targets = ids[1: batch_size * L + 1].reshape(batch_size, L)[start:stop]  # (B, L)
         self.windows = L // seq_len  # windows per epoch; the ragged tail is left out
 
     def window(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +64,7 @@ class Streams:
             keep = device.type != "cpu" and self.inputs.nbytes <= max_bytes
         self.device_data = None
         if keep:
-            ids = self.ids[: B * L + 1]
+            ids = self.ids[self.first * L: (self.first + B) * L + 1]
             if ids.dtype != np.uint8:  # torch has no uint16/uint32 arithmetic on every device
                 ids = ids.astype(np.int32)
             self.device_data = torch.from_numpy(np.ascontiguousarray(ids)).to(device)

@@ -14,6 +14,7 @@ Every file is written atomically, so a crash leaves the previous version whole.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import pickle
@@ -72,6 +73,12 @@ def read_config(run: Path) -> dict:
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         first = (str(e).splitlines() or ["unreadable"])[0][:200]
         raise CharrnnError(f"{path} is corrupted ({first}); train the run again") from None
+    return check_config(config, path)
+
+
+def check_config(config, path: Path) -> dict:
+    """A parsed config.json's format and parts, checked (also on a torchrun job's other ranks,
+    which receive rank 0's copy)."""
     if not isinstance(config, dict):
         raise CharrnnError(f"{path} is corrupted (not a JSON object); train the run again")
     version = config.get("format_version")
@@ -200,7 +207,8 @@ def save_state(run: Path, state: dict) -> None:
 
 
 STATE_KEYS = {"format_version", "model", "optimizer", "step", "epoch", "window", "elapsed",
-              "schedule", "since_eval", "hidden", "scaler", "rng"}
+              "schedule", "since_eval", "hidden", "scaler", "rng",
+              "world_size", "rank_rng"}  # (the last two: from a torchrun job, see train.py)
 
 
 def state_limit(c: ModelConfig, batch_size: int, eval_every: int | None) -> int:
@@ -211,11 +219,12 @@ def state_limit(c: ModelConfig, batch_size: int, eval_every: int | None) -> int:
     return 4 * (4 * parameter_count(c) + hidden) + 8 * (eval_every or 0) + (16 << 20)
 
 
-def check_state_file(path: Path, limit: int) -> None:
-    """Look at latest.pt's zip directory before torch reads any of it: a stranger's file may
-    claim more than this run can hold, or inflate a few bytes into gigabytes."""
+def check_state_file(path: Path, limit: int, data: bytes | None = None) -> None:
+    """Look at latest.pt's zip directory (or `data`, its bytes) before torch reads any of it: a
+    stranger's file may claim more than this run can hold, or inflate a few bytes into
+    gigabytes."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path if data is None else io.BytesIO(data)) as z:
             entries = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise CharrnnError(f"{path} is corrupted or not a charrnn training state ({e}); "
@@ -229,16 +238,29 @@ def check_state_file(path: Path, limit: int) -> None:
                            f"model in {CONFIG} can ({limit:,}); it cannot be resumed")
 
 
-def load_state(run: Path, limit: int | None = None) -> dict:
-    """The latest training state, read without ever unpickling arbitrary objects; with `limit`,
-    its size is checked first (see state_limit)."""
+def read_state_bytes(run: Path, limit: int) -> bytes:
+    """latest.pt's bytes, its size checked: what a torchrun job's rank 0 sends the others."""
     path = Path(run) / LATEST
     if not path.exists():
         raise CharrnnError(f"{run} has no {LATEST} to resume from; start a new run instead")
-    if limit is not None:
-        check_state_file(path, limit)
+    check_state_file(path, limit)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return path.read_bytes()
+    except OSError as e:
+        raise CharrnnError(describe_os_error(e, "read")) from None
+
+
+def load_state(run: Path, limit: int | None = None, data: bytes | None = None) -> dict:
+    """The latest training state (from `data`, its bytes, when given), read without ever
+    unpickling arbitrary objects; with `limit`, its size is checked first (see state_limit)."""
+    path = Path(run) / LATEST
+    if data is None and not path.exists():
+        raise CharrnnError(f"{run} has no {LATEST} to resume from; start a new run instead")
+    if limit is not None:
+        check_state_file(path, limit, data)
+    try:
+        state = torch.load(path if data is None else io.BytesIO(data), map_location="cpu",
+                           weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, TypeError, KeyError, IndexError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]

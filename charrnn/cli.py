@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import signal
 import sys
 import types
@@ -68,7 +69,14 @@ class Group(TyperGroup):
 
 
 def _fail(message: str, code: int):
-    print(f"charrnn: error: {printable(message)}", file=sys.stderr)
+    from charrnn.distributed import rank_label
+
+    print(f"charrnn{rank_label()}: error: {printable(message)}", file=sys.stderr)
+    if rank_label():
+        # a torchrun rank whose peers may be gone: tearing down its process group could wait
+        # for them, or abort; what it wrote is whole (atomic), so leave at once
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -177,12 +185,32 @@ def train(
                                             "the run directory.")] = False,
     **values,
 ):
-    """Train a character model on a text file; write checkpoints to a run directory."""
+    """Train a character model on a text file; write checkpoints to a run directory.
+
+    Under torchrun (`torchrun --nproc-per-node N -m charrnn train ...`) the N processes train
+    one model with DistributedDataParallel, each on its share of the --batch-size streams."""
+    from charrnn import distributed
+
+    world = distributed.join(values["device"])
+    clean = False  # every rank finished its collectives
+    try:
+        with distributed.guard(world) as where:
+            try:
+                _train(ctx, corpus, out, resume, init_from, overwrite, world, values, where)
+            except typer.Exit:  # stopped by a signal, saved, in step with the others
+                clean = True
+                raise
+            clean = True
+    finally:
+        world.close(clean)
+
+
+def _train(ctx, corpus, out, resume, init_from, overwrite, world, values, where):
     from charrnn import prepare
-    from charrnn.progress import reporter_for
+    from charrnn.progress import Silent, reporter_for
 
     given = given_names(ctx)
-    reporter = reporter_for(stderr_console())
+    reporter = reporter_for(stderr_console()) if world.writes else Silent()
     if resume is not None:
         if init_from is not None:
             raise CharrnnError("--resume and --init-from do not go together; choose one")
@@ -191,14 +219,16 @@ def train(
         changes = {**settings(ModelConfig, values, given), **settings(TrainConfig, values, given)}
         if overwrite:
             changes["overwrite"] = True
-        trainer = prepare.resume(resume, corpus, changes, reporter)
+        trainer = prepare.resume(resume, corpus, changes, reporter, world)
     else:
         if corpus is None:
             raise CharrnnError("give a CORPUS to train on (a text file or python-stdlib), or "
                                "--resume RUN")
         cfg = TrainConfig(**settings(TrainConfig, values))
         trainer = prepare.new(corpus, out, cfg, settings(ModelConfig, values, given),
-                              init_from=init_from, overwrite=overwrite, reporter=reporter)
+                              init_from=init_from, overwrite=overwrite, reporter=reporter,
+                              world=world)
+    where["run"] = trainer.run
     outcome = trainer.run_loop()
     if outcome.stopped_by == "interrupted":
         # the shell's convention for a process stopped by a signal: 128 + its number

@@ -1,13 +1,17 @@
 """Setting a run up for the training loop: a new run, a resumed one, or one that starts from
 another run's weights. Settings the user left open are chosen here (charrnn/autosize.py), and
 everything that can be wrong is checked before the run directory is touched.
+
+In a torchrun job every rank prepares the same run: rank 0 alone reads and writes the run
+directory and decides what is left open (timing the device), and sends the others what it read
+and decided; each rank then builds the same model and takes its share of the streams.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,7 @@ from charrnn import autosize, checkpoint, corpus as corpora
 from charrnn.batches import Streams, fit
 from charrnn.config import ModelConfig, TrainConfig, flag
 from charrnn.device import describe, pick_device
+from charrnn.distributed import SINGLE, World
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN
 from charrnn.progress import Reporter
@@ -31,7 +36,7 @@ RESUME_CHANGES = ("epochs", "max_steps", "time", "device", "tensorboard")
 
 def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | None = None, *,
         init_from: Path | None = None, overwrite: bool = False,
-        reporter: Reporter | None = None) -> Trainer:
+        reporter: Reporter | None = None, world: World = SINGLE) -> Trainer:
     """A new run on `corpus_arg`. `model_cfg` holds the model settings the user gave (`model`,
     and any of SIZE_FLAGS); the rest, and cfg's None settings, are chosen for the budget."""
     reporter = reporter or Reporter()
@@ -43,10 +48,12 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     if init_from is not None and set(given) - {"dropout"}:
         raise CharrnnError(f"--init-from keeps the network of {init_from}; only --dropout may be "
                            f"given with it, not {', '.join(flag(k) for k in sorted(given))}")
-    run = _run_dir(out, overwrite)
+    world.share(cfg.batch_size or autosize.BATCH_SIZE)  # every rank says so, before any work
+    writes = world.writes
+    run = _run_dir(out, overwrite) if writes else out
     if cfg.tensorboard:
         check_tensorboard()
-    device = pick_device(cfg.device)
+    device = world.device if world.distributed else pick_device(cfg.device)
     corpus = _load_corpus(corpus_arg, cfg, reporter)
     vocab = corpus.vocab
     base = None
@@ -60,11 +67,20 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     train_ids, val_ids = _split(ids, cfg, reporter)
 
     if run is None:
-        run = _run_dir(Path("runs") / corpus.name, overwrite)
-    cfg, mc, plan, choice = decide(cfg, given, len(vocab), len(train_ids), len(val_ids), device,
-                                   reporter)
+        run = Path("runs") / corpus.name
+        run = _run_dir(run, overwrite) if writes else run
+    if writes:
+        cfg, mc, plan, choice = decide(cfg, given, len(vocab), len(train_ids), len(val_ids),
+                                       device, reporter, world)
+    if world.distributed:  # the others take what rank 0 decided (it may have timed the device)
+        decided = world.broadcast_json({"train": asdict(cfg), "model": mc.to_dict(),
+                                        "plan": plan and asdict(plan), "choice": choice}
+                                       if writes else None)
+        cfg, mc = TrainConfig.from_dict(decided["train"]), ModelConfig(**decided["model"])
+        plan = decided["plan"] and autosize.Plan.from_dict(decided["plan"])
+        choice = decided["choice"]
     created = not run.exists()
-    lock = checkpoint.RunLock(run).__enter__()
+    lock = checkpoint.RunLock(run).__enter__() if writes else nullcontext()
     try:
         torch.manual_seed(cfg.seed)
         with _building(mc, device):
@@ -73,14 +89,17 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
             else:
                 model = CharRNN(mc)
             model = model.to(device)
+        if world.rank:  # the same weights on every rank, but each its own dropout masks
+            torch.manual_seed(cfg.seed + world.rank)
         setup = _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids,
-                       plan, choice, lock, None, reporter)
+                       plan, choice, lock, None, reporter, world)
         # only now, with the new run built and checked, does the old one go: nothing of it may
         # mix with the new
-        checkpoint.clear_run(run)
+        if writes:
+            checkpoint.clear_run(run)
     except BaseException:
         lock.__exit__(None, None, None)
-        if created and all(p.name == checkpoint.LOCK for p in run.iterdir()):
+        if writes and created and all(p.name == checkpoint.LOCK for p in run.iterdir()):
             (run / checkpoint.LOCK).unlink(missing_ok=True)
             run.rmdir()  # leave no trace of a run that never started
         raise
@@ -92,9 +111,10 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
 
 
 def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = None,
-           reporter: Reporter | None = None) -> Trainer:
+           reporter: Reporter | None = None, world: World = SINGLE) -> Trainer:
     """Continue `run` where it stopped; `overrides` may change RESUME_CHANGES (raise its stops,
-    move its device) and nothing else."""
+    move its device) and nothing else. A run saved by N processes continues on any number that
+    divides its streams, exactly where it is the same number."""
     reporter = reporter or Reporter()
     run = Path(run)
     refused = sorted(set(overrides or {}) - set(RESUME_CHANGES))
@@ -103,8 +123,11 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
                            f"{', '.join(flag(k) for k in RESUME_CHANGES[:-1])} or "
                            f"{flag(RESUME_CHANGES[-1])} can change, not "
                            f"{', '.join(flag(k) for k in refused)}")
-    stored = checkpoint.read_config(run)
-    lock = checkpoint.RunLock(run).__enter__()
+    writes = world.writes
+    stored = checkpoint.read_config(run) if writes else None
+    if world.distributed:  # the other ranks may be on machines without the run's folder
+        stored = checkpoint.check_config(world.broadcast_json(stored), run / checkpoint.CONFIG)
+    lock = checkpoint.RunLock(run).__enter__() if writes else nullcontext()
     try:
         overrides = overrides or {}
         try:
@@ -122,12 +145,23 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         # the state's size is checked against the config before it is read, and its weights
         # against the config before a model is built: a config claiming a huge model
         # allocates nothing
-        state = checkpoint.load_state(run, checkpoint.state_limit(mc, cfg.batch_size,
-                                                                   cfg.eval_every))
+        limit = checkpoint.state_limit(mc, cfg.batch_size, cfg.eval_every)
+        if world.distributed:
+            data = world.broadcast_bytes(checkpoint.read_state_bytes(run, limit) if writes
+                                         else None)
+            state = checkpoint.load_state(run, limit, data)
+        else:
+            state = checkpoint.load_state(run, limit)
         where = run / checkpoint.LATEST
         checkpoint.check_shapes({k: tuple(v.shape) for k, v in state["model"].items()}, mc,
                                 where)
-        device = pick_device(cfg.device)
+        device = world.device if world.distributed else pick_device(cfg.device)
+        saved = state.get("world_size", 1)
+        if saved != world.size:
+            reporter.warn(f"{run} was trained by {saved} process{'es' if saved != 1 else ''} "
+                          f"and goes on with {world.size}: its {cfg.batch_size} streams are "
+                          "divided anew, so it continues correctly but not bit for bit as it "
+                          "would have")
         info = stored["corpus"]
         corpus = _load_corpus(corpus_arg or info.get("source") or info.get("path"), cfg,
                               reporter, digest=info.get("digest"), run=run)
@@ -135,7 +169,7 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         checkpoint.load_weights_into(model, state["model"], where)
         ids = _ids_for(corpus, vocab)
         train_ids, val_ids = _split(ids, cfg, None)
-        if "time" in overrides:
+        if "time" in overrides and writes:
             # a new budget, planned from the speed the run was planned with (measured now for a
             # run that had none) and its evaluation interval and set
             if plan is not None:
@@ -145,8 +179,10 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
                                            cfg.seq_len, cfg.amp, 0.0, reporter.say)[mc.hidden_size]
             kept = plan.eval_chars if plan is not None else cfg.eval_chars
             plan = replace(autosize.plan(cfg.time, speed, cfg, len(val_ids)), eval_chars=kept)
+        if "time" in overrides and world.distributed:
+            plan = autosize.Plan.from_dict(world.broadcast_json(asdict(plan) if writes else None))
         setup = _setup(run, cfg, model.to(device), vocab, corpus, device, train_ids, val_ids,
-                       plan, stored.get("choice") or {}, lock, state, None)
+                       plan, stored.get("choice") or {}, lock, state, None, world)
     except BaseException:
         lock.__exit__(None, None, None)
         raise
@@ -154,14 +190,24 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
 
 
 def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val_chars: int,
-           device: torch.device, reporter: Reporter):
-    """Every setting the user left open, for the budget: (cfg, model config, plan, choice)."""
+           device: torch.device, reporter: Reporter, world: World = SINGLE):
+    """Every setting the user left open, for the budget: (cfg, model config, plan, choice). In a
+    torchrun job, the device is timed on one rank's share of the batch, and the job's speed
+    taken as that many times it (the gradients' exchange is not timed)."""
     model = given.get("model", "lstm")
     given_sizes = {k: given[k] for k in SIZE_FLAGS if given.get(k) is not None}
     given_train = {k: getattr(cfg, k) for k in ("batch_size", "seq_len", "lr")
                    if getattr(cfg, k) is not None}
     batch = given_train.get("batch_size", autosize.BATCH_SIZE)
     seq = given_train.get("seq_len", autosize.SEQ_LEN)
+    world.share(batch)  # a batch the ranks cannot share is refused before anything is timed
+
+    def timed(mc: ModelConfig, sizes: list[int], budget: float, too_big=None):
+        speeds = autosize.calibrate(device, mc, sizes, batch // world.size, seq, cfg.amp,
+                                    budget, reporter.say, *([too_big] if too_big else []))
+        return {h: autosize.Speed(v.train * world.size, v.eval * world.size)
+                for h, v in speeds.items()}
+
     seconds = cfg.time_budget
     if seconds is None:  # a budget of steps or epochs: its characters are known already
         chars = [n for n in (cfg.max_steps and cfg.max_steps * batch * seq,
@@ -183,8 +229,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
             chars = speed.train * seconds * autosize.TRAIN_SHARE
             return not autosize.fits(autosize.parameters(mc), chars, train_chars)
 
-        speeds = autosize.calibrate(device, base, sizes, batch, seq, cfg.amp,
-                                    autosize.calibration_budget(seconds), reporter.say, too_big)
+        speeds = timed(base, sizes, autosize.calibration_budget(seconds), too_big)
         choice = autosize.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
                                  given_model=given_sizes, given_train=given_train,
                                  seconds=seconds, speeds=speeds, where=describe(device))
@@ -194,8 +239,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
     if seconds is not None:
         speed = speeds[mc.hidden_size]
         if mc.dropout and not base.dropout:  # dropout was chosen: time the model as it will be
-            speed = autosize.calibrate(device, mc, [mc.hidden_size], batch, seq, cfg.amp, 0.0,
-                                       reporter.say)[mc.hidden_size]
+            speed = timed(mc, [mc.hidden_size], 0.0)[mc.hidden_size]
         plan = autosize.plan(seconds, speed, cfg, val_chars)
     record = {"reason": choice.reason if choice.chosen else "",
               "chosen": choice.chosen, "chars": choice.chars}
@@ -318,14 +362,19 @@ def check_tensorboard() -> None:
 
 
 def _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids, plan, choice, lock,
-           state, reporter) -> Setup:
+           state, reporter, world: World = SINGLE) -> Setup:
     batch, seq, warning = fit(len(train_ids), cfg.batch_size, cfg.seq_len)
     if warning and reporter is not None:
         reporter.warn(warning)
-    train_streams = Streams(train_ids, batch, seq).to(device)
+    if warning and world.distributed:  # a batch shrunk for a small text: one the ranks share
+        batch -= batch % world.size
+        if not batch:
+            raise CharrnnError(f"the training text ({len(train_ids):,} characters) is too small "
+                               f"to divide among {world.size} processes; train it in one")
+    train_streams = Streams(train_ids, batch, seq, world.share(batch)).to(device)
     eval_ids = val_ids[: plan.eval_chars if plan else cfg.eval_chars]
     eb, et, _ = fit(len(eval_ids), VALIDATION_BATCH, seq)
-    val_streams = Streams(eval_ids, eb, et).to(device)
+    val_streams = Streams(eval_ids, eb, et, world.share(eb, equal=False)).to(device)
     stops = [n for n in (cfg.max_steps, plan and plan.steps,
                          cfg.epochs and math.ceil(cfg.epochs * train_streams.windows)) if n]
     total = max(min(stops), 1)
@@ -334,5 +383,5 @@ def _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids, plan, cho
                       max(total // autosize.EVALUATIONS, 1))
     return Setup(run=run, cfg=cfg, model=model, vocab=vocab, corpus=corpus, device=device,
                  train_streams=train_streams, val_streams=val_streams, total_steps=total,
-                 plan=plan, choice=choice, lock=lock, resume_state=state)
+                 plan=plan, choice=choice, lock=lock, resume_state=state, world=world)
 

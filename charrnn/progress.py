@@ -77,6 +77,25 @@ class Reporter:
         pass
 
 
+class Silent(Reporter):
+    """What a torchrun job's ranks other than 0 show: nothing (rank 0 speaks for the job)."""
+
+    def say(self, line: str) -> None:
+        pass
+
+    def warn(self, line: str) -> None:
+        pass
+
+    def step(self, s: dict) -> None:
+        pass
+
+    def evaluation(self, r: dict) -> None:
+        pass
+
+    def sample(self, step: int, text: str) -> None:
+        pass
+
+
 class LiveReporter(Reporter):
     """A Rich progress bar with the current figures, redrawn in place on a terminal."""
 

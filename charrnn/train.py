@@ -5,6 +5,10 @@ A step does what a plain PyTorch loop does: forward, loss, backward, clip, optim
 AdamW on CUDA). Nothing in it waits on the device: each step's loss stays a tensor until the
 display or an evaluation reads them all at once, a few times a second at most. Setting a run up
 (new, resumed, or from another run's weights) is charrnn/prepare.py's work.
+
+In a torchrun job (charrnn/distributed.py) every rank runs this loop over its share of the
+streams, with the model wrapped in DistributedDataParallel; losses and validation are summed over
+the ranks, the stop is agreed each step, and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from charrnn.batches import Streams
 from charrnn.config import LN2, SampleConfig, TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.device import amp_dtype
+from charrnn.distributed import SINGLE, World
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.model import CharRNN, State, detach
 from charrnn.progress import Reporter
@@ -55,8 +60,10 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig, device: torch.device):
 class StepRunner:
     """One training step of a model, as training and calibration both run it."""
 
-    def __init__(self, model: CharRNN, cfg: TrainConfig, device: torch.device):
+    def __init__(self, model: CharRNN, cfg: TrainConfig, device: torch.device,
+                 forward: torch.nn.Module | None = None):
         self.model, self.cfg = model, cfg
+        self.forward = forward or model  # (in a torchrun job, the model wrapped in DDP)
         self.optimizer = make_optimizer(model, cfg, device)
         self.device_type = device.type
         self.amp_dtype = amp_dtype(device) if cfg.amp else torch.float32
@@ -72,7 +79,7 @@ class StepRunner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.autocast():
-            logits, hidden = self.model(x, hidden)
+            logits, hidden = self.forward(x, hidden)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -101,6 +108,7 @@ class Setup:
     choice: dict  # what was chosen and why, recorded in config.json
     lock: checkpoint.RunLock
     resume_state: dict | None = None
+    world: World = SINGLE  # this process's place in a torchrun job
 
 
 @dataclass
@@ -135,7 +143,16 @@ class Trainer:
         self.run, self.cfg, self.model = setup.run, setup.cfg, setup.model
         self.vocab, self.device = setup.vocab, setup.device
         self.train_streams, self.val_streams = setup.train_streams, setup.val_streams
-        self.runner = StepRunner(self.model, self.cfg, self.device)
+        self.world = setup.world
+        forward = None
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # its construction copies rank 0's weights to every rank; backward averages the
+            # gradients over the ranks, bucket by bucket, while backward goes on
+            forward = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.runner = StepRunner(self.model, self.cfg, self.device, forward)
         self.amp_dtype = self.runner.amp_dtype
         c = self.cfg
         self.schedule = Schedule(lr=c.lr, total_steps=setup.total_steps,
@@ -147,6 +164,7 @@ class Trainer:
         self.elapsed = 0.0
         self.hidden: State = self.model.init_state(self.train_streams.batch_size, self.device)
         self.pending: list[torch.Tensor] = []  # losses of steps not yet read from the device
+        self.summing: list = []  # their sums over the ranks, started and not yet waited for
         self.first_step = self.step + 1  # (set again by _restore)
         self.losses = array("d")  # the loss of every step this process trained, 8 bytes each
         self.since_eval: list[float] = []  # train losses since the last evaluation
@@ -183,8 +201,11 @@ class Trainer:
         }
 
     def state_dict(self) -> dict:
+        """The training state (a collective in a torchrun job: every rank's hidden states and
+        random number generators are gathered; rank 0 writes them)."""
         self._read_losses()
-        return {
+        rng = rng_state(self.device)
+        state = {
             "format_version": checkpoint.FORMAT_VERSION,
             "model": checkpoint.state_dict_cpu(self.model),
             "optimizer": self.runner.optimizer.state_dict(),
@@ -192,10 +213,17 @@ class Trainer:
             "elapsed": self.elapsed,
             "schedule": self.schedule.state_dict(),
             "since_eval": torch.tensor(self.since_eval, dtype=torch.float64),
-            "hidden": [h.detach().cpu() for h in self.hidden],
+            # every stream's, in stream order: a state from N ranks resumes on any number
+            "hidden": [self.world.gather_streams(h.detach()).cpu() for h in self.hidden],
             "scaler": self.runner.scaler.state_dict(),
-            "rng": rng_state(self.device),
+            "rng": rng,
         }
+        if self.world.distributed:
+            ranks = {name: self.world.gather_host(t) for name, t in rng.items()}
+            state["world_size"] = self.world.size
+            state["rank_rng"] = [{name: ranks[name][r] for name in rng}
+                                 for r in range(1, self.world.size)]
+        return state
 
     def _restore(self, s: dict) -> None:
         try:
@@ -204,21 +232,37 @@ class Trainer:
             self.elapsed = float(s["elapsed"])
             self.schedule.load_state_dict(s["schedule"])
             self.since_eval = [float(v) for v in s["since_eval"].tolist()]
-            hidden = tuple(h.to(self.device) for h in s["hidden"])
-            if [h.shape for h in hidden] != [h.shape for h in self.hidden]:
+            streams = self.train_streams
+            expected = [(h.shape[0], streams.streams, *h.shape[2:]) for h in self.hidden]
+            if [tuple(h.shape) for h in s["hidden"]] != expected:
                 raise ValueError("hidden state shape")
-            self.hidden = hidden
+            rows = slice(streams.first, streams.first + streams.batch_size)  # this rank's share
+            self.hidden = tuple(h[:, rows].to(self.device) for h in s["hidden"])
             if s.get("scaler"):
                 self.runner.scaler.load_state_dict(s["scaler"])
-            set_rng_state(s["rng"], self.device)
+            rank, size = self.world.rank, int(s.get("world_size", 1))
+            if rank == 0:
+                set_rng_state(s["rng"], self.device)
+            elif size == self.world.size:
+                set_rng_state(s["rank_rng"][rank - 1], self.device)
+            else:  # re-divided among more ranks than saved: a fresh generator for each
+                torch.manual_seed(self.cfg.seed + rank + self.step)
             self.first_step = self.step + 1
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
             raise CharrnnError(f"{self.run / checkpoint.LATEST} does not fit this run ({e}); "
                                "it cannot be resumed") from None
 
     def save_latest(self) -> None:
-        with self._saving():
-            checkpoint.save_state(self.run, self.state_dict())
+        state = self.state_dict()
+        if self.world.writes:
+            with self._saving():
+                checkpoint.save_state(self.run, state)
+
+    def resume_command(self) -> str:
+        if self.world.distributed:
+            return (f"torchrun --nproc-per-node {self.world.size} -m charrnn train --resume "
+                    f"{self.run}")
+        return f"charrnn train --resume {self.run}"
 
     @contextmanager
     def _saving(self):
@@ -229,7 +273,7 @@ class Trainer:
         except OSError as e:
             said = describe_os_error(e, "write", advice=False)
             raise CharrnnError(f"{said}; the last good checkpoint in {self.run} is kept: "
-                               f"continue with `charrnn train --resume {self.run}` once it can "
+                               f"continue with `{self.resume_command()}` once it can "
                                "be written") from None
 
     # -----------------------------------------------------------------------------------------
@@ -257,6 +301,18 @@ class Trainer:
             return "patience"
         return None
 
+    def agreed_stop_reason(self) -> str | None:
+        """stop_reason, the same on every rank of a torchrun job: a signal or the clock one rank
+        alone saw stops them all at this step (everything else is the same on every rank)."""
+        reason = self.stop_reason()
+        if not self.world.distributed:
+            return reason
+        signum, clock = self.world.agree([self.stop_signal or 0, int(reason == "clock")])
+        if signum:
+            self.stop_signal = signum
+            return "interrupted"
+        return reason or ("clock" if clock else None)
+
     def interrupt(self, signum: int = signal.SIGINT) -> None:
         """Ask the loop to save and stop at the end of the current step."""
         self.stop_signal = signum
@@ -264,7 +320,13 @@ class Trainer:
     def _read_losses(self) -> None:
         """Bring the losses of the steps since the last read from the device, in one copy."""
         if self.pending:
-            values = torch.stack(self.pending).tolist()
+            for work in self.summing:
+                work.wait()
+            self.summing = []
+            values = torch.stack(self.pending)
+            if self.world.distributed:
+                values = values / self.world.size  # the mean of equal shares: the batch's mean
+            values = values.tolist()
             self.losses.extend(values)
             self.since_eval += values
             self.pending = []
@@ -287,15 +349,17 @@ class Trainer:
             self.release()
 
     def _loop(self, on_step) -> Outcome:
+        writes = self.world.writes
+        if self.setup.resume_state is None:
+            self.save_latest()  # a run killed before its first evaluation still resumes
         with self._saving():
-            if self.setup.resume_state is None:
-                self.save_latest()  # a run killed before its first evaluation still resumes
+            if self.setup.resume_state is None and writes:
                 checkpoint.write_config(self.run, self.config_dict())
-            else:
+            elif writes:
                 checkpoint.trim_metrics(self.run, self.step)
                 checkpoint.trim_samples(self.run, self.step)
         self._say_start()
-        if self.cfg.tensorboard:
+        if self.cfg.tensorboard and writes:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step: a resumed run's events after its step are the old process's; drop them
@@ -304,10 +368,10 @@ class Trainer:
         self.model.train()
         restore = self._install_signal_handlers()
         started = time.monotonic() - self.elapsed
-        meter = Throughput(s.batch_size * s.seq_len, self.step)
+        meter = Throughput(s.streams * s.seq_len, self.step)
         last_show = 0.0
         try:
-            while (reason := self.stop_reason()) is None:
+            while (reason := self.agreed_stop_reason()) is None:
                 if self.window >= s.windows:  # a new epoch: streams restart, so does the state
                     self.epoch, self.window = self.epoch + 1, 0
                     self.hidden = self.model.init_state(s.batch_size, self.device)
@@ -316,6 +380,8 @@ class Trainer:
                 loss, self.hidden = self.runner.step(x, y, self.hidden,
                                                      self.schedule.lr_at(self.step))
                 self.pending.append(loss)
+                if self.world.distributed:
+                    self.summing.append(self.world.sum_later(loss))
                 self.step += 1
                 self.window += 1
                 now = time.monotonic()
@@ -338,7 +404,7 @@ class Trainer:
             self._check_divergence(self.train_loss(), weights=True)
             self.save_latest()
             self.reporter.say(f"interrupted at step {self.step}: saved {self.run}; "
-                              f"continue with `charrnn train --resume {self.run}`")
+                              f"continue with `{self.resume_command()}`")
         elif self.since_eval:
             self._evaluate_and_save(meter.rate(self.step, time.monotonic()))
         if reason == "clock":
@@ -351,11 +417,13 @@ class Trainer:
     def _say_start(self) -> None:
         s, mc, c = self.train_streams, self.model.config, self.setup.corpus
         n_params = sum(p.numel() for p in self.model.parameters())
+        where = (f"{self.world.describe()} on {self.device.type}" if self.world.distributed
+                 else str(self.device))
         self.reporter.start(
             f"training {mc.layers}x{mc.hidden_size} {mc.model} ({n_params:,} parameters) on "
             f"{c.source if Path(c.source or '.').is_dir() else c.path} ({len(c.ids):,} "
             f"characters, {len(self.vocab)} distinct) with "
-            f"{self.device}; batch {s.batch_size} x {s.seq_len}; "
+            f"{where}; batch {s.streams} x {s.seq_len}; "
             f"{self.setup.total_steps:,} steps planned; run in {self.run}")
 
     def _figures(self, chars_per_sec: float) -> dict:
@@ -367,17 +435,18 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
+        """The mean validation loss (in a torchrun job, each rank's streams summed over all)."""
         self.model.eval()
         s = self.val_streams
         hidden = self.model.init_state(s.batch_size, self.device)
         total = torch.zeros((), device=self.device, dtype=torch.float64)
-        for i in range(s.windows):
+        for i in range(s.windows if s.batch_size else 0):
             x, y = s.tensors(i, self.device)
             with self.runner.autocast():
                 logits, hidden = self.model(x, hidden)
             total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
         self.model.train()
-        return total.item() / (s.windows * s.batch_size * s.seq_len)
+        return self.world.sum(total).item() / (s.windows * s.streams * s.seq_len)
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
         record = self._figures(chars_per_sec)
@@ -388,17 +457,20 @@ class Trainer:
         record.update(val_loss=val_loss, val_bpc=val_loss / LN2, best=best)
         del record["progress"], record["eta"]
         self.since_eval = []
+        self.evaluations += 1
+        state = self.state_dict()
+        if not self.world.writes:
+            return
         with self._saving():
             if best:
                 checkpoint.save_weights(self.run, self.model, val_loss)
                 checkpoint.write_config(self.run, self.config_dict())
-            self.save_latest()
+            checkpoint.save_state(self.run, state)
             checkpoint.append_metrics(self.run, record)
         self.reporter.evaluation(record)
         if self.board is not None:
             for name in ("train_loss", "val_loss", "val_bpc", "lr", "chars_per_sec"):
                 self.board.add_scalar(name, record[name], self.step)
-        self.evaluations += 1
         if self.cfg.sample_every and self.evaluations % self.cfg.sample_every == 0:
             text = self.sample()
             with self._saving():
@@ -445,11 +517,16 @@ class Trainer:
         previous = {sig: signal.getsignal(sig) for sig in stops}
 
         def handler(signum, frame):
-            if self.stop_signal is not None:  # a second Ctrl-C: stop now, unsaved
-                raise KeyboardInterrupt
+            if self.stop_signal is not None:
+                if self.world.distributed:
+                    # torchrun passes the terminal's Ctrl-C on, so every rank sees it twice; it
+                    # kills its processes itself if they outlast its grace period (30 s)
+                    return
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, unsaved
             self.interrupt(signum)
-            self.reporter.say("stopping: saving a checkpoint at the end of this step "
-                              "(press Ctrl-C again to quit without saving)")
+            then = ("every process stops at the same step" if self.world.distributed
+                    else "press Ctrl-C again to quit without saving")
+            self.reporter.say(f"stopping: saving a checkpoint at the end of this step ({then})")
 
         for sig in previous:
             signal.signal(sig, handler)
