@@ -29,6 +29,9 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
   context) over 10M characters of python-stdlib (2M with --quick): seconds and peak memory.
 - samples: the share of a default one-minute training run on tiny Shakespeare spent writing the
   short sample shown (and kept in samples.txt) at each evaluation.
+- torchrun: training speed of one process against `torchrun --nproc-per-node N` (N = the GPUs
+  here, or 2 CPU processes of one thread each), for the same global batch and for N times it,
+  for a small and a larger LSTM: what data parallelism gains on this machine.
 - quickstart: the README's first command, `charrnn train python-stdlib --time 1m`, twice, each
   with an empty cache: the validation loss it reaches (full run only).
 """
@@ -500,6 +503,37 @@ def bench_samples(folder: Path, corpus: Path, seconds: float) -> dict:
             "model": "{layers}x{hidden_size} {model}".format(**trainer.model.config.to_dict())}
 
 
+def torchrun_speed(folder: Path, corpus: Path, name: str, nproc: int, batch: int,
+                   hidden: int, steps: int, device: str) -> float:
+    """chars/s of `charrnn train` (under torchrun when nproc > 1) over `steps` steps."""
+    run = folder / f"ddp-{name}-{hidden}"
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                 "--master-addr", "127.0.0.1", "--master-port", str(29400 + nproc)]
+                if nproc > 1 else [sys.executable])
+    subprocess.run([*launcher, "-m", "charrnn", "train", str(corpus), "--out", str(run),
+                    "--layers", "2", "--hidden-size", str(hidden), "--dropout", "0",
+                    "--batch-size", str(batch), "--seq-len", "100", "--max-steps", str(steps),
+                    "--eval-every", str(steps), "--sample-every", "0", "--device", device],
+                   check=True, capture_output=True)
+    record = json.loads((run / checkpoint.METRICS).read_text().splitlines()[-1])
+    return record["step"] * batch * 100 / record["elapsed"]
+
+
+def bench_torchrun(folder: Path, corpus: Path, quick: bool) -> dict:
+    gpus = torch.cuda.device_count()
+    nproc, device = (gpus, "cuda") if gpus > 1 else (2, "cpu")
+    rows = []
+    for hidden, batch, steps in ((128, 32, 40), (512, 32, 8)):
+        steps = steps // 2 if quick else steps
+        one = torchrun_speed(folder, corpus, "one", 1, batch, hidden, steps, device)
+        same = torchrun_speed(folder, corpus, "same", nproc, batch, hidden, steps, device)
+        more = torchrun_speed(folder, corpus, "more", nproc, batch * nproc, hidden, steps,
+                              device)
+        rows.append({"model": f"2x{hidden} lstm", "batch": batch, "one_chars_per_s": one,
+                     "same_batch_chars_per_s": same, "n_times_batch_chars_per_s": more})
+    return {"nproc": nproc, "device": device, "rows": rows}
+
+
 def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
     from charrnn import inspection, probes, views
@@ -536,14 +570,15 @@ def main() -> None:
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling inspect encoding memory quality "
-                             "budget quickstart samples ngram")
+                             "budget quickstart samples ngram torchrun")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
     args = parser.parse_args()
     quick = args.quick
     sections = set(args.only or ["training", "sampling", "inspect", "encoding", "memory",
-                                 "quality", "budget", "quickstart", "samples", "ngram"])
+                                 "quality", "budget", "quickstart", "samples", "ngram",
+                                 "torchrun"])
     if quick:
         sections -= {"memory", "quickstart"}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -637,6 +672,17 @@ def main() -> None:
             print(f"samples while training: {r['evaluations']} samples of 200 characters took "
                   f"{r['sample_seconds']:.2f} s of a {r['elapsed']:.0f} s run ({r['model']}): "
                   f"{r['share']:.2%} (target < 2%)", flush=True)
+        if "torchrun" in sections:
+            r = bench_torchrun(folder, corpus, quick)
+            results["torchrun"] = r
+            for row in r["rows"]:
+                print(f"torchrun, {row['model']}, batch {row['batch']} x 100 on {r['device']}: "
+                      f"one process {row['one_chars_per_s']:,.0f} chars/s; {r['nproc']} "
+                      f"processes, the same batch {row['same_batch_chars_per_s']:,.0f} "
+                      f"({row['same_batch_chars_per_s'] / row['one_chars_per_s']:.2f}x); "
+                      f"{r['nproc']} times the batch {row['n_times_batch_chars_per_s']:,.0f} "
+                      f"({row['n_times_batch_chars_per_s'] / row['one_chars_per_s']:.2f}x)",
+                      flush=True)
         if "quickstart" in sections:
             results["quickstart"] = bench_quickstart(folder)
             for r in results["quickstart"]["runs"]:

@@ -41,12 +41,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(cwd: Path, *args, nproc: int = 2, wait: bool = True, timeout: str = "60"):
+def torchrun(cwd: Path, *args, nproc: int = 2, wait: bool = True, timeout: str = "60",
+             nodes: tuple[int, int, int] | None = None):
     """`torchrun --nproc-per-node N -m charrnn train ARGS` as a user runs it (in its own process
-    group, as in a terminal); the finished process, or the running one with wait=False."""
+    group, as in a terminal); the finished process, or the running one with wait=False. With
+    `nodes` (node rank, of how many, port), one machine's launcher of a job on several."""
+    where = (["--master-addr", "127.0.0.1", "--master-port", str(free_port())] if nodes is None
+             else ["--nnodes", str(nodes[1]), "--node-rank", str(nodes[0]), "--master-addr",
+                   "127.0.0.1", "--master-port", str(nodes[2])])
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               "-m", "charrnn", "train", *[str(a) for a in args]]
+               *where, "-m", "charrnn", "train", *[str(a) for a in args]]
     env = {**os.environ, "CHARRNN_DIST_TIMEOUT": timeout, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -204,3 +208,25 @@ def test_a_batch_the_ranks_cannot_share_is_refused_in_one_line(write, tmp_path):
            "--batch-size that is a multiple of 2" in job.output
     assert str(Path(charrnn.__file__).parent) not in job.output  # no traceback of ours
     assert not (tmp_path / "run").exists()
+
+
+def test_two_machines_need_the_run_folder_only_where_rank_0_runs(write, tmp_path):
+    """Two launchers, as on two machines: the second one's folder never holds the run, and it
+    resumes from what rank 0 reads and sends."""
+    corpus = write("hamlet.txt", TEXT)
+    first, second = tmp_path / "machine0", tmp_path / "machine1"
+    first.mkdir(), second.mkdir()
+
+    def job(*args):
+        port = free_port()
+        launchers = [torchrun(folder, *args, nproc=1, wait=False, nodes=(rank, 2, port))
+                     for rank, folder in ((0, first), (1, second))]
+        outputs = [p.communicate(timeout=300)[0] for p in launchers]
+        assert [p.returncode for p in launchers] == [0, 0], outputs
+        return outputs
+
+    job(corpus, "--out", "run", "--batch-size", "8", "--max-steps", "20", "--eval-every", "10",
+        *MODEL)
+    job("--resume", "run", "--max-steps", "30")
+    assert [r["step"] for r in metrics(first / "run")] == [10, 20, 30]
+    assert list(second.iterdir()) == []
