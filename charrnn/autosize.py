@@ -26,6 +26,7 @@ import torch
 
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.device import describe, synchronize
+from charrnn.distributed import SINGLE, World
 
 HIDDEN_SIZES = (64, 128, 192, 256, 384, 512, 768, 1024)  # the candidates, smallest first
 LAYERS = 2
@@ -187,15 +188,23 @@ def cache_key(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: 
 
 
 def measure(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bool,
-            min_seconds: float = 0.25) -> Speed:
+            min_seconds: float = 0.25, world: World = SINGLE) -> Speed:
     """Train and validate a fresh model of this size on random ids for a few steps. Each step
-    is timed alone and the median kept: one step stalled by another process does not count."""
+    is timed alone and the median kept: one step stalled by another process does not count.
+    In a torchrun job every rank runs it at once on its share `batch`, exchanging gradients as
+    training does: the job's speed, at its slowest rank's pace."""
     from charrnn.model import CharRNN
     from charrnn.train import StepRunner
 
     torch.manual_seed(0)
     model = CharRNN(mc).to(device)
-    runner = StepRunner(model, TrainConfig(device=str(device), amp=amp, lr=LR), device)
+    forward = None
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
+    runner = StepRunner(model, TrainConfig(device=str(device), amp=amp, lr=LR), device, forward)
     x = torch.randint(mc.vocab_size, (batch, seq), device=device)
     y = torch.randint(mc.vocab_size, (batch, seq), device=device)
     hidden = model.init_state(batch, device)
@@ -214,14 +223,18 @@ def measure(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bo
     for _ in range(2):  # the first steps allocate and pick kernels: not timed
         step()
     times = []
-    while len(times) < 3 or (sum(times) < min_seconds and len(times) < 20):
+    while len(times) < 3 or (sum(times) < min_seconds and len(times) < 20
+                             and not world.distributed):  # (the same steps on every rank)
         times.append(timed(step))
     model.eval()
     with torch.no_grad(), runner.autocast():
         model(x)
         evals = [timed(lambda: model(x)) for _ in range(3)]
-    return Speed(train=batch * seq / statistics.median(times),
-                 eval=batch * seq / statistics.median(evals))
+    train_s, eval_s = statistics.median(times), statistics.median(evals)
+    if world.distributed:  # the slowest rank's, on every rank
+        train_s, eval_s = (us / 1e6 for us in world.agree([round(train_s * 1e6),
+                                                            round(eval_s * 1e6)]))
+    return Speed(train=batch * world.size * seq / train_s, eval=batch * world.size * seq / eval_s)
 
 
 def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: int, seq: int,

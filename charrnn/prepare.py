@@ -79,6 +79,13 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
         cfg, mc = TrainConfig.from_dict(decided["train"]), ModelConfig(**decided["model"])
         plan = decided["plan"] and autosize.Plan.from_dict(decided["plan"])
         choice = decided["choice"]
+        if plan is not None:
+            # the choice took N times one rank's speed; the steps follow the job's own, timed
+            # with the gradients exchanged (and the same on every rank)
+            speed = autosize.measure(device, mc, cfg.batch_size // world.size, cfg.seq_len,
+                                     cfg.amp, world=world)
+            plan = replace(autosize.plan(plan.seconds, speed, cfg, len(val_ids)),
+                           eval_chars=plan.eval_chars)
     created = not run.exists()
     lock = checkpoint.RunLock(run).__enter__() if writes else nullcontext()
     try:
