@@ -149,6 +149,26 @@ class World:
         data = json.dumps(value).encode() if self.rank == 0 else None
         return json.loads(self.broadcast_bytes(data))
 
+    @contextmanager
+    def one_at_a_time(self, folder):
+        """The processes of one machine one after another (a file lock in `folder`): the first
+        downloads or encodes a corpus, and the others find it in the cache."""
+        lock = None
+        if self.distributed:
+            from filelock import FileLock
+
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                lock = FileLock(folder / ".load.lock")
+                lock.acquire()
+            except OSError:  # a folder that cannot hold a lock: each process on its own
+                lock = None
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
     def close(self, clean: bool = True) -> None:
         """Leave the process group: together after a clean end (no rank tears it down while
         another still talks); not at all after a failure, when a peer may be gone and the

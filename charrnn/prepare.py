@@ -54,7 +54,7 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     if cfg.tensorboard:
         check_tensorboard()
     device = world.device if world.distributed else pick_device(cfg.device)
-    corpus = _load_corpus(corpus_arg, cfg, reporter)
+    corpus = _load_corpus(corpus_arg, cfg, reporter, world=world)
     vocab = corpus.vocab
     base = None
     if init_from is not None:
@@ -171,7 +171,7 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
                           "would have")
         info = stored["corpus"]
         corpus = _load_corpus(corpus_arg or info.get("source") or info.get("path"), cfg,
-                              reporter, digest=info.get("digest"), run=run)
+                              reporter, digest=info.get("digest"), run=run, world=world)
         model = CharRNN(mc)
         checkpoint.load_weights_into(model, state["model"], where)
         ids = _ids_for(corpus, vocab)
@@ -321,16 +321,18 @@ def _building(mc: ModelConfig, device: torch.device):
 
 
 def _load_corpus(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
-                 digest: str | None = None, run: Path | None = None) -> corpora.Corpus:
+                 digest: str | None = None, run: Path | None = None,
+                 world: World = SINGLE) -> corpora.Corpus:
     """The corpus, encoded; with `digest` (a resumed run's), only if it is that same text."""
     if not isinstance(corpus_arg, str) or not corpus_arg:
         raise CharrnnError(f"{run / checkpoint.CONFIG} names no corpus; give it: "
                            f"charrnn train CORPUS --resume {run}")
     try:
-        corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
-                              sniff_binary=cfg.encoding == "utf-8", digest=digest,
-                              warn=reporter.warn, say=reporter.say, include=cfg.include,
-                              exclude=cfg.exclude)
+        with world.one_at_a_time(corpora.cache_dir()):
+            corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
+                                  sniff_binary=cfg.encoding == "utf-8", digest=digest,
+                                  warn=reporter.warn, say=reporter.say, include=cfg.include,
+                                  exclude=cfg.exclude)
     except corpora.DigestMismatch as e:
         raise CharrnnError(f"the corpus {e.path} changed since {run} started, so the run "
                            "cannot resume exactly; start a new run") from None

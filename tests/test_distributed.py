@@ -177,18 +177,21 @@ def test_ctrl_c_saves_once_and_a_distributed_resume_continues_exactly(write, tmp
     assert all(torch.equal(wa[k], wb[k]) for k in wa)  # bit for bit
 
 
-def test_a_rank_that_dies_ends_the_other_with_one_line_and_the_run_resumes(write, tmp_path):
+@pytest.mark.parametrize("dies, lives", [(1, 0), (0, 1)])  # (0: the one that writes)
+def test_a_rank_that_dies_ends_the_other_with_one_line_and_the_run_resumes(write, tmp_path,
+                                                                           dies, lives):
     corpus = write("hamlet.txt", TEXT)
     run = tmp_path / "run"
     job = torchrun(tmp_path, corpus, "--out", run, "--batch-size", "8", "--max-steps", "100000",
                    "--eval-every", "20", *MODEL, wait=False, timeout="20")
     wait_for_lines(run / checkpoint.METRICS, 2, job)
-    os.kill(ranks(job)[1], signal.SIGKILL)
+    os.kill(ranks(job)[dies], signal.SIGKILL)
     started = time.monotonic()
     output = job.communicate(timeout=120)[0]
     assert job.returncode != 0
     assert time.monotonic() - started < 20 + 30  # the timeout, and torchrun's grace period
-    said = [line for line in output.splitlines() if line.startswith("charrnn (rank 0): error")]
+    said = [line for line in output.splitlines()
+            if line.startswith(f"charrnn (rank {lives}): error")]
     assert len(said) == 1, output
     assert "lost contact with the other processes" in said[0]
     assert f"--resume {run}" in said[0]
