@@ -1,8 +1,8 @@
 """Training on several processes: PyTorch's DistributedDataParallel, launched by torchrun.
 
-    torchrun --nproc-per-node 4 -m charrnn train CORPUS ...              # one machine, 4 GPUs
-    torchrun --nnodes 2 --node-rank R --nproc-per-node 8 \\
-        --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m charrnn train CORPUS ...
+    torchrun --standalone --nproc-per-node 4 -m charrnn train CORPUS ...   # one machine, 4 GPUs
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 --rdzv-id ID -m charrnn train CORPUS ...  # on each machine
 
 torchrun starts the processes and tells each its RANK, WORLD_SIZE and LOCAL_RANK; `join` makes
 them one process group: NCCL between GPUs (process i on GPU LOCAL_RANK), gloo between CPUs. The
@@ -191,10 +191,11 @@ def join(device_name: str) -> World:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     timeout = timedelta(seconds=timeout_seconds())
     cuda = device_name != "cpu" and torch.cuda.is_available()
-    if device_name not in ("auto", "cpu", "cuda") and not device_name.startswith("cuda"):
-        raise CharrnnError(f"--device {device_name} cannot be shared by a torchrun job; use cuda "
-                           "(each process takes the GPU torchrun's LOCAL_RANK names) or cpu")
-    if device_name.startswith("cuda") and not cuda:
+    if device_name not in ("auto", "cpu", "cuda"):
+        raise CharrnnError(f"--device {device_name} does not go with torchrun: each process takes "
+                           "the GPU its LOCAL_RANK names (--device cuda or auto), or the CPU "
+                           "(--device cpu)")
+    if device_name == "cuda" and not cuda:
         raise CharrnnError("--device cuda asked for, but PyTorch sees no CUDA GPU here; use "
                            "--device cpu (or auto)")
     if cuda:

@@ -233,3 +233,22 @@ def test_two_machines_need_the_run_folder_only_where_rank_0_runs(write, tmp_path
     job("--resume", "run", "--max-steps", "30")
     assert [r["step"] for r in metrics(first / "run")] == [10, 20, 30]
     assert list(second.iterdir()) == []
+
+
+@pytest.mark.parametrize("env, args, said", [
+    ({"CHARRNN_DIST_TIMEOUT": "soon"}, [],
+     "CHARRNN_DIST_TIMEOUT='soon' must be a number of seconds above 0"),
+    ({}, ["--device", "mps"], "--device mps does not go with torchrun: each process takes the "
+                              "GPU its LOCAL_RANK names (--device cuda or auto), or the CPU"),
+    ({}, ["--device", "cuda:1"], "--device cuda:1 does not go with torchrun"),
+])
+def test_torchrun_mistakes_are_one_line_before_joining(write, tmp_path, env, args, said):
+    corpus = write("hamlet.txt", TEXT)
+    job = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--out",
+                          str(tmp_path / "run"), *args], capture_output=True, text=True,
+                         env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0",
+                              **env}, timeout=120)
+    assert job.returncode == 1
+    assert job.stderr.startswith("charrnn (rank 0): error: " + said), job.stderr
+    assert len(job.stderr.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
