@@ -523,9 +523,11 @@ def info(
         m, p, c = facts["model"], facts["progress"], facts["corpus"]
         steps = f"{p['step']:,}" + (f" of {p['planned_steps']:,} planned" if p["planned_steps"]
                                     else "")
+        launcher = (f"torchrun --nproc-per-node {p['processes']} -m charrnn"
+                    if p["processes"] > 1 else "charrnn")
         state = ("finished" if p["finished"] else
-                 f"stopped early (interrupted, or still training): continue with `charrnn train "
-                 f"--resume {run}`")
+                 f"stopped early (interrupted, or still training): continue with `{launcher} "
+                 f"train --resume {run}`")
         best = facts["best_val_loss"]
         lines = [
             f"run          {run}",
@@ -537,6 +539,8 @@ def info(
             "settings     " + ", ".join(f"{k}={v}" for k, v in facts["train"].items()
                                         if k not in ("include", "exclude") or v),
             f"steps        {steps}; {state}",
+            *([f"processes    {p['processes']} (torchrun), when last saved"]
+              if p["processes"] > 1 else []),
             f"epochs       {p['epochs']:.2f}" if p["epochs"] is not None else "epochs       -",
             f"time         {p['elapsed_s']:.0f} s" if p["elapsed_s"] is not None and
             math.isfinite(p["elapsed_s"]) else "time         -",

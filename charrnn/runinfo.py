@@ -29,7 +29,8 @@ def gather(run: Path) -> dict:
             s = checkpoint.load_state(run, checkpoint.state_limit(
                 mc, train.get("batch_size") or 1, train.get("eval_every")))
             state = {"step": int(s["step"]), "epoch": int(s["epoch"]),
-                     "elapsed": float(s["elapsed"])}
+                     "elapsed": float(s["elapsed"]),
+                     "processes": int(s.get("world_size", 1))}  # (more under torchrun)
         except Exception as e:  # noqa: BLE001 - a damaged state is reported, not fatal
             state = {"error": str(e).splitlines()[0][:200]}
     planned = plan.get("steps") or train.get("max_steps")
@@ -49,6 +50,7 @@ def gather(run: Path) -> dict:
                      "epochs": curves[-1]["epoch"] if curves else None,
                      "elapsed_s": state.get("elapsed", curves[-1].get("elapsed") if curves
                                             else None),
+                     "processes": state.get("processes", 1),
                      "state_error": state.get("error")},
         "best_val_loss": best,
         "best_val_bpc": best / LN2 if isinstance(best, (int, float)) else None,

@@ -142,6 +142,8 @@ def test_two_ranks_train_exactly_as_one_process_and_only_rank_0_writes(write, tm
     assert invoke("sample", work / "two", "--length", "40").exit_code == 0
     inspected = invoke("inspect-cells", work / "two", "--length", "200", "--color", "never")
     assert inspected.exit_code == 0, inspected.output
+    info = invoke("info", work / "two", "--color", "never")
+    assert "processes    2 (torchrun)" in info.output, info.output
     state = checkpoint.load_state(work / "two")
     assert state["world_size"] == 2 and [h.shape[1] for h in state["hidden"]] == [8, 8]
     resumed = invoke("train", "--resume", work / "two", "--max-steps", "35")
