@@ -169,6 +169,7 @@ class Trainer:
         self.losses = array("d")  # the loss of every step this process trained, 8 bytes each
         self.since_eval: list[float] = []  # train losses since the last evaluation
         self.stop_signal: int | None = None
+        self.diverging = False  # a rank of a torchrun job saw the loss explode (see _sane)
         self.evaluations = 0  # this process's, for --sample-every
         self.board = None  # a TensorBoard writer, with --tensorboard
         self.sample_seconds = 0.0  # spent writing samples (the benchmark reports the share)
@@ -307,7 +308,12 @@ class Trainer:
         reason = self.stop_reason()
         if not self.world.distributed:
             return reason
-        signum, clock = self.world.agree([self.stop_signal or 0, int(reason == "clock")])
+        signum, clock, diverging = self.world.agree([self.stop_signal or 0,
+                                                     int(reason == "clock"),
+                                                     int(self.diverging)])
+        if diverging:  # every rank stops with the same error at the same step
+            loss = self.train_loss()
+            self._check_divergence(loss if not self._sane(loss) else math.inf)
         if signum:
             self.stop_signal = signum
             return "interrupted"
@@ -391,7 +397,10 @@ class Trainer:
                 if now - last_show >= 0.25:
                     last_show = now
                     figures = self._figures(meter.rate(self.step, now))
-                    self._check_divergence(figures["train_loss"])
+                    if self.world.distributed:  # seen here at this rank's moment: agreed below
+                        self.diverging = self.diverging or not self._sane(figures["train_loss"])
+                    else:
+                        self._check_divergence(figures["train_loss"])
                     self.reporter.step(figures)
                 if self.step % self.eval_every == 0:
                     self._evaluate_and_save(meter.rate(self.step, now))
@@ -494,13 +503,16 @@ class Trainer:
         self.sample_seconds += time.monotonic() - started
         return text
 
+    def _sane(self, loss: float) -> bool:
+        """Not NaN, and not far worse than guessing uniformly."""
+        return math.isfinite(loss) and loss <= 2 * math.log(len(self.vocab)) + 2
+
     def _check_divergence(self, loss: float, weights: bool = False) -> None:
         """Stop on a NaN or exploding loss (or, with `weights`, NaN weights: the last update
         may have made them after the loss was computed), before anything reaches a checkpoint."""
-        limit = 2 * math.log(len(self.vocab)) + 2  # far worse than guessing uniformly
         finite = not weights or all(bool(torch.isfinite(p).all())
                                     for p in self.model.parameters())
-        if math.isfinite(loss) and loss <= limit and finite:
+        if self._sane(loss) and finite:
             return
         shown = f"{loss:.4g}" if finite else "NaN weights"
         raise CharrnnError(
