@@ -11,8 +11,9 @@ keeps its streams' hidden states, so truncated backpropagation through time is e
 process's. DDP averages the gradients, which for equal shares is the gradient of the whole
 batch. Rank 0 alone writes and speaks; the others are silent.
 
-What a rank knows alone (a Ctrl-C, its clock) is agreed on every step over a small gloo group
-of host tensors, so every rank stops at the same step. A rank that dies breaks the others'
+What a rank knows alone (a Ctrl-C, its clock, a loss it saw explode) is agreed on every step
+over a small gloo group of host tensors, overlapping the next step, so every rank stops at the
+same step. A rank that dies breaks the others'
 next collective: they end with one line, at once where the connection closes and at most
 TIMEOUT_ENV seconds (600 by default) where a peer hangs without dying.
 """
@@ -112,6 +113,17 @@ class World:
         t = torch.tensor(values, dtype=torch.int64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
         return t.tolist()
+
+    def agree_later(self, values: list[int]):
+        """agree, started now; the function it returns waits for the result (by then, usually
+        long there: a training step has run meanwhile)."""
+        t = torch.tensor(values, dtype=torch.int64)
+        work = dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control, async_op=True)
+
+        def result() -> list[int]:
+            work.wait()
+            return t.tolist()
+        return result
 
     def gather_streams(self, tensor: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """Every rank's share of a per-stream tensor, joined along `dim` in rank order."""

@@ -170,6 +170,7 @@ class Trainer:
         self.since_eval: list[float] = []  # train losses since the last evaluation
         self.stop_signal: int | None = None
         self.diverging = False  # a rank of a torchrun job saw the loss explode (see _sane)
+        self.agreement = None  # what the ranks knew at the last step, on its way (see below)
         self.evaluations = 0  # this process's, for --sample-every
         self.board = None  # a TensorBoard writer, with --tensorboard
         self.sample_seconds = 0.0  # spent writing samples (the benchmark reports the share)
@@ -287,37 +288,49 @@ class Trainer:
         return min(self.step / self.setup.total_steps, 1.0)
 
     def stop_reason(self) -> str | None:
-        c, plan = self.cfg, self.setup.plan
         if self.stop_signal is not None:
             return "interrupted"
+        return self.planned_stop() or ("clock" if self.over_time() else None)
+
+    def planned_stop(self) -> str | None:
+        """The stops every rank of a torchrun job reaches at the same step by itself."""
+        c, plan = self.cfg, self.setup.plan
         if c.max_steps and self.step >= c.max_steps:
             return "max_steps"
         if c.epochs and self.epochs_done() >= c.epochs:
             return "epochs"
         if plan and self.step >= plan.steps:
             return "time"
-        if plan and self.elapsed >= SAFETY * plan.seconds:
-            return "clock"
         if self.schedule.stopped:
             return "patience"
         return None
 
+    def over_time(self) -> bool:
+        plan = self.setup.plan
+        return bool(plan) and self.elapsed >= SAFETY * plan.seconds
+
     def agreed_stop_reason(self) -> str | None:
-        """stop_reason, the same on every rank of a torchrun job: a signal or the clock one rank
-        alone saw stops them all at this step (everything else is the same on every rank)."""
-        reason = self.stop_reason()
+        """stop_reason, the same on every rank of a torchrun job. What one rank alone knows (a
+        signal, its clock, a loss it saw explode) goes to the others with each step and is read
+        at the next, the round trip hidden behind the step: every rank stops at the same step,
+        one step after the first knew."""
         if not self.world.distributed:
-            return reason
-        signum, clock, diverging = self.world.agree([self.stop_signal or 0,
-                                                     int(reason == "clock"),
-                                                     int(self.diverging)])
+            return self.stop_reason()
+        signum = clock = diverging = 0
+        if self.agreement is not None:
+            signum, clock, diverging = self.agreement()
+            self.agreement = None
         if diverging:  # every rank stops with the same error at the same step
             loss = self.train_loss()
             self._check_divergence(loss if not self._sane(loss) else math.inf)
         if signum:
             self.stop_signal = signum
             return "interrupted"
-        return reason or ("clock" if clock else None)
+        reason = self.planned_stop() or ("clock" if clock else None)
+        if reason is None:
+            self.agreement = self.world.agree_later(
+                [self.stop_signal or 0, int(self.over_time()), int(self.diverging)])
+        return reason
 
     def interrupt(self, signum: int = signal.SIGINT) -> None:
         """Ask the loop to save and stop at the end of the current step."""
