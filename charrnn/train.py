@@ -389,6 +389,7 @@ class Trainer:
         started = time.monotonic() - self.elapsed
         meter = Throughput(s.streams * s.seq_len, self.step)
         last_show = 0.0
+        ended = False
         try:
             while (reason := self.agreed_stop_reason()) is None:
                 if self.window >= s.windows:  # a new epoch: streams restart, so does the state
@@ -417,8 +418,12 @@ class Trainer:
                     self.reporter.step(figures)
                 if self.step % self.eval_every == 0:
                     self._evaluate_and_save(meter.rate(self.step, now))
+            ended = True
         finally:
-            restore()
+            # a torchrun rank that fails keeps its handlers: the SIGTERM torchrun sends when it
+            # sees another rank fail must not cut this rank's own error line short
+            if ended or not self.world.distributed:
+                restore()
         self._read_losses()
         if reason == "interrupted":
             # save where we are, but do not evaluate: a resumed run then matches an
