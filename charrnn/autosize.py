@@ -113,12 +113,14 @@ def _fmt_seconds(seconds: float) -> str:
 
 def choose(*, model: str, vocab_size: int, corpus_chars: int, given_model: dict,
            given_train: dict, chars: int | None = None, seconds: float | None = None,
-           speeds: dict[int, Speed] | None = None, where: str = "this device") -> Choice:
+           speeds: dict[int, Speed] | None = None, where: str = "this device",
+           batch_size: int = BATCH_SIZE) -> Choice:
     """The settings for a budget of `chars` characters, or of `seconds` at `speeds` (chars/s
-    per hidden size); settings the user gave (given_model, given_train) are kept."""
+    per hidden size); settings the user gave (given_model, given_train) are kept, and
+    `batch_size` is the batch when none was given."""
     layers = given_model.get("layers", LAYERS)
     embedding = given_model.get("embedding_size", EMBEDDING)
-    train = {"batch_size": given_train.get("batch_size") or BATCH_SIZE,
+    train = {"batch_size": given_train.get("batch_size") or batch_size,
              "seq_len": given_train.get("seq_len") or SEQ_LEN,
              "lr": given_train.get("lr") or LR}
     sizes = ([given_model["hidden_size"]] if "hidden_size" in given_model else

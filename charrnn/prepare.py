@@ -48,7 +48,8 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     if init_from is not None and set(given) - {"dropout"}:
         raise CharrnnError(f"--init-from keeps the network of {init_from}; only --dropout may be "
                            f"given with it, not {', '.join(flag(k) for k in sorted(given))}")
-    world.share(cfg.batch_size or autosize.BATCH_SIZE)  # every rank says so, before any work
+    if cfg.batch_size is not None:
+        world.share(cfg.batch_size)  # a batch the ranks cannot share: every rank says so, first
     writes = world.writes
     run = _run_dir(out, overwrite) if writes else out
     if cfg.tensorboard:
@@ -200,14 +201,15 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
            device: torch.device, reporter: Reporter, world: World = SINGLE):
     """Every setting the user left open, for the budget: (cfg, model config, plan, choice). In a
     torchrun job, the device is timed on one rank's share of the batch, and the job's speed
-    taken as that many times it (the gradients' exchange is not timed)."""
+    taken as that many times it (the gradients' exchange is timed later, for the plan), and the
+    default batch is rounded up to a multiple of the ranks."""
     model = given.get("model", "lstm")
     given_sizes = {k: given[k] for k in SIZE_FLAGS if given.get(k) is not None}
     given_train = {k: getattr(cfg, k) for k in ("batch_size", "seq_len", "lr")
                    if getattr(cfg, k) is not None}
-    batch = given_train.get("batch_size", autosize.BATCH_SIZE)
+    default_batch = -(-autosize.BATCH_SIZE // world.size) * world.size  # one that they share
+    batch = given_train.get("batch_size", default_batch)
     seq = given_train.get("seq_len", autosize.SEQ_LEN)
-    world.share(batch)  # a batch the ranks cannot share is refused before anything is timed
 
     def timed(mc: ModelConfig, sizes: list[int], budget: float, too_big=None):
         speeds = autosize.calibrate(device, mc, sizes, batch // world.size, seq, cfg.amp,
@@ -221,7 +223,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
                              cfg.epochs and cfg.epochs * train_chars) if n]
         choice = autosize.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
                                  given_model=given_sizes, given_train=given_train,
-                                 chars=int(min(chars)))
+                                 chars=int(min(chars)), batch_size=default_batch)
         speeds = None
     else:
         base = ModelConfig(vocab_size=vocab_size, model=model,
@@ -239,7 +241,8 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
         speeds = timed(base, sizes, autosize.calibration_budget(seconds), too_big)
         choice = autosize.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
                                  given_model=given_sizes, given_train=given_train,
-                                 seconds=seconds, speeds=speeds, where=describe(device))
+                                 seconds=seconds, speeds=speeds, where=describe(device),
+                                 batch_size=default_batch)
     cfg = replace(cfg, **choice.train)
     mc = ModelConfig(vocab_size=vocab_size, model=model, **choice.model)
     plan = None

@@ -204,7 +204,7 @@ def test_a_rank_that_dies_ends_the_other_with_one_line_and_the_run_resumes(write
     assert checkpoint.load_state(run)["step"] == step + 10
 
 
-def test_a_batch_the_ranks_cannot_share_is_refused_in_one_line(write, tmp_path):
+def test_a_batch_the_ranks_cannot_share_is_refused_and_the_default_is_shared(write, tmp_path):
     corpus = write("hamlet.txt", TEXT)
     job = torchrun(tmp_path, corpus, "--out", tmp_path / "run", "--batch-size", "7",
                    "--max-steps", "5", *MODEL)
@@ -213,6 +213,12 @@ def test_a_batch_the_ranks_cannot_share_is_refused_in_one_line(write, tmp_path):
            "--batch-size that is a multiple of 2" in job.output
     assert str(Path(charrnn.__file__).parent) not in job.output  # no traceback of ours
     assert not (tmp_path / "run").exists()
+
+    # the default batch (32 streams) is rounded up to one they can share
+    job = torchrun(tmp_path, corpus, "--out", tmp_path / "run", "--max-steps", "3", *MODEL,
+                   nproc=3)
+    assert job.returncode == 0, job.output
+    assert "with 3 processes (gloo) on cpu; batch 33 x 16" in job.output
 
 
 def test_two_machines_need_the_run_folder_only_where_rank_0_runs(write, tmp_path):
