@@ -523,7 +523,7 @@ def bench_torchrun(folder: Path, corpus: Path, quick: bool) -> dict:
     gpus = torch.cuda.device_count()
     nproc, device = (gpus, "cuda") if gpus > 1 else (2, "cpu")
     rows = []
-    for hidden, batch, steps in ((128, 32, 40), (512, 32, 8)):
+    for hidden, batch, steps in ((128, 32, 80), (512, 32, 16)):
         steps = steps // 2 if quick else steps
         one = torchrun_speed(folder, corpus, "one", 1, batch, hidden, steps, device)
         same = torchrun_speed(folder, corpus, "same", nproc, batch, hidden, steps, device)
