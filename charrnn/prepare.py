@@ -147,6 +147,10 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         if not cfg.decided:
             raise CharrnnError(f"{run / checkpoint.CONFIG} is corrupted (its batch size, window "
                                "or learning rate is missing); it cannot be resumed")
+        if cfg.batch_size % world.size:
+            raise CharrnnError(f"{run} trains a batch of {cfg.batch_size} streams, which "
+                               f"{world.size} processes cannot share equally; resume it with a "
+                               f"number of processes that divides {cfg.batch_size}")
         if cfg.tensorboard:
             check_tensorboard()
         mc, vocab = checkpoint.model_config(stored, run)

@@ -146,6 +146,10 @@ def test_two_ranks_train_exactly_as_one_process_and_only_rank_0_writes(write, tm
     assert "processes    2 (torchrun)" in info.output, info.output
     state = checkpoint.load_state(work / "two")
     assert state["world_size"] == 2 and [h.shape[1] for h in state["hidden"]] == [8, 8]
+    three = torchrun(work, "--resume", work / "two", "--max-steps", "35", nproc=3)
+    assert three.returncode != 0
+    assert (f"{work / 'two'} trains a batch of 8 streams, which 3 processes cannot share "
+            "equally; resume it with a number of processes that divides 8") in three.output
     resumed = invoke("train", "--resume", work / "two", "--max-steps", "35")
     assert resumed.exit_code == 0, resumed.output
     assert "trained by 2 processes and goes on with 1" in resumed.output
