@@ -200,13 +200,7 @@ def measure(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bo
 
     torch.manual_seed(0)
     model = CharRNN(mc).to(device)
-    forward = None
-    if world.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None)
-    runner = StepRunner(model, TrainConfig(device=str(device), amp=amp, lr=LR), device, forward)
+    runner = StepRunner(model, TrainConfig(device=str(device), amp=amp, lr=LR), device, world)
     x = torch.randint(mc.vocab_size, (batch, seq), device=device)
     y = torch.randint(mc.vocab_size, (batch, seq), device=device)
     hidden = model.init_state(batch, device)

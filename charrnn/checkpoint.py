@@ -26,7 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
 import charrnn
-from charrnn.errors import CharrnnError, describe_os_error
+from charrnn.errors import CharrnnError, describe_os_error, first_line
 from charrnn.fileio import atomic_write, atomic_write_bytes, atomic_write_text
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN, blocks
@@ -71,7 +71,7 @@ def read_config(run: Path) -> dict:
     except OSError as e:
         raise CharrnnError(describe_os_error(e, "read")) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        first = (str(e).splitlines() or ["unreadable"])[0][:200]
+        first = first_line(e)
         raise CharrnnError(f"{path} is corrupted ({first}); train the run again") from None
     return check_config(config, path)
 
@@ -172,7 +172,7 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
     except CharrnnError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure to parse untrusted bytes is corruption
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        first = first_line(e)
         raise CharrnnError(f"{path} is corrupted or truncated ({first}); "
                            "train the run again") from None
 
@@ -238,11 +238,16 @@ def check_state_file(path: Path, limit: int, data: bytes | None = None) -> None:
                            f"model in {CONFIG} can ({limit:,}); it cannot be resumed")
 
 
-def read_state_bytes(run: Path, limit: int) -> bytes:
-    """latest.pt's bytes, its size checked: what a torchrun job's rank 0 sends the others."""
+def _latest(run: Path) -> Path:
     path = Path(run) / LATEST
     if not path.exists():
         raise CharrnnError(f"{run} has no {LATEST} to resume from; start a new run instead")
+    return path
+
+
+def read_state_bytes(run: Path, limit: int) -> bytes:
+    """latest.pt's bytes, its size checked: what a torchrun job's rank 0 sends the others."""
+    path = _latest(run)
     check_state_file(path, limit)
     try:
         return path.read_bytes()
@@ -253,9 +258,7 @@ def read_state_bytes(run: Path, limit: int) -> bytes:
 def load_state(run: Path, limit: int | None = None, data: bytes | None = None) -> dict:
     """The latest training state (from `data`, its bytes, when given), read without ever
     unpickling arbitrary objects; with `limit`, its size is checked first (see state_limit)."""
-    path = Path(run) / LATEST
-    if data is None and not path.exists():
-        raise CharrnnError(f"{run} has no {LATEST} to resume from; start a new run instead")
+    path = _latest(run) if data is None else Path(run) / LATEST
     if limit is not None:
         check_state_file(path, limit, data)
     try:
@@ -263,7 +266,7 @@ def load_state(run: Path, limit: int | None = None, data: bytes | None = None) -
                            weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, TypeError, KeyError, IndexError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:120]
+        first = first_line(e).split(". ")[0][:120]
         raise CharrnnError(f"{path} is corrupted or not a charrnn training state ({first}); "
                            "it cannot be resumed") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:

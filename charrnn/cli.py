@@ -69,10 +69,10 @@ class Group(TyperGroup):
 
 
 def _fail(message: str, code: int):
-    from charrnn.distributed import rank_label
+    from charrnn.distributed import launched, rank_label
 
     print(f"charrnn{rank_label()}: error: {printable(message)}", file=sys.stderr)
-    if rank_label():
+    if launched():
         # a torchrun rank whose peers may be gone: tearing down its process group could wait
         # for them, or abort; what it wrote is whole (atomic), so leave at once
         sys.stderr.flush()
@@ -512,6 +512,7 @@ def info(
     import json
 
     from charrnn import runinfo
+    from charrnn.distributed import resume_command
     from charrnn.output import to_stdout
 
     facts = runinfo.gather(run)
@@ -523,11 +524,9 @@ def info(
         m, p, c = facts["model"], facts["progress"], facts["corpus"]
         steps = f"{p['step']:,}" + (f" of {p['planned_steps']:,} planned" if p["planned_steps"]
                                     else "")
-        launcher = (f"torchrun --nproc-per-node {p['processes']} -m charrnn"
-                    if p["processes"] > 1 else "charrnn")
         state = ("finished" if p["finished"] else
-                 f"stopped early (interrupted, or still training): continue with `{launcher} "
-                 f"train --resume {run}`")
+                 "stopped early (interrupted, or still training): continue with "
+                 f"`{resume_command(run, p['processes'])}`")
         best = facts["best_val_loss"]
         lines = [
             f"run          {run}",

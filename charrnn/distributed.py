@@ -1,8 +1,8 @@
 """Training on several processes: PyTorch's DistributedDataParallel, launched by torchrun.
 
     torchrun --standalone --nproc-per-node 4 -m charrnn train CORPUS ...   # one machine, 4 GPUs
-    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
-        --rdzv-endpoint HOST:29500 --rdzv-id ID -m charrnn train CORPUS ...  # on each machine
+    torchrun --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr HOST0 \\
+        --master-port 29500 -m charrnn train CORPUS ...        # and --node-rank 1 on the other
 
 torchrun starts the processes and tells each its RANK, WORLD_SIZE and LOCAL_RANK; `join` makes
 them one process group: NCCL between GPUs (process i on GPU LOCAL_RANK), gloo between CPUs. The
@@ -30,7 +30,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from charrnn.errors import CharrnnError
+from charrnn.device import pick_device
+from charrnn.errors import CharrnnError, first_line
 
 TIMEOUT_ENV = "CHARRNN_DIST_TIMEOUT"  # seconds a rank waits for the others before giving up
 DEFAULT_TIMEOUT = 600  # as NCCL's own default
@@ -79,6 +80,17 @@ class World:
     def describe(self) -> str:
         return f"{self.size} processes ({dist.get_backend()})" if self.distributed else ""
 
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module a training step calls: in a job, the model in DistributedDataParallel
+        (its construction copies rank 0's weights to every rank; backward averages the
+        gradients over the ranks, bucket by bucket, while it goes on)."""
+        if not self.distributed:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(
+            model, device_ids=[self.device] if self.device.type == "cuda" else None)
+
     # -----------------------------------------------------------------------------------------
     # Dividing the streams
 
@@ -108,11 +120,7 @@ class World:
 
     def agree(self, values: list[int]) -> list[int]:
         """The largest of each value over the ranks (a host all-reduce)."""
-        if not self.distributed:
-            return values
-        t = torch.tensor(values, dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.control)
-        return t.tolist()
+        return self.agree_later(values)() if self.distributed else values
 
     def agree_later(self, values: list[int]):
         """agree, started now; the function it returns waits for the result (by then, usually
@@ -207,9 +215,8 @@ def join(device_name: str) -> World:
         raise CharrnnError(f"--device {device_name} does not go with torchrun: each process takes "
                            "the GPU its LOCAL_RANK names (--device cuda or auto), or the CPU "
                            "(--device cpu)")
-    if device_name == "cuda" and not cuda:
-        raise CharrnnError("--device cuda asked for, but PyTorch sees no CUDA GPU here; use "
-                           "--device cpu (or auto)")
+    if device_name == "cuda":
+        pick_device(device_name)  # one there, or the same line as outside torchrun
     if cuda:
         if local_rank >= torch.cuda.device_count():
             raise CharrnnError(f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', '?')} "
@@ -243,8 +250,13 @@ def guard(world: World):
         raise CharrnnError(
             f"lost contact with the other processes of this torchrun job ({reason(e)}): "
             "one of them stopped or died, and its own message says why; the run keeps its last "
-            f"checkpoint: continue it with `torchrun --nproc-per-node {world.size} -m charrnn "
-            f"train --resume {where['run']}`") from None
+            f"checkpoint: continue it with `{resume_command(where['run'], world.size)}`") from None
+
+
+def resume_command(run, processes: int = 1) -> str:
+    """The command that continues `run` on as many processes as last trained it."""
+    launcher = f"torchrun --nproc-per-node {processes} -m charrnn" if processes > 1 else "charrnn"
+    return f"{launcher} train --resume {run}"
 
 
 def reason(e: BaseException) -> str:
@@ -255,10 +267,6 @@ def reason(e: BaseException) -> str:
         if said in text:
             return said[0].lower() + said[1:]
     return first_line(e)[:120]
-
-
-def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def is_lost_peer(e: BaseException) -> bool:

@@ -38,6 +38,11 @@ _ADVICE = {
 }
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of what an exception says (its type's name when it says nothing)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 def os_reason(e: OSError) -> str:
     """The operating system's words for an error, as a clause: "no space left on device"."""
     reason = (e.strerror or str(e) or type(e).__name__).rstrip(".")

@@ -31,7 +31,7 @@ from charrnn.batches import Streams
 from charrnn.config import LN2, SampleConfig, TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.device import amp_dtype
-from charrnn.distributed import SINGLE, World
+from charrnn.distributed import SINGLE, World, resume_command
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.model import CharRNN, State, detach
 from charrnn.progress import Reporter
@@ -61,9 +61,9 @@ class StepRunner:
     """One training step of a model, as training and calibration both run it."""
 
     def __init__(self, model: CharRNN, cfg: TrainConfig, device: torch.device,
-                 forward: torch.nn.Module | None = None):
+                 world: World = SINGLE):
         self.model, self.cfg = model, cfg
-        self.forward = forward or model  # (in a torchrun job, the model wrapped in DDP)
+        self.forward = world.wrap(model)  # (in a torchrun job, the model in DDP)
         self.optimizer = make_optimizer(model, cfg, device)
         self.device_type = device.type
         self.amp_dtype = amp_dtype(device) if cfg.amp else torch.float32
@@ -144,15 +144,7 @@ class Trainer:
         self.vocab, self.device = setup.vocab, setup.device
         self.train_streams, self.val_streams = setup.train_streams, setup.val_streams
         self.world = setup.world
-        forward = None
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # its construction copies rank 0's weights to every rank; backward averages the
-            # gradients over the ranks, bucket by bucket, while backward goes on
-            forward = DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-        self.runner = StepRunner(self.model, self.cfg, self.device, forward)
+        self.runner = StepRunner(self.model, self.cfg, self.device, self.world)
         self.amp_dtype = self.runner.amp_dtype
         c = self.cfg
         self.schedule = Schedule(lr=c.lr, total_steps=setup.total_steps,
@@ -261,10 +253,7 @@ class Trainer:
                 checkpoint.save_state(self.run, state)
 
     def resume_command(self) -> str:
-        if self.world.distributed:
-            return (f"torchrun --nproc-per-node {self.world.size} -m charrnn train --resume "
-                    f"{self.run}")
-        return f"charrnn train --resume {self.run}"
+        return resume_command(self.run, self.world.size)
 
     @contextmanager
     def _saving(self):
