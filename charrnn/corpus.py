@@ -23,7 +23,7 @@ import numpy as np
 from charrnn import recipes
 from charrnn.concat import BINARY_SNIFF_BYTES, concatenate, folder_files, read_folder
 from charrnn.errors import CharrnnError, describe_os_error
-from charrnn.fileio import atomic_write, atomic_write_text
+from charrnn.fileio import atomic_write, atomic_write_text, user_folder
 from charrnn.vocab import MAX_CODE_POINT, Vocab, code_points, id_dtype
 
 CACHE_FORMAT = 2  # 2: an entry records the corpus digest, its length and its own checksum
@@ -33,12 +33,7 @@ CHUNK_BYTES = 1 << 20  # 1 MiB per decode step: bounded memory, and the fastest 
 
 def cache_dir() -> Path:
     """Where encoded corpora live: $CHARRNN_CACHE_DIR, else the platform's user cache folder."""
-    env = os.environ.get("CHARRNN_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("charrnn"))
+    return user_folder("CHARRNN_CACHE_DIR", "cache")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,6 +39,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(path.parent)
 
 
+def user_folder(env: str, kind: str) -> Path:
+    """A folder of charrnn's: $`env` when set, else the platform's user `kind` folder ("cache"
+    or "data", by platformdirs)."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    import platformdirs
+
+    return Path(getattr(platformdirs, f"user_{kind}_dir")("charrnn"))
+
+
 def check_new_file(path: Path, option: str, force: bool) -> None:
     """Refuse to write `option`'s PATH unless it is new, or a regular file and `force` is given:
     never replace a folder, a device, a pipe or a symbolic link (a rename would swap the link

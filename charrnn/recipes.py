@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import shutil
 import sys
 import tarfile
@@ -31,7 +30,7 @@ from typing import Callable
 
 from charrnn.concat import Tally, concatenate, folder_files, read_folder, selected
 from charrnn.errors import CharrnnError, describe_os_error
-from charrnn.fileio import atomic_write, atomic_write_text, read_json_object
+from charrnn.fileio import atomic_write, atomic_write_text, read_json_object, user_folder
 
 BLOCK = 1 << 20  # bytes read from the network at a time
 TIMEOUT = 30  # seconds without a byte before a download is given up
@@ -69,12 +68,7 @@ def load(text: str | None = None) -> dict[str, Recipe]:
 
 def data_dir() -> Path:
     """Where downloaded corpora live: $CHARRNN_DATA_DIR, else the user data folder."""
-    env = os.environ.get("CHARRNN_DATA_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("charrnn"))
+    return user_folder("CHARRNN_DATA_DIR", "data")
 
 
 def path_of(recipe: Recipe) -> Path:
