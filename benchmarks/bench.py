@@ -32,6 +32,11 @@ Prints a table and writes the same figures as JSON (benchmarks/results/latest.js
 - torchrun: training speed of one process against `torchrun --nproc-per-node N` (N = the GPUs
   here, or 2 CPU processes of one thread each), for the same global batch and for N times it,
   for a small and a larger LSTM: what data parallelism gains on this machine.
+- contention: charrnn beside other work: training chars/s of a 2x128 and a 2x512 LSTM beside
+  one busy core and beside a second training, and sampling a 2x512 beside a busy core, each
+  beside the quiet figure, for charrnn's thread policy and for torch's default threads; a
+  tiny Shakespeare `--time 2m` beside a busy core against the quiet machine with --threads 1;
+  and a calibration cache planted with a 100x-slow entry, corrected by one run.
 - quickstart: the README's first command, `charrnn train python-stdlib --time 1m`, twice, each
   with an empty cache: the validation loss it reaches (full run only).
 """
@@ -47,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -534,6 +540,160 @@ def bench_torchrun(folder: Path, corpus: Path, quick: bool) -> dict:
     return {"nproc": nproc, "device": device, "rows": rows}
 
 
+# ---------------------------------------------------------------------------------------------
+# Contention: charrnn beside other work on the machine
+
+
+BUSY_LOOP = "while True: pass"  # one core kept busy by a pure-Python loop
+
+
+@contextmanager
+def busy_core():
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP])
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def contention_train(corpus: str, run: str, hidden: int, seconds: float) -> dict:
+    """Run in a fresh process: train a 2xH LSTM at charrnn's default batch for `seconds` with
+    the threads the environment says (CHARRNN_THREADS, or charrnn's own policy); the speed of
+    its steps, and the threads it ended on."""
+    cfg = TrainConfig(batch_size=32, seq_len=64, lr=4e-3, device="cpu", max_steps=10**9,
+                      eval_every=10**9, sample_every=0)
+    trainer = prepare.new(corpus, Path(run), cfg, {"layers": 2, "hidden_size": hidden,
+                                                   "embedding_size": 64, "dropout": 0.0},
+                          reporter=_quiet())
+
+    def stop(t):
+        if t.elapsed >= seconds:
+            t.interrupt()
+    trainer.run_loop(on_step=stop)
+    timing = trainer.timing
+    return {"chars_per_s": timing.chars / timing.seconds, "threads": trainer.governor.threads,
+            "moves": len(trainer.governor.moves)}
+
+
+def _fresh(fn: str, *args, env: dict | None = None) -> subprocess.Popen:
+    code = (f"import sys, json; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench; "
+            f"print(json.dumps(bench.{fn}(*{args!r})))")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"benchmark child failed: {err[-2000:]}")
+    return json.loads(out.splitlines()[-1])
+
+
+def sample_speed(run: Path, env: dict, n: int = 4000) -> float:
+    """chars/s of `charrnn sample` itself (the difference of a long and a one-character sample,
+    so start-up and loading cancel out)."""
+    times = []
+    for length in (1, n):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "charrnn", "sample", str(run), "--length",
+                        str(length), "--seed", "1"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env={**os.environ, **env}, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+    return (n - 1) / max(times[1] - times[0], 1e-9)
+
+
+def bench_contention(folder: Path, corpus: Path, quick: bool) -> dict:
+    """Training and sampling speed beside one busy core and beside a second training, each
+    beside the quiet figure measured in the same run; charrnn's thread policy ("auto") against
+    torch's default threads with nothing to follow the load ("fixed", what charrnn did before
+    it had a policy). Then a tiny Shakespeare time budget beside a busy core against the same
+    command on the quiet machine with --threads 1, and a calibration cache planted with a
+    100x-slow entry."""
+    fixed = {"CHARRNN_THREADS": str(torch.get_num_threads())}
+    auto = {"CHARRNN_THREADS": "auto"}
+    seconds = 6 if quick else 10
+    out = {"training": [], "sampling": {}, "budget": None, "cache": None}
+    for hidden in ((128,) if quick else (128, 512)):
+        row = {"model": f"2x{hidden} lstm"}
+        for name, env in (("fixed", fixed), ("auto", auto)):
+            args = (str(corpus), str(folder / f"c-{name}-{hidden}"), hidden, seconds)
+            row[f"quiet_{name}"] = _result(_fresh("contention_train", *args, env=env))
+            with busy_core():
+                row[f"busy_{name}"] = _result(_fresh("contention_train", *args, env=env))
+            pair = [_fresh("contention_train", str(corpus), f"{args[1]}-{k}", hidden, seconds,
+                           env=env) for k in (0, 1)]
+            row[f"pair_{name}"] = [_result(p) for p in pair]
+        out["training"].append(row)
+
+    run = folder / "sample-512"
+    trainer = prepare.new(str(corpus), run, TrainConfig(max_steps=1, device="cpu",
+                                                        sample_every=0),
+                          {"layers": 2, "hidden_size": 512, "dropout": 0.0},
+                          reporter=_quiet())
+    trainer.run_loop()
+    for name, env in (("fixed", fixed), ("auto", auto)):
+        out["sampling"][f"quiet_{name}"] = sample_speed(run, env)
+        with busy_core():
+            out["sampling"][f"busy_{name}"] = sample_speed(run, env)
+    if TINYSHAKESPEARE.exists() and not quick:
+        out["budget"] = bench_contention_budget(folder)
+        out["cache"] = bench_planted_cache(folder)
+    return out
+
+
+def budget_command(folder: Path, name: str, seconds: float, env: dict,
+                   *extra: str) -> dict:
+    run = folder / name
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "charrnn", "train", str(TINYSHAKESPEARE),
+                           "--out", str(run), "--overwrite", "--time", f"{seconds:g}s",
+                           "--device", "cpu", *extra], env={**os.environ, **env},
+                          capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise RuntimeError(f"budget run failed: {proc.stderr[-2000:]}")
+    config = checkpoint.read_config(run)
+    return {"wall_s": wall, "model": "{layers}x{hidden_size}".format(**config["model"]),
+            "dropout": config["model"]["dropout"],
+            "val_loss": full_validation_loss(run, TINYSHAKESPEARE),
+            "replanned": bool((config.get("plan") or {}).get("first_steps")),
+            "speed": (config.get("speed") or {}).get("train"),
+            "lines": [line for line in proc.stderr.splitlines()
+                      if not line.startswith(("step ", "  ", "sample at"))]}
+
+
+def bench_contention_budget(folder: Path, seconds: float = 120) -> dict:
+    """`--time 2m`, nothing else given, beside one busy core, against the same command with
+    --threads 1 on the quiet machine (each with a cache of its own)."""
+    quiet = budget_command(folder, "budget-quiet-1", seconds,
+                           {"CHARRNN_CACHE_DIR": str(folder / "cache-b1")}, "--threads", "1")
+    with busy_core():
+        busy = budget_command(folder, "budget-busy", seconds,
+                              {"CHARRNN_CACHE_DIR": str(folder / "cache-b2")})
+    return {"seconds": seconds, "quiet_threads_1": quiet, "busy_auto": busy}
+
+
+def bench_planted_cache(folder: Path, seconds: float = 45) -> dict:
+    """A fresh calibration's choice for `--time 45s`; the same cache with that choice's entry
+    planted 100x slow; one quiet run on it; then the choice of the run after."""
+    cache = folder / "cache-planted"
+    env = {"CHARRNN_CACHE_DIR": str(cache)}
+    fresh = budget_command(folder, "planted-fresh", seconds, env)
+    path = cache / "calibration.json"
+    data = json.loads(path.read_text())
+    hidden = int(fresh["model"].split("x")[1])
+    key = next(k for k in data["speeds"] if f" 2x{hidden} " in k and "dropout" not in k)
+    data["speeds"][key] = [{**t, "train": t["train"] / 100, "eval": t["eval"] / 100}
+                           for t in data["speeds"][key]]
+    path.write_text(json.dumps(data))
+    poisoned = budget_command(folder, "planted-poisoned", seconds, env)
+    after = budget_command(folder, "planted-after", seconds, env)
+    return {"seconds": seconds, "fresh": fresh, "poisoned": poisoned, "after": after,
+            "corrected": after["model"] == fresh["model"]}
+
+
 def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
     from charrnn import inspection, probes, views
@@ -570,7 +730,7 @@ def main() -> None:
                         "latest.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling inspect encoding memory quality "
-                             "budget quickstart samples ngram torchrun")
+                             "budget quickstart samples ngram torchrun contention")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
@@ -578,7 +738,7 @@ def main() -> None:
     quick = args.quick
     sections = set(args.only or ["training", "sampling", "inspect", "encoding", "memory",
                                  "quality", "budget", "quickstart", "samples", "ngram",
-                                 "torchrun"])
+                                 "torchrun", "contention"])
     if quick:
         sections -= {"memory", "quickstart"}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -683,6 +843,40 @@ def main() -> None:
                       f"{r['nproc']} times the batch {row['n_times_batch_chars_per_s']:,.0f} "
                       f"({row['n_times_batch_chars_per_s'] / row['one_chars_per_s']:.2f}x)",
                       flush=True)
+        if "contention" in sections:
+            r = bench_contention(folder, corpus, quick)
+            results["contention"] = r
+            for row in r["training"]:
+                for name in ("fixed", "auto"):
+                    q = row[f"quiet_{name}"]["chars_per_s"]
+                    b = row[f"busy_{name}"]["chars_per_s"]
+                    pa, pb = (x["chars_per_s"] for x in row[f"pair_{name}"])
+                    print(f"contention, train {row['model']}, threads {name}: quiet {q:,.0f} "
+                          f"chars/s; beside a busy core {b:,.0f} ({b / q:.2f}x, target >= "
+                          f"0.4); two trainings at once {pa:,.0f} and {pb:,.0f} ({pa / q:.2f}x "
+                          f"and {pb / q:.2f}x)", flush=True)
+                ratio = row["quiet_auto"]["chars_per_s"] / row["quiet_fixed"]["chars_per_s"]
+                print(f"contention, train {row['model']}: quiet, auto against fixed: "
+                      f"{ratio:.3f}x (target >= 0.97)", flush=True)
+            sm = r["sampling"]
+            for name in ("fixed", "auto"):
+                q, b = sm[f"quiet_{name}"], sm[f"busy_{name}"]
+                print(f"contention, sample 2x512 lstm, threads {name}: quiet {q:,.0f} chars/s; "
+                      f"beside a busy core {b:,.0f} ({b / q:.2f}x, target >= 0.4)", flush=True)
+            if r["budget"]:
+                b = r["budget"]
+                q, busy = b["quiet_threads_1"], b["busy_auto"]
+                print(f"contention, --time {b['seconds']:g}s on tiny Shakespeare: quiet with "
+                      f"--threads 1 {q['model']} {q['val_loss']:.4f} in {q['wall_s']:.0f} s; "
+                      f"beside a busy core {busy['model']} {busy['val_loss']:.4f} in "
+                      f"{busy['wall_s']:.0f} s (gap {busy['val_loss'] - q['val_loss']:+.4f}, "
+                      "target <= 0.03)", flush=True)
+            if r["cache"]:
+                c = r["cache"]
+                print(f"contention, a 100x-slow cache entry: fresh calibration chose "
+                      f"{c['fresh']['model']}; the run on the planted cache {c['poisoned']['model']}"
+                      f" ({c['poisoned']['val_loss']:.4f}); the run after it "
+                      f"{c['after']['model']}: corrected {c['corrected']}", flush=True)
         if "quickstart" in sections:
             results["quickstart"] = bench_quickstart(folder)
             for r in results["quickstart"]["runs"]:

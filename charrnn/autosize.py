@@ -19,7 +19,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ import torch
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.device import describe, synchronize
 from charrnn.distributed import SINGLE, World
+from charrnn.threads import SHARE_MIN
 
 HIDDEN_SIZES = (64, 128, 192, 256, 384, 512, 768, 1024)  # the candidates, smallest first
 LAYERS = 2
@@ -48,13 +49,21 @@ DROPOUT_FROM_PASSES = 8
 MAX_DROPOUT = 0.3
 
 TRAIN_SHARE = 0.85  # of a time budget, about what goes to training steps
-OVERHEAD_SHARE = 0.07  # of a time budget, kept for set-up, checkpoints and the display
+OVERHEAD_SHARE = 0.05  # of a time budget, kept for checkpoints and the display
 EVALUATIONS = 20  # evaluations planned over a run: enough for the plateau rule to see a trend
-EVAL_SHARE = 0.08  # at most this share of a time budget goes to evaluation
+EVAL_SHARE = 0.08  # at most this share of a run's time goes to evaluation
+EVAL_CHARS = 200_000  # validation characters, at most, unless --eval-chars says otherwise
+EVAL_COST = 1 / 3  # a validation character's cost against a training one's: forward only
 MIN_EVAL_CHARS = 16_384
-CALIBRATION_SHARE, CALIBRATION_MAX_S = 0.05, 15.0
-SAFETY = 1.25  # the clock stops a run that overran its planned budget by this factor
-CACHE_FORMAT = 2
+# after REPLAN_AFTER of its steps, a run whose own speed puts its end further than
+# REPLAN_MARGIN of the budget from the plan's is planned again, once
+REPLAN_AFTER, REPLAN_MARGIN = 0.1, 0.05
+CHECK_STEPS, CHECK_SECONDS = 5, 1.0  # timed, at least, before a run's speed is checked
+CLOCK_MARGIN = 0.1  # the clock stops a run this share of its budget past it, whatever else
+CALIBRATION_SHARE, CALIBRATION_MAX_S = 0.05, 15.0  # of the budget, at most, in wall time
+CACHE_FORMAT = 3
+CACHE_SAMPLES = 5  # the latest timings kept for each model, device and batch
+SUSPECT = 4.0  # a cached speed this many times slower than a smaller size's says: timed again
 
 
 def parameters(mc: ModelConfig) -> int:
@@ -94,6 +103,13 @@ def dropout_for(seen: float, unique: float) -> float:
 class Speed:
     train: float  # characters per second, training
     eval: float  # characters per second, validation (forward only)
+    share: float = 1.0  # of the CPU time its threads asked for, what the timing got
+    cut: bool = False  # the wall-time cap ended the timing before its steps were done
+
+    @property
+    def clean(self) -> bool:
+        """Timed whole, with the CPU it asked for: worth keeping for the next run."""
+        return self.share >= SHARE_MIN and not self.cut
 
 
 @dataclass
@@ -158,52 +174,107 @@ def _cache_path() -> Path:
     return cache_dir() / "calibration.json"
 
 
-def _read_cache() -> dict:
-    """The cached speeds; a missing, damaged or foreign file counts as empty (and is rebuilt)."""
+def _number(value) -> float:
+    """A positive, finite number from JSON, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(value)
+    value = float(value)
+    if not 0 < value < math.inf:
+        raise ValueError(value)
+    return value
+
+
+def _read_cache() -> dict[str, list[dict]]:
+    """The recent timings of each key; a missing, damaged or foreign file counts as empty (and
+    is rebuilt), and so does any entry that is not a list of positive speeds."""
     try:
         data = json.loads(_cache_path().read_text(encoding="utf-8"))
-        if data.get("format") != CACHE_FORMAT or not isinstance(data.get("speeds"), dict):
-            return {}
-        return {k: Speed(float(v["train"]), float(v["eval"])) for k, v in data["speeds"].items()
-                if float(v["train"]) > 0 and float(v["eval"]) > 0}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, RecursionError):
         return {}
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or \
+            not isinstance(data.get("speeds"), dict):
+        return {}
+    cache = {}
+    for key, samples in data["speeds"].items():
+        try:
+            cache[key] = [{"train": _number(t["train"]), "eval": _number(t["eval"]),
+                           "source": str(t.get("source", "calibration"))}
+                          for t in samples][-CACHE_SAMPLES:]
+        except (TypeError, KeyError, ValueError, AttributeError):
+            continue
+    return cache
 
 
-def _write_cache(speeds: dict) -> None:
+def _write_cache(cache: dict[str, list[dict]]) -> None:
     from charrnn.fileio import atomic_write_text
 
-    data = {"format": CACHE_FORMAT, "speeds": {k: asdict(v) for k, v in speeds.items()}}
+    data = {"format": CACHE_FORMAT, "speeds": cache}
     try:
         atomic_write_text(_cache_path(), json.dumps(data, indent=1) + "\n")
     except OSError:
         pass  # a cache we cannot write only costs the next run its calibration
 
 
-def cache_key(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bool) -> str:
+def estimate(samples: list[dict]) -> Speed | None:
+    """The speed a key's recent timings say. Other work on the machine only ever makes a timing
+    slower, never faster: timings under half the fastest are left out, and of the rest the
+    median is taken, so one slow moment neither stays nor drags the others down."""
+    if not samples:
+        return None
+
+    def robust(values: list[float]) -> float:
+        return statistics.median([v for v in values if v >= max(values) / 2])
+    return Speed(train=robust([t["train"] for t in samples]),
+                 eval=robust([t["eval"] for t in samples]))
+
+
+def cached(key: str) -> Speed | None:
+    return estimate(_read_cache().get(key, []))
+
+
+def learn(key: str, speed: Speed, source: str = "run") -> None:
+    """Add a timing of `key` to the cache (a clean one: a busy moment is never kept)."""
+    if not speed.clean:
+        return
+    cache = _read_cache()
+    samples = cache.get(key, []) + [{"train": speed.train, "eval": speed.eval,
+                                     "source": source}]
+    cache[key] = samples[-CACHE_SAMPLES:]
+    _write_cache(cache)
+
+
+def cache_key(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bool,
+              threads: int | None = None) -> str:
     # the vocabulary rounded up to a power of two: corpora of similar alphabets share entries
     vocab = 1 << max(mc.vocab_size - 1, 63).bit_length()
-    # dropout matters: with it, the CPU runs a multi-layer LSTM a layer at a time, slower
-    return (f"{describe(device)} | torch {torch.__version__} | {mc.model} {mc.layers}x"
+    # dropout matters: drawing its masks costs time on a CPU
+    return (f"{describe(device, threads)} | torch {torch.__version__} | {mc.model} {mc.layers}x"
             f"{mc.hidden_size} emb {mc.embedding_size} vocab {vocab}"
             f"{' dropout' if mc.dropout else ''} | batch {batch}x{seq}{' amp' if amp else ''}")
 
 
 def measure(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bool,
-            min_seconds: float = 0.25, world: World = SINGLE) -> Speed:
+            min_seconds: float = 0.25, world: World = SINGLE,
+            deadline: float | None = None) -> Speed:
     """Train and validate a fresh model of this size on random ids for a few steps. Each step
-    is timed alone and the median kept: one step stalled by another process does not count.
-    In a torchrun job every rank runs it at once on its share `batch`, exchanging gradients as
-    training does: the job's speed, at its slowest rank's pace."""
+    is timed alone and the median kept: one step stalled by another process does not count;
+    and the process's CPU time is read beside the wall time, so a timing whose threads did not
+    get their cores says so (`Speed.share`). At `deadline` (time.perf_counter) it stops with
+    what it has. In a torchrun job every rank runs it at once on its share `batch`, exchanging
+    gradients as training does: the job's speed, at its slowest rank's pace."""
     from charrnn.model import CharRNN
     from charrnn.train import StepRunner
 
+    deadline = None if world.distributed else deadline  # (the same steps on every rank)
     torch.manual_seed(0)
     model = CharRNN(mc).to(device)
     runner = StepRunner(model, TrainConfig(device=str(device), amp=amp, lr=LR), device, world)
     x = torch.randint(mc.vocab_size, (batch, seq), device=device)
     y = torch.randint(mc.vocab_size, (batch, seq), device=device)
     hidden = model.init_state(batch, device)
+
+    def late() -> bool:
+        return deadline is not None and time.perf_counter() >= deadline
 
     def timed(fn) -> float:
         synchronize(device)
@@ -216,57 +287,95 @@ def measure(device: torch.device, mc: ModelConfig, batch: int, seq: int, amp: bo
         nonlocal hidden
         _, hidden = runner.step(x, y, hidden, LR)
 
-    for _ in range(2):  # the first steps allocate and pick kernels: not timed
-        step()
-    times = []
-    while len(times) < 3 or (sum(times) < min_seconds and len(times) < 20
-                             and not world.distributed):  # (the same steps on every rank)
+    warm = [timed(step) for _ in range(2)]  # the first steps allocate and pick kernels
+    times, cpu_start, wall_start = [], time.process_time(), time.perf_counter()
+    while not late() and (len(times) < 3 or (sum(times) < min_seconds and len(times) < 20
+                                             and not world.distributed)):
         times.append(timed(step))
+    share = ((time.process_time() - cpu_start) /
+             max((time.perf_counter() - wall_start) * torch.get_num_threads(), 1e-9)
+             if device.type == "cpu" and times else 1.0)
+    cut = len(times) < 3
     model.eval()
     with torch.no_grad(), runner.autocast():
-        model(x)
-        evals = [timed(lambda: model(x)) for _ in range(3)]
-    train_s, eval_s = statistics.median(times), statistics.median(evals)
+        evals = [timed(lambda: model(x))]  # (its first call allocates: a slower figure)
+        while len(evals) < 4 and not late():
+            evals.append(timed(lambda: model(x)))
+    train_s = statistics.median(times or warm[-1:])
+    eval_s = statistics.median(evals[1:] or evals)
     if world.distributed:  # the slowest rank's, on every rank
         train_s, eval_s = (us / 1e6 for us in world.agree([round(train_s * 1e6),
                                                             round(eval_s * 1e6)]))
-    return Speed(train=batch * world.size * seq / train_s, eval=batch * world.size * seq / eval_s)
+    chars = batch * world.size * seq
+    return Speed(train=chars / train_s, eval=chars / eval_s, share=min(share, 1.0),
+                 cut=cut or len(evals) < 2)
+
+
+def _sized(mc: ModelConfig, hidden: int) -> ModelConfig:
+    return ModelConfig(**{**mc.to_dict(), "hidden_size": hidden})
 
 
 def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: int, seq: int,
               amp: bool, budget_s: float, say=lambda line: None,
-              too_big=lambda hidden, speed: False) -> dict[int, Speed]:
-    """Speeds of each hidden size in `sizes` (smallest first), from the cache or measured, within
-    `budget_s` seconds of measuring. It stops at the first size `too_big` for the budget (the
-    larger ones are slower still), and leaves out sizes too slow to time in what is left."""
+              too_big=lambda hidden, speed: False, deadline: float | None = None
+              ) -> dict[int, Speed]:
+    """Speeds of each hidden size in `sizes` (smallest first), from the cache or measured,
+    within `budget_s` seconds of wall time (or by `deadline`, time.perf_counter, if sooner),
+    whatever the load. It stops at the first size `too_big` for the budget (the larger ones are
+    slower still), and leaves out sizes too slow to time in what is left. A timing taken while
+    the machine was busy is used for this run only, and said."""
     cache = _read_cache()
-    speeds, measured, spent = {}, False, 0.0
+    end = time.perf_counter() + budget_s
+    end = min(end, deadline) if deadline is not None else end
+    speeds, said, busy = {}, False, []
     for h in sizes:
-        mc = ModelConfig(**{**base.to_dict(), "hidden_size": h})
+        mc = _sized(base, h)
         key = cache_key(device, mc, batch, seq, amp)
-        if key in cache:
-            speeds[h] = cache[key]
-            if too_big(h, speeds[h]):
+        known = estimate(cache.get(key, []))
+        if known is not None and speeds:
+            # a step's cost grows about with the parameters, or slower (small models pay fixed
+            # costs): a cached speed far below what the size before it says was taken in a
+            # busy moment; it is timed again
+            last = max(speeds)
+            like = speeds[last].train * parameters(_sized(mc, last)) / parameters(mc)
+            known = known if known.train * SUSPECT >= like else None
+        if known is not None:
+            speeds[h] = known
+            if too_big(h, known):
                 break
             continue
+        left = end - time.perf_counter()
         if speeds:  # a step of this size takes about params/params_before as long
             last = max(speeds)
-            ratio = parameters(mc) / parameters(ModelConfig(**{**mc.to_dict(), "hidden_size":
-                                                                last}))
-            if 4 * batch * seq * ratio / speeds[last].train > budget_s - spent:
+            ratio = parameters(mc) / parameters(_sized(mc, last))
+            if 5 * batch * seq * ratio / speeds[last].train > left:
                 break
-        if not measured:
+        if not said:
             what = "each model size" if len(sizes) > 1 else f"the {base.layers}x{h} model"
             say(f"calibrating: timing a few training steps of {what} on {describe(device)} "
                 f"(once; cached in {_cache_path()})")
-            measured = True
-        start = time.perf_counter()
-        speeds[h] = cache[key] = measure(device, mc, batch, seq, amp)
-        spent += time.perf_counter() - start
-        if spent >= budget_s or too_big(h, speeds[h]):
+            said = True
+        speed = measure(device, mc, batch, seq, amp, deadline=end)
+        speeds[h] = speed
+        if speed.clean:
+            cache[key] = (cache.get(key, []) + [{"train": speed.train, "eval": speed.eval,
+                                                 "source": "calibration"}])[-CACHE_SAMPLES:]
+        else:
+            busy.append((h, speed))
+        if time.perf_counter() >= end or too_big(h, speed):
             break
-    if measured:
+    if said:
         _write_cache(cache)
+    if busy:
+        h, speed = min(busy, key=lambda hs: (hs[1].share, hs[1].cut))
+        if speed.share < SHARE_MIN:
+            why = (f"the machine was busy while timing (the {base.layers}x{h} model's threads "
+                   f"got {speed.share:.0%} of the CPU they asked for)")
+        else:
+            why = (f"the time for calibrating ({budget_s:.1f} s) ran out before the "
+                   f"{base.layers}x{h} model was timed whole")
+        say(f"{why}: planning from what was measured, not caching it, and checking the plan "
+            "against the run's own speed early in the run")
     return speeds
 
 
@@ -286,28 +395,85 @@ class Plan:
     steps: int  # training steps that fit in it
     eval_every: int
     eval_chars: int
-    chars_per_sec: float  # the calibrated speeds the plan was made from
+    chars_per_sec: float  # the speeds the plan was made from
     eval_chars_per_sec: float
+    setup_seconds: float = 0.0  # of the budget, spent before training (loading, calibrating)
+    # the step at which the run checked its own speed against the plan (see `replan`), and,
+    # if it planned the rest again there, the steps and evaluation interval planned before
+    checked_at: int | None = None
+    first_steps: int | None = None
+    first_eval_every: int | None = None
+    repeat: bool = False  # another run's plan, followed step for step: no check, no clock
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
-        return cls(seconds=float(d["seconds"]), steps=int(d["steps"]),
-                   eval_every=int(d["eval_every"]), eval_chars=int(d["eval_chars"]),
-                   chars_per_sec=float(d["chars_per_sec"]),
-                   eval_chars_per_sec=float(d["eval_chars_per_sec"]))
+        def whole(key):
+            value = d.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} is {value!r}")
+            return value
+        setup = d.get("setup_seconds", 0.0)
+        if isinstance(setup, bool) or not isinstance(setup, (int, float)) or \
+                not 0 <= setup < math.inf:
+            raise ValueError(f"setup_seconds is {setup!r}")
+        return cls(seconds=_number(d["seconds"]), steps=whole("steps"),
+                   eval_every=whole("eval_every"), eval_chars=whole("eval_chars"),
+                   chars_per_sec=_number(d["chars_per_sec"]),
+                   eval_chars_per_sec=_number(d["eval_chars_per_sec"]),
+                   setup_seconds=float(setup), checked_at=whole("checked_at"),
+                   first_steps=whole("first_steps"), first_eval_every=whole("first_eval_every"),
+                   repeat=d.get("repeat") is True)
+
+    @property
+    def loop_seconds(self) -> float:
+        """The part of the budget left for training, once the run was set up."""
+        return max(self.seconds - self.setup_seconds, 0.0)
+
+    @property
+    def clock_limit(self) -> float:
+        """Seconds of training after which the clock stops a run that its plan let overrun:
+        half of CLOCK_MARGIN past the budget, the other half left for the last evaluation."""
+        return self.loop_seconds + CLOCK_MARGIN / 2 * self.seconds
+
+    @property
+    def replanned(self) -> bool:
+        return self.first_steps is not None
+
+    def eval_due(self, step: int) -> bool:
+        if self.replanned and step > self.checked_at:
+            return (step - self.checked_at) % self.eval_every == 0
+        return step % (self.first_eval_every or self.eval_every) == 0
+
+    def check_due(self, step: int, elapsed: float, timed_steps: int,
+                  timed_seconds: float) -> bool:
+        """Whether the run checks its speed against the plan after this step: once it has
+        timed CHECK_STEPS steps of its own over CHECK_SECONDS (or REPLAN_AFTER of the budget,
+        if less) and is REPLAN_AFTER into its steps or its time; or at the planned end, if
+        that comes first. Once: the check is recorded, and a resumed run does not check
+        again."""
+        if self.checked_at is not None or self.repeat or not timed_steps:
+            return False
+        early = step >= REPLAN_AFTER * self.steps or elapsed >= REPLAN_AFTER * self.loop_seconds
+        enough = (timed_steps >= CHECK_STEPS and
+                  timed_seconds >= min(CHECK_SECONDS, REPLAN_AFTER * self.loop_seconds))
+        return (enough and early) or step >= self.steps
 
 
-def plan(seconds: float, speed: Speed, cfg: TrainConfig, val_chars: int) -> Plan:
-    """Steps and evaluations that fill `seconds` at `speed`. Evaluation takes at most EVAL_SHARE
-    of the budget: first fewer validation characters (down to MIN_EVAL_CHARS), then fewer
-    evaluations; training takes the rest, less OVERHEAD_SHARE."""
+def plan(seconds: float, speed: Speed, cfg: TrainConfig, val_chars: int,
+         setup_seconds: float = 0.0) -> Plan:
+    """Steps and evaluations that fill `seconds` at `speed`, `setup_seconds` of them already
+    spent. Evaluation takes at most EVAL_SHARE of the budget: first fewer validation characters
+    (down to MIN_EVAL_CHARS), then fewer evaluations; training takes the rest, less
+    OVERHEAD_SHARE."""
     chars_per_step = cfg.batch_size * cfg.seq_len
-    eval_chars = max(min(cfg.eval_chars, val_chars), 2)
+    eval_chars = max(min(cfg.eval_chars or EVAL_CHARS, val_chars), 2)
     share = EVAL_SHARE * seconds
     if EVALUATIONS * eval_chars / speed.eval > share:
         eval_chars = max(int(share * speed.eval / EVALUATIONS), min(MIN_EVAL_CHARS, eval_chars))
     one_eval = eval_chars / speed.eval  # seconds
-    usable = seconds * (1 - OVERHEAD_SHARE)
+    usable = max(seconds - setup_seconds, 0.0) * (1 - OVERHEAD_SHARE)
     if cfg.eval_every:  # the user's interval: evaluations grow with the steps
         per_step = chars_per_step / speed.train + one_eval / cfg.eval_every
         steps = max(int(usable / per_step), 1)
@@ -317,4 +483,41 @@ def plan(seconds: float, speed: Speed, cfg: TrainConfig, val_chars: int) -> Plan
         steps = max(int((usable - evaluations * one_eval) * speed.train / chars_per_step), 1)
         eval_every = max(steps // evaluations, 1)
     return Plan(seconds=seconds, steps=steps, eval_every=eval_every, eval_chars=eval_chars,
-                chars_per_sec=speed.train, eval_chars_per_sec=speed.eval)
+                chars_per_sec=speed.train, eval_chars_per_sec=speed.eval,
+                setup_seconds=setup_seconds)
+
+
+def replan(p: Plan, step: int, elapsed: float, per_step: float, per_eval: float,
+           user_eval_every: bool) -> Plan:
+    """The plan checked at `step`, with `elapsed` seconds of training behind it at `per_step`
+    seconds a step and `per_eval` an evaluation (with its checkpoint): the rest planned again
+    when the plan's end would fall further than REPLAN_MARGIN of the budget from the budget's,
+    else the same plan. The evaluations left keep their number; the interval between them
+    follows the steps (unless the user gave it)."""
+    evaluations_left = max(math.ceil((p.steps - step) / p.eval_every), 1)
+    target = p.loop_seconds * (1 - OVERHEAD_SHARE / 2)
+    projected = elapsed + (p.steps - step) * per_step + evaluations_left * per_eval
+    if abs(projected - target) <= REPLAN_MARGIN * p.loop_seconds:
+        return replace(p, checked_at=step)
+    if user_eval_every:  # the evaluations grow with the steps
+        steps_left = max(int((target - elapsed) / (per_step + per_eval / p.eval_every)), 1)
+        eval_every = p.eval_every
+    else:
+        steps_left = max(int((target - elapsed - evaluations_left * per_eval) / per_step), 1)
+        eval_every = max(steps_left // evaluations_left, 1)
+    return replace(p, steps=step + steps_left, eval_every=eval_every, checked_at=step,
+                   first_steps=p.steps, first_eval_every=p.eval_every)
+
+
+def eval_settings(steps: int, chars_per_step: int, val_chars: int, eval_every: int | None,
+                  eval_chars: int | None) -> tuple[int, int]:
+    """(eval_every, eval_chars) for a run of `steps` steps without a time budget: about
+    EVALUATIONS evaluations, all of them together costing at most EVAL_SHARE of the training
+    (a validation character costs about EVAL_COST of a training one: no backward pass)."""
+    budget = EVAL_SHARE * steps * chars_per_step / EVAL_COST  # validation characters in all
+    n = min(EVALUATIONS, steps)
+    chars = min(eval_chars or EVAL_CHARS, val_chars)
+    if eval_chars is None and n * chars > budget:
+        chars = max(int(budget / n), min(MIN_EVAL_CHARS, chars))
+        n = max(1, min(n, int(budget / chars)))
+    return (eval_every or max(steps // n, 1)), max(chars, 2)

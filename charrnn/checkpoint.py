@@ -208,7 +208,8 @@ def save_state(run: Path, state: dict) -> None:
 
 STATE_KEYS = {"format_version", "model", "optimizer", "step", "epoch", "window", "elapsed",
               "schedule", "since_eval", "hidden", "scaler", "rng",
-              "world_size", "rank_rng"}  # (the last two: from a torchrun job, see train.py)
+              "world_size", "rank_rng",  # (from a torchrun job, see train.py)
+              "threads"}
 
 
 def state_limit(c: ModelConfig, batch_size: int, eval_every: int | None) -> int:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import shlex
 import signal
 import sys
+import time
 import types
 import typing
 from dataclasses import MISSING
@@ -24,7 +26,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from charrnn import __version__
+from charrnn import __version__, threads
 from charrnn.config import (LN2, InspectConfig, ModelConfig, SampleConfig, TrainConfig,
                             flag, option_settings)
 from charrnn.errors import CharrnnError, describe_os_error, printable
@@ -79,6 +81,8 @@ def _fail(message: str, code: int):
         os._exit(code)
     sys.exit(code)
 
+
+STARTED = time.monotonic()  # a time budget counts from the command's start (set in main)
 
 app = typer.Typer(cls=Group, add_completion=False, no_args_is_help=True,
                   pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -183,6 +187,9 @@ def train(
                                                       "run's weights on a new corpus.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run in "
                                             "the run directory.")] = False,
+    plan_from: Annotated[Optional[Path], typer.Option(
+        "--plan-from", help="Repeat this run exactly as a new run: its model, settings, seed "
+        "and planned steps (a time budget as the steps it planned; no clock).")] = None,
     **values,
 ):
     """Train a character model on a text file; write checkpoints to a run directory.
@@ -196,7 +203,8 @@ def train(
     try:
         with distributed.guard(world) as where:
             try:
-                _train(ctx, corpus, out, resume, init_from, overwrite, world, values, where)
+                _train(ctx, corpus, out, resume, init_from, overwrite, plan_from, world, values,
+                       where)
             except typer.Exit:  # stopped by a signal, saved, in step with the others
                 clean = True
                 raise
@@ -205,21 +213,27 @@ def train(
         world.close(clean)
 
 
-def _train(ctx, corpus, out, resume, init_from, overwrite, world, values, where):
+def _train(ctx, corpus, out, resume, init_from, overwrite, plan_from, world, values, where):
     from charrnn import prepare
-    from charrnn.progress import Silent, reporter_for
+    from charrnn.progress import Silent, fmt_duration, reporter_for
 
     given = given_names(ctx)
     reporter = reporter_for(stderr_console()) if world.writes else Silent()
-    if resume is not None:
-        if init_from is not None:
-            raise CharrnnError("--resume and --init-from do not go together; choose one")
+    starts = [name for name, v in (("--resume", resume), ("--init-from", init_from),
+                                   ("--plan-from", plan_from)) if v is not None]
+    if len(starts) > 1:
+        raise CharrnnError(f"{' and '.join(starts)} do not go together; choose one")
+    if plan_from is not None:
+        changes = {**settings(ModelConfig, values, given), **settings(TrainConfig, values, given)}
+        trainer = prepare.repeat(plan_from, corpus, out, changes, overwrite=overwrite,
+                                 reporter=reporter, world=world, started=STARTED)
+    elif resume is not None:
         if out is not None and out != resume:
             raise CharrnnError("--resume continues a run in its own directory; leave out --out")
         changes = {**settings(ModelConfig, values, given), **settings(TrainConfig, values, given)}
         if overwrite:
             changes["overwrite"] = True
-        trainer = prepare.resume(resume, corpus, changes, reporter, world)
+        trainer = prepare.resume(resume, corpus, changes, reporter, world, started=STARTED)
     else:
         if corpus is None:
             raise CharrnnError("give a CORPUS to train on (a text file or python-stdlib), or "
@@ -227,13 +241,16 @@ def _train(ctx, corpus, out, resume, init_from, overwrite, world, values, where)
         cfg = TrainConfig(**settings(TrainConfig, values))
         trainer = prepare.new(corpus, out, cfg, settings(ModelConfig, values, given),
                               init_from=init_from, overwrite=overwrite, reporter=reporter,
-                              world=world)
+                              world=world, started=STARTED)
     where["run"] = trainer.run
     outcome = trainer.run_loop()
     if outcome.stopped_by == "interrupted":
         # the shell's convention for a process stopped by a signal: 128 + its number
         raise typer.Exit(128 + (outcome.signal or signal.SIGINT))
-    reporter.say(f"stopped at step {outcome.step} ({STOPPED[outcome.stopped_by]}); "
+    plan = trainer.setup.plan
+    took = fmt_duration(outcome.seconds) + (f" of a {fmt_duration(plan.seconds)} budget"
+                                            if plan else "")
+    reporter.say(f"stopped at step {outcome.step} ({STOPPED[outcome.stopped_by]}) after {took}; "
                  f"best validation loss {outcome.best_val_loss:.4f} nats/char "
                  f"({outcome.best_val_loss / LN2:.3f} bits/char)")
     reporter.say(f"sample from it with:  charrnn sample {outcome.run}")
@@ -261,6 +278,9 @@ def sample(
     safe: Annotated[bool, typer.Option("--safe", help="Show control characters (ESC, NUL...) "
                                        "as visible symbols instead of writing them raw.")]
     = False,
+    threads_: Annotated[Optional[str], typer.Option("--threads", help=f"{threads.HELP} "
+                                                    "[default: auto]", metavar="N|auto",
+                                                    show_default=False)] = None,
     **values,
 ):
     """Stream text from a trained run to stdout (everything else goes to stderr).
@@ -285,6 +305,7 @@ def sample(
         if prime:
             raise CharrnnError("give --prime or --prime-file, not both")
         prime = read_prime(prime_file)
+    governor = threads.Governor(threads.configure(threads.parse(threads_)))
     model, vocab, config = checkpoint.load(run)
     prime = check_prime(prime, vocab, drop_unknown)
     seed = configs[0].seed if configs[0].seed is not None else int(torch.seed() % 2**63)
@@ -303,6 +324,7 @@ def sample(
                 tail = ""
                 for ch in generate(model, vocab, prime, cfg, generator):
                     out.write(ch)
+                    governor.tick()
                     if written is not None:
                         written.append(ch)
                     if stop is not None:
@@ -362,6 +384,7 @@ def inspect_cells(
     inspection.check_stretch(length, offset, prime)
     if html_out is not None:
         check_new_file(html_out, "--html", force)
+    threads.configure(request.threads)
     model, vocab, config = checkpoint.load(run, pick_device(request.device))
     held = None
     if request.ablate:
@@ -426,6 +449,7 @@ def features_(
     console = stdout_console(color)
     if chars < 100 or steps < 1 or top < 1:
         raise CharrnnError("--chars must be 100 or more, and --steps and --top 1 or more")
+    threads.configure()  # (CHARRNN_THREADS, or chosen for the load)
     model, vocab, config = checkpoint.load(run)
     layer = layer or model.config.layers
     say = stderr_console()
@@ -478,6 +502,7 @@ def eval_(
 
     if per_char is not None:
         check_new_file(per_char, "--per-char", force)
+    threads.configure()  # (CHARRNN_THREADS, or chosen for the load)
     result = evaluate.evaluate(run, text, say=lambda line: stderr_console().print(
         Text(printable(line)), soft_wrap=True))
     ids, p, vocab = result.pop("per_char")
@@ -538,6 +563,7 @@ def info(
             "settings     " + ", ".join(f"{k}={v}" for k, v in facts["train"].items()
                                         if k not in ("include", "exclude") or v),
             f"steps        {steps}; {state}",
+            *_plan_lines(facts, run),
             *([f"processes    {p['processes']} (torchrun), when last saved"]
               if p["processes"] > 1 else []),
             f"epochs       {p['epochs']:.2f}" if p["epochs"] is not None else "epochs       -",
@@ -559,6 +585,28 @@ def info(
             console.print(Text.from_ansi(chart) if colour else Text(chart), soft_wrap=True)
         else:
             console.print(Text("(the loss curves need two evaluations or more)"))
+
+
+def _plan_lines(facts: dict, run: Path) -> list[str]:
+    """What `charrnn info` says of a run's plan and speed, and how to repeat it."""
+    plan, speed, lines = facts["plan"], facts["speed"], []
+    if plan:
+        line = f"plan         {plan.get('seconds', 0):g} s as {plan.get('steps', 0):,} steps"
+        if plan.get("first_steps"):
+            line += (f" (planned again at step {plan.get('checked_at'):,}, from "
+                     f"{plan['first_steps']:,})")
+        if plan.get("repeat"):
+            line += ", repeated from another run"
+        lines.append(line)
+    rates = [(f"planned {speed['planned_train']:,.0f}" if speed["planned_train"] else ""),
+             (f"measured {speed['measured_train']:,.0f}" if speed["measured_train"] else "")]
+    if any(rates):
+        evals = (f"; validating {speed['measured_eval']:,.0f}" if speed["measured_eval"]
+                 else "")
+        lines.append(f"speed        {', '.join(r for r in rates if r)} chars/s training{evals}")
+    lines.append(f"repeat       charrnn train --plan-from {shlex.quote(str(run))} --out NEW   "
+                 "(the same model, settings, seed and steps)")
+    return lines
 
 
 corpus_app = typer.Typer(cls=TyperGroup, no_args_is_help=True,
@@ -631,4 +679,6 @@ def stdout_console(color: str) -> Console:
 
 
 def main() -> None:
+    global STARTED
+    STARTED = time.monotonic()
     app()

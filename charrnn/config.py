@@ -9,6 +9,7 @@ import math
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
+from charrnn import threads
 from charrnn.errors import CharrnnError
 
 MODELS = ("lstm", "gru", "rnn")
@@ -143,7 +144,9 @@ class TrainConfig:
         shown=f"{DEFAULT_TIME / 60:g}m when no other stop is given")
     eval_every: int | None = setting(None, "Validate (and checkpoint) every this many steps.",
                                      shown="about 20 times a run")
-    eval_chars: int = setting(200_000, "Validate on at most this many characters.")
+    eval_chars: int | None = setting(None, "Validate on at most this many characters.",
+                                     shown="200000, less where evaluation would take over 8% "
+                                     "of the run")
     tensorboard: bool = setting(False, "Also write TensorBoard events to RUN/tensorboard (pip "
                                 "install 'charrnn[tensorboard]').")
     sample_every: int = setting(1, "At every this many evaluations, show a short sample of the "
@@ -163,6 +166,8 @@ class TrainConfig:
                                  default_factory=list)
     seed: int = setting(1337, "Random seed: the same seed, the same run.")
     device: str = setting("auto", f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}.")
+    threads: int | None = setting(None, threads.HELP, parse=threads.parse, shown="auto",
+                                  metavar="N|auto")
     amp: bool = setting(False, "Mixed precision (bfloat16; float16 with loss scaling on GPUs "
                         "without bfloat16).")
     encoding: str = setting("utf-8", "Text encoding of the corpus.")
@@ -185,7 +190,7 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, "--max-steps must be 1 or more"),
             (self.time is None or 0 < self.time < math.inf, "--time must be more than 0"),
             (self.eval_every is None or self.eval_every >= 1, "--eval-every must be 1 or more"),
-            (self.eval_chars >= 2, "--eval-chars must be 2 or more"),
+            (self.eval_chars is None or self.eval_chars >= 2, "--eval-chars must be 2 or more"),
             (self.sample_every >= 0, "--sample-every must be 0 (never) or more"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
@@ -278,6 +283,8 @@ class InspectConfig:
                               "character).", parse=parse_size, shown="2G")
     device: str = setting("cpu", f"Where to run the model: {', '.join(DEVICES[1:-1])} or "
                           f"{DEVICES[-1]}.")
+    threads: int | None = setting(None, threads.HELP, parse=threads.parse, shown="auto",
+                                  metavar="N|auto")
 
     def __post_init__(self) -> None:
         if self.top < 1:

@@ -36,13 +36,15 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     raise CharrnnError(f"--amp is not supported on {device.type}; leave it out")
 
 
-def describe(device: torch.device) -> str:
-    """A name for the hardware behind `device`, e.g. 'NVIDIA H200' or 'Intel Xeon, 2 threads'."""
+def describe(device: torch.device, threads: int | None = None) -> str:
+    """A name for the hardware behind `device`, e.g. 'NVIDIA H200' or 'Intel Xeon, 2 threads'
+    (the threads torch runs on now, unless given)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+    n = threads or torch.get_num_threads()
+    return f"{cpu_name()}, {n} thread{'s' if n != 1 else ''}"
 
 
 @functools.cache

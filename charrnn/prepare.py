@@ -10,6 +10,7 @@ and decided; each rank then builds the same model and takes its share of the str
 from __future__ import annotations
 
 import math
+import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charrnn import autosize, checkpoint, corpus as corpora
+from charrnn import autosize, checkpoint, corpus as corpora, threads
 from charrnn.batches import Streams, fit
 from charrnn.config import ModelConfig, TrainConfig, flag
 from charrnn.device import describe, pick_device
@@ -31,14 +32,20 @@ from charrnn.vocab import Vocab
 SIZE_FLAGS = ("layers", "hidden_size", "embedding_size", "dropout")
 VALIDATION_BATCH = 64
 # what a --resume may change: how long it goes on, and where; everything else is the run's
-RESUME_CHANGES = ("epochs", "max_steps", "time", "device", "tensorboard")
+RESUME_CHANGES = ("epochs", "max_steps", "time", "device", "threads", "tensorboard")
+REPEAT_CHANGES = ("device", "threads", "tensorboard")  # where a repeat runs, not what it does
 
 
 def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | None = None, *,
         init_from: Path | None = None, overwrite: bool = False,
-        reporter: Reporter | None = None, world: World = SINGLE) -> Trainer:
+        reporter: Reporter | None = None, world: World = SINGLE,
+        started: float | None = None, decided: tuple | None = None,
+        digest: str | None = None) -> Trainer:
     """A new run on `corpus_arg`. `model_cfg` holds the model settings the user gave (`model`,
-    and any of SIZE_FLAGS); the rest, and cfg's None settings, are chosen for the budget."""
+    and any of SIZE_FLAGS); the rest, and cfg's None settings, are chosen for the budget, which
+    counts from `started` (time.monotonic(); by default, now). `decided` (cfg, model config,
+    plan, choice) and `digest` (the corpus's) come from `repeat`."""
+    started = time.monotonic() if started is None else started
     reporter = reporter or Reporter()
     given = dict(model_cfg or {})
     # the given sizes are checked now, before a corpus is read or a size timed
@@ -55,7 +62,10 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     if cfg.tensorboard:
         check_tensorboard()
     device = world.device if world.distributed else pick_device(cfg.device)
-    corpus = _load_corpus(corpus_arg, cfg, reporter, world=world)
+    cpu = threads.configure(cfg.threads)
+    corpus = _load_corpus(corpus_arg, cfg, reporter, world=world, digest=digest,
+                          run=decided and Path(decided[3]["repeats"]),
+                          repeating=decided is not None)
     vocab = corpus.vocab
     base = None
     if init_from is not None:
@@ -70,9 +80,11 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     if run is None:
         run = Path("runs") / corpus.name
         run = _run_dir(run, overwrite) if writes else run
-    if writes:
+    if decided is not None:
+        cfg, mc, plan, choice = decided
+    elif writes:
         cfg, mc, plan, choice = decide(cfg, given, len(vocab), len(train_ids), len(val_ids),
-                                       device, reporter, world)
+                                       device, reporter, world, started)
     if world.distributed:  # the others take what rank 0 decided (it may have timed the device)
         decided = world.broadcast_json({"train": asdict(cfg), "model": mc.to_dict(),
                                         "plan": plan and asdict(plan), "choice": choice}
@@ -80,12 +92,13 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
         cfg, mc = TrainConfig.from_dict(decided["train"]), ModelConfig(**decided["model"])
         plan = decided["plan"] and autosize.Plan.from_dict(decided["plan"])
         choice = decided["choice"]
-        if plan is not None:
+        if plan is not None and not plan.repeat:
             # the choice took N times one rank's speed; the steps follow the job's own, timed
             # with the gradients exchanged (and the same on every rank)
             speed = autosize.measure(device, mc, cfg.batch_size // world.size, cfg.seq_len,
                                      cfg.amp, world=world)
-            plan = replace(autosize.plan(plan.seconds, speed, cfg, len(val_ids)),
+            plan = replace(autosize.plan(plan.seconds, speed, cfg, len(val_ids),
+                                         time.monotonic() - started),
                            eval_chars=plan.eval_chars)
     created = not run.exists()
     lock = checkpoint.RunLock(run).__enter__() if writes else nullcontext()
@@ -100,7 +113,7 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
         if world.rank:  # the same weights on every rank, but each its own dropout masks
             torch.manual_seed(cfg.seed + world.rank)
         setup = _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids,
-                       plan, choice, lock, None, reporter, world)
+                       plan, choice, lock, None, reporter, world, cpu, started=started)
         # only now, with the new run built and checked, does the old one go: nothing of it may
         # mix with the new
         if writes:
@@ -118,11 +131,47 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     return Trainer(setup, reporter)
 
 
+def repeat(source: Path, corpus_arg: str | None, out: Path | None, overrides: dict | None = None,
+           *, overwrite: bool = False, reporter: Reporter | None = None,
+           world: World = SINGLE, started: float | None = None) -> Trainer:
+    """A new run that repeats `source` exactly: its model, its settings and seed, and its time
+    budget as the steps it planned (and planned again), with no calibration and no clock; on
+    the same text, which `corpus_arg` may name anew. Only where it runs may change
+    (REPEAT_CHANGES)."""
+    source = Path(source)
+    refused = sorted(set(overrides or {}) - set(REPEAT_CHANGES))
+    if refused:
+        raise CharrnnError(f"--plan-from repeats {source} with its own settings; only "
+                           f"{', '.join(flag(k) for k in REPEAT_CHANGES[:-1])} or "
+                           f"{flag(REPEAT_CHANGES[-1])} can change, not "
+                           f"{', '.join(flag(k) for k in refused)}")
+    stored = checkpoint.read_config(source)
+    mc, vocab = checkpoint.model_config(stored, source)
+    try:
+        cfg = TrainConfig.from_dict({**stored["train"], **(overrides or {})})
+        plan = autosize.Plan.from_dict(stored["plan"]) if stored.get("plan") else None
+    except (TypeError, KeyError, ValueError) as e:
+        raise CharrnnError(f"{source / checkpoint.CONFIG} is corrupted ({e}); its plan cannot "
+                           "be repeated") from None
+    if not cfg.decided:
+        raise CharrnnError(f"{source / checkpoint.CONFIG} is corrupted (its batch size, window "
+                           "or learning rate is missing); its plan cannot be repeated")
+    info = stored["corpus"]
+    choice = {"reason": f"the plan of {source}, repeated", "chosen": [],
+              "chars": (stored.get("choice") or {}).get("chars"), "repeats": str(source)}
+    return new(corpus_arg or info.get("source") or info.get("path"), out, cfg,
+               overwrite=overwrite, reporter=reporter, world=world, started=started,
+               decided=(cfg, mc, plan and replace(plan, repeat=True), choice),
+               digest=info.get("digest"))
+
+
 def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = None,
-           reporter: Reporter | None = None, world: World = SINGLE) -> Trainer:
+           reporter: Reporter | None = None, world: World = SINGLE,
+           started: float | None = None) -> Trainer:
     """Continue `run` where it stopped; `overrides` may change RESUME_CHANGES (raise its stops,
     move its device) and nothing else. A run saved by N processes continues on any number that
     divides its streams, exactly where it is the same number."""
+    started = time.monotonic() if started is None else started
     reporter = reporter or Reporter()
     run = Path(run)
     refused = sorted(set(overrides or {}) - set(RESUME_CHANGES))
@@ -157,7 +206,8 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         # the state's size is checked against the config before it is read, and its weights
         # against the config before a model is built: a config claiming a huge model
         # allocates nothing
-        limit = checkpoint.state_limit(mc, cfg.batch_size, cfg.eval_every)
+        limit = checkpoint.state_limit(mc, cfg.batch_size,
+                                       cfg.eval_every or (plan.eval_every if plan else None))
         if world.distributed:
             data = world.broadcast_bytes(checkpoint.read_state_bytes(run, limit) if writes
                                          else None)
@@ -168,6 +218,11 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         checkpoint.check_shapes({k: tuple(v.shape) for k, v in state["model"].items()}, mc,
                                 where)
         device = world.device if world.distributed else pick_device(cfg.device)
+        # the threads it saved with, where they are free to choose: the same sums, so the
+        # same losses
+        saved_threads = state.get("threads")
+        cpu = threads.configure(cfg.threads, prefer=saved_threads if isinstance(
+            saved_threads, int) and not isinstance(saved_threads, bool) else None)
         saved = state.get("world_size", 1)
         if saved != world.size:
             reporter.warn(f"{run} was trained by {saved} process{'es' if saved != 1 else ''} "
@@ -182,19 +237,25 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         ids = _ids_for(corpus, vocab)
         train_ids, val_ids = _split(ids, cfg, None)
         if "time" in overrides and writes:
-            # a new budget, planned from the speed the run was planned with (measured now for a
-            # run that had none) and its evaluation interval and set
-            if plan is not None:
+            # a new budget, planned from the run's own speed (or, for a run that has none, the
+            # one it was planned with, or one measured now) and its evaluation set
+            speed = _measured_speed(stored)
+            if speed is None and plan is not None:
                 speed = autosize.Speed(plan.chars_per_sec, plan.eval_chars_per_sec)
-            else:
+            elif speed is None:
                 speed = autosize.calibrate(device, mc, [mc.hidden_size], cfg.batch_size,
-                                           cfg.seq_len, cfg.amp, 0.0, reporter.say)[mc.hidden_size]
-            kept = plan.eval_chars if plan is not None else cfg.eval_chars
-            plan = replace(autosize.plan(cfg.time, speed, cfg, len(val_ids)), eval_chars=kept)
+                                           cfg.seq_len, cfg.amp,
+                                           autosize.calibration_budget(cfg.time),
+                                           reporter.say)[mc.hidden_size]
+            kept = plan.eval_chars if plan is not None else (cfg.eval_chars or
+                                                             autosize.EVAL_CHARS)
+            plan = replace(autosize.plan(cfg.time, speed, cfg, len(val_ids),
+                                         time.monotonic() - started), eval_chars=kept)
         if "time" in overrides and world.distributed:
             plan = autosize.Plan.from_dict(world.broadcast_json(asdict(plan) if writes else None))
         setup = _setup(run, cfg, model.to(device), vocab, corpus, device, train_ids, val_ids,
-                       plan, stored.get("choice") or {}, lock, state, None, world)
+                       plan, stored.get("choice") or {}, lock, state, None, world, cpu,
+                       started=started, measured=_measured_speed(stored))
     except BaseException:
         lock.__exit__(None, None, None)
         raise
@@ -202,7 +263,8 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
 
 
 def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val_chars: int,
-           device: torch.device, reporter: Reporter, world: World = SINGLE):
+           device: torch.device, reporter: Reporter, world: World = SINGLE,
+           started: float | None = None):
     """Every setting the user left open, for the budget: (cfg, model config, plan, choice). In a
     torchrun job, the device is timed on one rank's share of the batch, and the job's speed
     taken as that many times it (the gradients' exchange is timed later, for the plan), and the
@@ -215,13 +277,18 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
     batch = given_train.get("batch_size", default_batch)
     seq = given_train.get("seq_len", autosize.SEQ_LEN)
 
-    def timed(mc: ModelConfig, sizes: list[int], budget: float, too_big=None):
+    seconds = cfg.time_budget
+    started = time.monotonic() if started is None else started
+    # calibrating takes at most this long, in wall time, whatever the load
+    deadline = time.perf_counter() + autosize.calibration_budget(seconds or 0.0)
+
+    def timed(mc: ModelConfig, sizes: list[int], too_big=None):
         speeds = autosize.calibrate(device, mc, sizes, batch // world.size, seq, cfg.amp,
-                                    budget, reporter.say, *([too_big] if too_big else []))
-        return {h: autosize.Speed(v.train * world.size, v.eval * world.size)
+                                    deadline - time.perf_counter(), reporter.say,
+                                    *([too_big] if too_big else []))
+        return {h: replace(v, train=v.train * world.size, eval=v.eval * world.size)
                 for h, v in speeds.items()}
 
-    seconds = cfg.time_budget
     if seconds is None:  # a budget of steps or epochs: its characters are known already
         chars = [n for n in (cfg.max_steps and cfg.max_steps * batch * seq,
                              cfg.epochs and cfg.epochs * train_chars) if n]
@@ -242,7 +309,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
             chars = speed.train * seconds * autosize.TRAIN_SHARE
             return not autosize.fits(autosize.parameters(mc), chars, train_chars)
 
-        speeds = timed(base, sizes, autosize.calibration_budget(seconds), too_big)
+        speeds = timed(base, sizes, too_big)
         choice = autosize.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
                                  given_model=given_sizes, given_train=given_train,
                                  seconds=seconds, speeds=speeds, where=describe(device),
@@ -253,8 +320,8 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
     if seconds is not None:
         speed = speeds[mc.hidden_size]
         if mc.dropout and not base.dropout:  # dropout was chosen: time the model as it will be
-            speed = timed(mc, [mc.hidden_size], 0.0)[mc.hidden_size]
-        plan = autosize.plan(seconds, speed, cfg, val_chars)
+            speed = timed(mc, [mc.hidden_size]).get(mc.hidden_size, speed)
+        plan = autosize.plan(seconds, speed, cfg, val_chars, time.monotonic() - started)
     record = {"reason": choice.reason if choice.chosen else "",
               "chosen": choice.chosen, "chars": choice.chars}
     return cfg, mc, plan, record
@@ -329,11 +396,13 @@ def _building(mc: ModelConfig, device: torch.device):
 
 def _load_corpus(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
                  digest: str | None = None, run: Path | None = None,
-                 world: World = SINGLE) -> corpora.Corpus:
-    """The corpus, encoded; with `digest` (a resumed run's), only if it is that same text."""
+                 world: World = SINGLE, repeating: bool = False) -> corpora.Corpus:
+    """The corpus, encoded; with `digest` (the one `run` recorded: resumed, or `repeating` its
+    plan), only if it is that same text."""
+    how = "--plan-from" if repeating else "--resume"
     if not isinstance(corpus_arg, str) or not corpus_arg:
         raise CharrnnError(f"{run / checkpoint.CONFIG} names no corpus; give it: "
-                           f"charrnn train CORPUS --resume {run}")
+                           f"charrnn train CORPUS {how} {run}")
     try:
         with world.one_at_a_time(corpora.cache_dir()):
             corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
@@ -341,6 +410,10 @@ def _load_corpus(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
                                   warn=reporter.warn, say=reporter.say, include=cfg.include,
                                   exclude=cfg.exclude)
     except corpora.DigestMismatch as e:
+        if repeating:
+            raise CharrnnError(f"{e.path} is not the text {run} trained on (or it changed "
+                               "since), so its plan cannot be repeated exactly; give that "
+                               "text") from None
         raise CharrnnError(f"the corpus {e.path} changed since {run} started, so the run "
                            "cannot resume exactly; start a new run") from None
     if len(corpus.ids) < 2:
@@ -377,8 +450,18 @@ def check_tensorboard() -> None:
                            "(or leave out --tensorboard; metrics.jsonl has every figure)") from None
 
 
+def _measured_speed(config: dict) -> autosize.Speed | None:
+    """The speed a run measured of itself, as its config.json records it."""
+    try:
+        m = config["speed"]
+        return autosize.Speed(autosize._number(m["train"]), autosize._number(m["eval"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids, plan, choice, lock,
-           state, reporter, world: World = SINGLE) -> Setup:
+           state, reporter, world: World = SINGLE, cpu: threads.Threads | None = None, *,
+           started: float, measured: autosize.Speed | None = None) -> Setup:
     batch, seq, warning = fit(len(train_ids), cfg.batch_size, cfg.seq_len)
     if warning and reporter is not None:
         reporter.warn(warning)
@@ -388,16 +471,21 @@ def _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids, plan, cho
             raise CharrnnError(f"the training text ({len(train_ids):,} characters) is too small "
                                f"to divide among {world.size} processes; train it in one")
     train_streams = Streams(train_ids, batch, seq, world.share(batch)).to(device)
-    eval_ids = val_ids[: plan.eval_chars if plan else cfg.eval_chars]
-    eb, et, _ = fit(len(eval_ids), VALIDATION_BATCH, seq)
-    val_streams = Streams(eval_ids, eb, et, world.share(eb, equal=False)).to(device)
     stops = [n for n in (cfg.max_steps, plan and plan.steps,
                          cfg.epochs and math.ceil(cfg.epochs * train_streams.windows)) if n]
     total = max(min(stops), 1)
-    if cfg.eval_every is None:
-        cfg = replace(cfg, eval_every=plan.eval_every if plan else
-                      max(total // autosize.EVALUATIONS, 1))
+    if plan is not None:  # the plan says when to evaluate, and on how much
+        eval_chars = plan.eval_chars
+    else:  # a budget of steps or epochs: its evaluations are budgeted by characters
+        eval_every, eval_chars = autosize.eval_settings(total, batch * seq, len(val_ids),
+                                                        cfg.eval_every, cfg.eval_chars)
+        cfg = replace(cfg, eval_every=eval_every, eval_chars=eval_chars)
+    eval_ids = val_ids[:eval_chars]
+    eb, et, _ = fit(len(eval_ids), VALIDATION_BATCH, seq)
+    val_streams = Streams(eval_ids, eb, et, world.share(eb, equal=False)).to(device)
     return Setup(run=run, cfg=cfg, model=model, vocab=vocab, corpus=corpus, device=device,
                  train_streams=train_streams, val_streams=val_streams, total_steps=total,
-                 plan=plan, choice=choice, lock=lock, resume_state=state, world=world)
+                 plan=plan, choice=choice, lock=lock, resume_state=state, world=world,
+                 threads=cpu or threads.Threads(1, 1, False, "as given"), started=started,
+                 measured=measured)
 

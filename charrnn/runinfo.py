@@ -52,6 +52,7 @@ def gather(run: Path) -> dict:
                                             else None),
                      "processes": state.get("processes", 1),
                      "state_error": state.get("error")},
+        "speed": _speeds(plan, config.get("speed")),
         "best_val_loss": best,
         "best_val_bpc": best / LN2 if isinstance(best, (int, float)) else None,
         "checkpoints": {name: (run / name).stat().st_size for name in checkpoint.RUN_FILES
@@ -60,6 +61,18 @@ def gather(run: Path) -> dict:
                      "torch": config.get("torch_version")},
         "curves": curves,
     }
+
+
+def _speeds(plan: dict, measured) -> dict:
+    """The training and validation speeds the run was planned with, and the ones it measured of
+    itself (chars/s; None where unknown)."""
+    def number(d, key):
+        value = d.get(key) if isinstance(d, dict) else None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok and 0 < value < math.inf else None
+    return {"planned_train": number(plan, "chars_per_sec"),
+            "planned_eval": number(plan, "eval_chars_per_sec"),
+            "measured_train": number(measured, "train"), "measured_eval": number(measured, "eval")}
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -27,6 +27,10 @@ class Schedule:
     patience: int = 3  # evaluations without a new best before the rate decays; 0: never
     lr_decay: float = 0.5  # what a plateau multiplies the rate by
     max_decays: int = 2  # stop once this many decays in a row brought no new best
+    # a plan made again at step `bend_at` (autosize.replan): the cosine followed `first_total`
+    # up to it, and from there goes on, from where it was, to end at the new total_steps
+    bend_at: int | None = None
+    first_total: int | None = None
     # what validation has done so far (saved with the run, restored by --resume)
     scale: float = 1.0  # the product of the decays so far
     best: float = math.inf
@@ -37,10 +41,18 @@ class Schedule:
     def lr_at(self, step: int) -> float:
         if step < self.warmup_steps:
             return self.lr * self.scale * (step + 1) / self.warmup_steps
-        span = max(self.total_steps - self.warmup_steps, 1)
-        progress = min(max(step - self.warmup_steps, 0) / span, 1.0)
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress(step)))
         return self.lr * self.scale * (self.min_lr_frac + (1 - self.min_lr_frac) * cosine)
+
+    def progress(self, step: int) -> float:
+        """How far along the cosine `step` is, from 0 to 1."""
+        w = self.warmup_steps
+        first = max((self.first_total or self.total_steps) - w, 1)
+        if self.bend_at is None or step <= self.bend_at:
+            return min(max(step - w, 0) / first, 1.0)
+        done = min(max(self.bend_at - w, 0) / first, 1.0)
+        rest = max(self.total_steps - self.bend_at, 1)
+        return min(done + (1 - done) * (step - self.bend_at) / rest, 1.0)
 
     def observe(self, val_loss: float) -> bool:
         """Take one validation loss; return whether it is the best so far."""

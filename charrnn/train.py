@@ -19,14 +19,14 @@ import threading
 import time
 from array import array
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint
-from charrnn.autosize import SAFETY, Plan
+from charrnn import autosize, checkpoint, threads
+from charrnn.autosize import Plan
 from charrnn.batches import Streams
 from charrnn.config import LN2, SampleConfig, TrainConfig
 from charrnn.corpus import Corpus
@@ -109,6 +109,9 @@ class Setup:
     lock: checkpoint.RunLock
     resume_state: dict | None = None
     world: World = SINGLE  # this process's place in a torchrun job
+    threads: threads.Threads = threads.Threads(1, 1, False, "as given")  # the CPU threads
+    started: float = field(default_factory=time.monotonic)  # when the command began
+    measured: autosize.Speed | None = None  # the run's own speed, as it was last recorded
 
 
 @dataclass
@@ -119,6 +122,7 @@ class Outcome:
     stopped_by: str  # "epochs" | "max_steps" | "time" | "clock" | "patience" | "interrupted"
     signal: int | None = None
     losses: list = field(default_factory=list)  # (step, train loss) of every step of this process
+    seconds: float = 0.0  # since the command began
 
 
 def rng_state(device: torch.device) -> dict:
@@ -134,8 +138,62 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+class Timing:
+    """This process's own speed, its training steps and its evaluations timed apart: what the
+    plan is checked against, what `charrnn info` shows, and what the calibration cache learns.
+    The first steps of a process allocate and pick kernels: they are not counted."""
+
+    WARM_UP = 3  # steps
+
+    def __init__(self):
+        self.seen = 0  # steps, counted or not
+        self.steps = 0
+        self.chars = self.seconds = 0.0
+        self.by_threads: dict[int, list[float]] = {}  # threads -> [chars, seconds, cpu seconds]
+        self.evals = 0
+        self.eval_chars = self.eval_seconds = 0.0
+        self.pause_seconds = 0.0  # evaluations with their checkpoints and samples
+
+    def step(self, chars: int, seconds: float, cpu: float, n_threads: int) -> None:
+        self.seen += 1
+        if self.seen <= self.WARM_UP:
+            return
+        self.steps += 1
+        self.chars += chars
+        self.seconds += seconds
+        row = self.by_threads.setdefault(n_threads, [0.0, 0.0, 0.0])
+        row[0] += chars
+        row[1] += seconds
+        row[2] += cpu
+
+    def evaluation(self, chars: int, seconds: float, pause: float) -> None:
+        self.evals += 1
+        self.eval_chars += chars
+        self.eval_seconds += seconds
+        self.pause_seconds += pause
+
+    def speed(self) -> autosize.Speed | None:
+        if not self.steps or not self.evals:
+            return None
+        return autosize.Speed(train=self.chars / max(self.seconds, 1e-9),
+                              eval=self.eval_chars / max(self.eval_seconds, 1e-9))
+
+    def steady(self, n_threads: int, device: torch.device) -> autosize.Speed | None:
+        """The speed at `n_threads`, if long enough to trust (and, on a CPU, with the CPU
+        time they asked for): what the calibration cache learns."""
+        chars, seconds, cpu = self.by_threads.get(n_threads, (0.0, 0.0, 0.0))
+        if seconds < 3.0 or not self.evals:
+            return None
+        share = cpu / (seconds * n_threads) if device.type == "cpu" else 1.0
+        return autosize.Speed(train=chars / seconds,
+                              eval=self.eval_chars / max(self.eval_seconds, 1e-9),
+                              share=min(share, 1.0))
+
+
 class Trainer:
     """The loop over one prepared run, and the state that --resume restores."""
+
+    clock = staticmethod(time.monotonic)  # what the loop times itself by (a test fakes it)
 
     def __init__(self, setup: Setup, reporter: Reporter | None = None):
         self.setup = setup
@@ -147,11 +205,18 @@ class Trainer:
         self.runner = StepRunner(self.model, self.cfg, self.device, self.world)
         self.amp_dtype = self.runner.amp_dtype
         c = self.cfg
+        plan = setup.plan
         self.schedule = Schedule(lr=c.lr, total_steps=setup.total_steps,
                                  warmup_steps=c.warmup_steps, min_lr_frac=c.min_lr_frac,
                                  patience=c.patience, lr_decay=c.lr_decay,
-                                 max_decays=c.max_decays)
-        self.eval_every = c.eval_every
+                                 max_decays=c.max_decays,
+                                 bend_at=plan.checked_at if plan and plan.replanned else None,
+                                 first_total=plan.first_steps if plan else None)
+        # the CPU's threads follow the load (charrnn/threads.py); a GPU's work is not theirs
+        self.governor = threads.Governor(setup.threads if self.device.type == "cpu" else
+                                         replace(setup.threads, adapt=False))
+        self.timing = Timing()
+        self.measured = setup.measured
         self.step = self.window = self.epoch = 0
         self.elapsed = 0.0
         self.hidden: State = self.model.init_state(self.train_streams.batch_size, self.device)
@@ -192,6 +257,9 @@ class Trainer:
                        "characters": int(len(c.ids))},
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "step": self.step,
+            # the speed the run measured of itself (the plan's is the one it was planned with)
+            "speed": ({"train": self.measured.train, "eval": self.measured.eval}
+                      if self.measured else None),
         }
 
     def state_dict(self) -> dict:
@@ -211,6 +279,7 @@ class Trainer:
             "hidden": [self.world.gather_streams(h.detach()).cpu() for h in self.hidden],
             "scaler": self.runner.scaler.state_dict(),
             "rng": rng,
+            "threads": self.governor.threads,
         }
         if self.world.distributed:
             ranks = {name: self.world.gather_host(t) for name, t in rng.items()}
@@ -296,7 +365,11 @@ class Trainer:
 
     def over_time(self) -> bool:
         plan = self.setup.plan
-        return bool(plan) and self.elapsed >= SAFETY * plan.seconds
+        return bool(plan) and not plan.repeat and self.elapsed >= plan.clock_limit
+
+    def eval_due(self) -> bool:
+        plan = self.setup.plan
+        return plan.eval_due(self.step) if plan else self.step % self.cfg.eval_every == 0
 
     def agreed_stop_reason(self) -> str | None:
         """stop_reason, the same on every rank of a torchrun job. What one rank alone knows (a
@@ -373,12 +446,14 @@ class Trainer:
             # purge_step: a resumed run's events after its step are the old process's; drop them
             self.board = SummaryWriter(str(self.run / "tensorboard"), purge_step=self.step + 1)
         s = self.train_streams
+        chars = s.streams * s.seq_len
         self.model.train()
         restore = self._install_signal_handlers()
-        started = time.monotonic() - self.elapsed
-        meter = Throughput(s.streams * s.seq_len, self.step)
+        started = self.clock() - self.elapsed
+        meter = Throughput(chars, self.step, self.clock)
         last_show = 0.0
         ended = False
+        mark, cpu_mark = self.clock(), time.process_time()
         try:
             while (reason := self.agreed_stop_reason()) is None:
                 if self.window >= s.windows:  # a new epoch: streams restart, so does the state
@@ -393,8 +468,11 @@ class Trainer:
                     self.summing.append(self.world.sum_later(loss))
                 self.step += 1
                 self.window += 1
-                now = time.monotonic()
+                now, cpu = self.clock(), time.process_time()
                 self.elapsed = now - started
+                self.timing.step(chars, now - mark, cpu - cpu_mark, self.governor.threads)
+                self._follow_load(chars)
+                self._check_plan()
                 if on_step is not None:
                     on_step(self)
                 if now - last_show >= 0.25:
@@ -405,8 +483,12 @@ class Trainer:
                     else:
                         self._check_divergence(figures["train_loss"])
                     self.reporter.step(figures)
-                if self.step % self.eval_every == 0:
+                if self.eval_due():
                     self._evaluate_and_save(meter.rate(self.step, now))
+                    self.governor.restart()  # only the steps are timed
+                    mark, cpu_mark = self.clock(), time.process_time()
+                else:
+                    mark, cpu_mark = now, cpu
             ended = True
         finally:
             # a torchrun rank that fails keeps its handlers: the SIGTERM torchrun sends when it
@@ -422,19 +504,64 @@ class Trainer:
             self.reporter.say(f"interrupted at step {self.step}: saved {self.run}; "
                               f"continue with `{self.resume_command()}`")
         elif self.since_eval:
-            self._evaluate_and_save(meter.rate(self.step, time.monotonic()))
+            self._evaluate_and_save(meter.rate(self.step, self.clock()))
+        self._learn_speed()
         if reason == "clock":
-            self.reporter.warn(f"the run overran its {self.setup.plan.seconds:g} s budget by "
-                               f"{SAFETY - 1:.0%} (this machine ran slower than it was "
-                               "calibrated) and was stopped before its planned end")
+            plan = self.setup.plan
+            self.reporter.warn(
+                f"the clock stopped the run {autosize.CLOCK_MARGIN / 2:.0%} past its "
+                f"{plan.seconds:g} s budget, before its planned end: this machine trained at "
+                f"{self._speed_now()} against the {plan.chars_per_sec:,.0f} planned (other "
+                "work on it, or a slower device)")
         losses = list(enumerate(self.losses, start=self.first_step))
-        return Outcome(self.run, self.step, self.best_val_loss, reason, self.stop_signal, losses)
+        return Outcome(self.run, self.step, self.best_val_loss, reason, self.stop_signal, losses,
+                       seconds=self.clock() - self.setup.started)
+
+    def _speed_now(self) -> str:
+        speed = self.timing.speed()
+        return f"{speed.train:,.0f} chars/s" if speed else "an unknown speed"
+
+    def _follow_load(self, chars: int) -> None:
+        """Let the governor change the threads, and say when it does."""
+        said = len(self.governor.moves)
+        self.governor.tick(chars)
+        if len(self.governor.moves) > said:
+            n = self.governor.moves[-1][1]
+            why = ("other work is using this machine's cores" if n < self.setup.threads.most
+                   else "the machine's cores are free again")
+            self.reporter.say(f"{why}: training on {n} thread{'s' if n != 1 else ''} from step "
+                              f"{self.step}")
+
+    def _learn_speed(self) -> None:
+        """What this run measured of itself: kept in config.json (for `charrnn info` and a
+        later --time), and taught to the calibration cache."""
+        speed = self.timing.speed()
+        if speed is None:
+            return
+        self.measured = speed
+        if not self.world.writes:
+            return
+        with self._saving():
+            checkpoint.write_config(self.run, self.config_dict())
+        if self.world.distributed:
+            return  # (the cache holds one process's speeds)
+        n = self.setup.threads.count
+        steady = self.timing.steady(n, self.device)
+        if steady is not None:
+            s, mc = self.train_streams, self.model.config
+            autosize.learn(autosize.cache_key(self.device, mc, s.streams, s.seq_len,
+                                              self.cfg.amp, threads=n), steady)
 
     def _say_start(self) -> None:
         s, mc, c = self.train_streams, self.model.config, self.setup.corpus
         n_params = sum(p.numel() for p in self.model.parameters())
         where = (f"{self.world.describe()} on {self.device.type}" if self.world.distributed
                  else str(self.device))
+        if self.device.type == "cpu" and not self.world.distributed:
+            t = self.setup.threads
+            where += (f" ({t.count} of {t.most} threads, following the load)" if t.adapt
+                      and t.most > 1 else f" ({t.count} thread{'s' if t.count != 1 else ''}: "
+                      f"{t.reason})")
         self.reporter.start(
             f"training {mc.layers}x{mc.hidden_size} {mc.model} ({n_params:,} parameters) on "
             f"{c.source if Path(c.source or '.').is_dir() else c.path} ({len(c.ids):,} "
@@ -465,36 +592,77 @@ class Trainer:
         return self.world.sum(total).item() / (s.windows * s.streams * s.seq_len)
 
     def _evaluate_and_save(self, chars_per_sec: float) -> None:
+        began = self.clock()
         record = self._figures(chars_per_sec)
         val_loss = self.evaluate()  # run with the weights after the last update
+        evaluated = self.clock() - began
         for loss in (record["train_loss"], val_loss):  # not max(): max(3.0, nan) is 3.0
             self._check_divergence(loss)
         best = self.schedule.observe(val_loss)
-        record.update(val_loss=val_loss, val_bpc=val_loss / LN2, best=best)
+        record.update(val_loss=val_loss, val_bpc=val_loss / LN2, best=best,
+                      threads=self.governor.threads)
         del record["progress"], record["eta"]
         self.since_eval = []
         self.evaluations += 1
         state = self.state_dict()
-        if not self.world.writes:
-            return
-        with self._saving():
-            if best:
-                checkpoint.save_weights(self.run, self.model, val_loss)
-                checkpoint.write_config(self.run, self.config_dict())
-            checkpoint.save_state(self.run, state)
-            checkpoint.append_metrics(self.run, record)
-        self.reporter.evaluation(record)
-        if self.board is not None:
-            for name in ("train_loss", "val_loss", "val_bpc", "lr", "chars_per_sec"):
-                self.board.add_scalar(name, record[name], self.step)
-        if self.cfg.sample_every and self.evaluations % self.cfg.sample_every == 0:
-            text = self.sample()
+        if self.world.writes:
             with self._saving():
-                checkpoint.append_sample(self.run, self.step, text)
-            self.reporter.sample(self.step, text)
+                if best:
+                    checkpoint.save_weights(self.run, self.model, val_loss)
+                    checkpoint.write_config(self.run, self.config_dict())
+                checkpoint.save_state(self.run, state)
+                checkpoint.append_metrics(self.run, record)
+            self.reporter.evaluation(record)
             if self.board is not None:
-                self.board.add_text("sample", "    " + text.replace("\n", "\n    "),
-                                    self.step)  # indented: shown as it is, not as markdown
+                for name in ("train_loss", "val_loss", "val_bpc", "lr", "chars_per_sec"):
+                    self.board.add_scalar(name, record[name], self.step)
+            if self.cfg.sample_every and self.evaluations % self.cfg.sample_every == 0:
+                text = self.sample()
+                with self._saving():
+                    checkpoint.append_sample(self.run, self.step, text)
+                self.reporter.sample(self.step, text)
+                if self.board is not None:
+                    self.board.add_text("sample", "    " + text.replace("\n", "\n    "),
+                                        self.step)  # indented: shown as it is, not as markdown
+        s = self.val_streams
+        self.timing.evaluation(s.windows * s.streams * s.seq_len, evaluated,
+                               self.clock() - began)
+
+    def _check_plan(self) -> None:
+        """Once, early in a time-budget run: measure the run's own speed against its plan's,
+        and plan the rest of the budget again if the end would be off by more than the margin
+        (autosize.replan). Recorded in config.json at once, so --resume follows it exactly. In
+        a torchrun job rank 0 decides, and the others take its plan."""
+        plan, t = self.setup.plan, self.timing
+        # (in a torchrun job by the step alone: the ranks' clocks differ, their steps do not)
+        elapsed = 0.0 if self.world.distributed else self.elapsed
+        # (a torchrun job's ranks all count the same steps, but time them apart)
+        timed = math.inf if self.world.distributed else t.seconds
+        if plan is None or not plan.check_due(self.step, elapsed, t.steps, timed):
+            return
+        if self.world.writes:
+            per_step = t.seconds / t.steps
+            # no evaluation timed yet: the plan's, as much off as its training speed was
+            planned = self.train_streams.streams * self.train_streams.seq_len / plan.chars_per_sec
+            per_eval = (t.pause_seconds / t.evals if t.evals else
+                        plan.eval_chars / plan.eval_chars_per_sec * per_step / planned)
+            new = autosize.replan(plan, self.step, self.elapsed, per_step, per_eval,
+                                  user_eval_every=self.cfg.eval_every is not None)
+        if self.world.distributed:
+            new = Plan.from_dict(self.world.broadcast_json(asdict(new) if self.world.writes
+                                                           else None))
+        self.setup.plan = new
+        if self.world.writes:
+            with self._saving():
+                checkpoint.write_config(self.run, self.config_dict())
+        if new.replanned:
+            self.setup.total_steps = self.schedule.total_steps = new.steps
+            self.schedule.bend_at, self.schedule.first_total = new.checked_at, new.first_steps
+            speed = t.chars / max(t.seconds, 1e-9)
+            self.reporter.say(
+                f"planned again at step {self.step}: this run trains at {speed:,.0f} chars/s, "
+                f"not the {plan.chars_per_sec:,.0f} planned, so {new.steps:,} steps fill the "
+                f"{plan.seconds:g} s budget instead of {plan.steps:,}")
 
     @torch.no_grad()
     def sample(self, length: int = SAMPLE_CHARS) -> str:
@@ -559,12 +727,16 @@ class Trainer:
 class Throughput:
     """Characters per second over the last few seconds, not the whole run."""
 
-    def __init__(self, chars_per_step: int, step: int, window: float = 5.0):
+    def __init__(self, chars_per_step: int, step: int, clock=time.monotonic,
+                 window: float = 5.0):
         self.chars_per_step, self.window = chars_per_step, window
-        self.t, self.step = time.monotonic(), step
+        self.t, self.step = clock(), step
+        self.last = 0.0  # the rate over the last whole window
 
     def rate(self, step: int, now: float) -> float:
+        if step == self.step:  # (just after a new window began)
+            return self.last
         rate = (step - self.step) * self.chars_per_step / max(now - self.t, 1e-9)
         if now - self.t >= self.window:
-            self.t, self.step = now, step
+            self.t, self.step, self.last = now, step, rate
         return rate

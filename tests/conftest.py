@@ -16,6 +16,37 @@ def cache_dir(tmp_path_factory, monkeypatch):
     return path
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """Tests run on one thread, as --threads 1 does: the exact comparisons (a resumed run
+    against an uninterrupted one) then cannot see the thread count move with the machine's load
+    (tests/test_threads.py tests that policy itself)."""
+    monkeypatch.setenv("CHARRNN_THREADS", "1")
+
+
+class PlannedClock:
+    """A clock for the training loop (Trainer.clock) on which each step and each evaluation
+    takes exactly what the run's plan says, or `slower` times that: the loop then runs as its
+    plan foresaw, on any machine, however loaded."""
+
+    def __init__(self, slower: float = 1.0):
+        self.t, self.slower, self.seen = 1000.0, slower, None
+
+    def __get__(self, trainer, owner):
+        return lambda: self.tick(trainer)
+
+    def tick(self, trainer) -> float:
+        plan, s = trainer.setup.plan, trainer.train_streams
+        per_step = s.streams * s.seq_len / plan.chars_per_sec if plan else 1e-3
+        per_eval = plan.eval_chars / plan.eval_chars_per_sec if plan else 1e-3
+        now = (trainer.step, trainer.evaluations)
+        if self.seen is not None:
+            self.t += self.slower * ((now[0] - self.seen[0]) * per_step +
+                                     (now[1] - self.seen[1]) * per_eval)
+        self.seen = now
+        return self.t
+
+
 @pytest.fixture
 def write(tmp_path):
     def write(name: str, text: str | bytes) -> Path:

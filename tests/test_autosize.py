@@ -7,7 +7,7 @@ import pytest
 from charrnn import autosize, checkpoint
 from charrnn.autosize import Speed
 
-from conftest import train_run
+from conftest import PlannedClock, train_run
 
 CHOSEN = {"layers": None, "hidden_size": None, "embedding_size": None, "dropout": None}
 TEXT = "Call me Ishmael. Some years ago, never mind how long precisely.\n" * 80
@@ -91,10 +91,14 @@ def test_the_plan_fills_the_budget_and_keeps_evaluation_to_a_small_share():
 
 @pytest.fixture
 def measured(monkeypatch):
-    """Replace the timing of a size by a fixed speed; record which sizes were timed."""
-    calls = []
+    """Replace the timing of a size by a fixed speed, and the training loop's clock by one that
+    runs at the planned speed; record which sizes were timed."""
+    from charrnn.train import Trainer
 
-    def measure(device, mc, batch, seq, amp, min_seconds=0.25):
+    calls = []
+    monkeypatch.setattr(Trainer, "clock", PlannedClock())
+
+    def measure(device, mc, batch, seq, amp, min_seconds=0.25, **kw):
         calls.append(mc.hidden_size)
         # far slower than any machine, even a loaded one, runs these tiny models, so the
         # planned steps end the run long before the clock's safety stop
@@ -171,13 +175,22 @@ def test_a_time_budget_run_interrupted_and_resumed_matches_an_uninterrupted_one(
     assert first.losses + second.losses == whole.losses
 
 
-def test_the_clock_stops_a_run_that_overruns_its_plan(write, tmp_path, monkeypatch):
-    # a calibration that promised far more speed than the machine has
-    monkeypatch.setattr(autosize, "measure", lambda *a, **k: Speed(train=1e9, eval=1e9))
-    trainer, outcome = train_run(write("moby.txt", TEXT), tmp_path / "run", time=0.5,
-                                 batch_size=4, seq_len=16)
+def test_the_clock_stops_a_run_that_overruns_its_plan(write, tmp_path, measured, monkeypatch):
+    from charrnn.train import Trainer
+
+    clock = PlannedClock()
+    monkeypatch.setattr(Trainer, "clock", clock)
+
+    def slow_down(trainer):  # once the plan is checked, the machine gets ten times slower
+        if trainer.setup.plan.checked_at is not None:
+            clock.slower = 10.0
+
+    trainer, outcome = train_run(write("moby.txt", TEXT), tmp_path / "run", time=20.0,
+                                 batch_size=4, seq_len=16, callback=slow_down)
+    plan = trainer.setup.plan
     assert outcome.stopped_by == "clock" and outcome.step < trainer.setup.total_steps
-    assert autosize.SAFETY * 0.5 <= trainer.elapsed < autosize.SAFETY * 0.5 + 1.0
+    assert plan.clock_limit <= trainer.elapsed < plan.clock_limit + 1.0
+    assert plan.clock_limit <= plan.seconds * (1 + autosize.CLOCK_MARGIN)
     assert (tmp_path / "run" / checkpoint.WEIGHTS).exists()  # it ends with an evaluation
 
 
@@ -190,3 +203,175 @@ def test_the_rule_uses_the_fit_written_down_in_benchmarks():
     written = json.loads(fit.read_text())
     assert autosize.CHARS_PER_PARAMETER == written["chars_per_parameter"]
     assert autosize.REPEAT_DECAY == written["repeat_decay"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A calibration that cannot poison, and that learns
+
+
+def model_config(hidden=16):
+    from charrnn.config import ModelConfig
+    return ModelConfig(vocab_size=65, layers=1, hidden_size=hidden, embedding_size=8,
+                       dropout=0.0)
+
+
+def test_a_timing_whose_threads_did_not_get_the_cpu_is_not_cached(cache_dir, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    # the process's CPU time stands still while the wall clock runs: another process had it
+    frozen = SimpleNamespace(perf_counter=time.perf_counter, process_time=lambda: 1.0)
+    monkeypatch.setattr(autosize, "time", frozen)
+    said = []
+    speeds = autosize.calibrate(torch.device("cpu"), model_config(), [16], 4, 16, False, 10.0,
+                                said.append)
+    assert speeds[16].share < autosize.SHARE_MIN and not speeds[16].clean
+    assert any("the machine was busy while timing" in line and "not caching it" in line
+               for line in said), said
+    assert autosize._read_cache() == {}  # nothing kept: the next run times it again
+
+
+def test_calibration_keeps_to_its_wall_time_whatever_a_step_costs(cache_dir, monkeypatch):
+    import time
+
+    import torch
+
+    from charrnn.train import StepRunner
+
+    step = StepRunner.step
+
+    def slow_step(self, *a, **k):
+        time.sleep(0.3)  # a machine so loaded that every step takes 0.3 s
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(StepRunner, "step", slow_step)
+    said = []
+    start = time.perf_counter()
+    speeds = autosize.calibrate(torch.device("cpu"), model_config(), [16, 24, 32, 48], 4, 16,
+                                False, 1.0, said.append)
+    took = time.perf_counter() - start
+    assert took < 1.0 + 0.3 + 0.5  # the budget, and at most the one step it was inside
+    assert speeds and all(not s.clean for s in speeds.values())
+    # (a step that sleeps also gets none of the CPU it would ask for: said as a busy machine)
+    assert any("not caching it" in line for line in said), said
+
+
+def test_the_estimate_leaves_out_a_slow_moment():
+    samples = [{"train": t, "eval": 3 * t} for t in (100.0, 10_000.0, 9_000.0, 11_000.0)]
+    assert autosize.estimate(samples).train == 10_000.0
+    assert autosize.estimate(samples[:2]).train == 10_000.0  # one good timing outweighs it
+    assert autosize.estimate([]) is None
+
+
+def test_a_planted_slow_entry_is_corrected_by_the_next_run(write, tmp_path, cache_dir):
+    import torch
+
+    from charrnn.config import ModelConfig
+
+    corpus = write("moby.txt", TEXT * 10)
+    sizes = {"layers": 1, "hidden_size": 32, "embedding_size": 16, "dropout": 0.0}
+    mc = ModelConfig(vocab_size=len(set(TEXT)), **sizes)
+    key = autosize.cache_key(torch.device("cpu"), mc, 4, 16, False, threads=1)
+    autosize._write_cache({key: [{"train": 500.0, "eval": 1500.0, "source": "calibration"}]})
+    # a planted 100x-slow (or worse) entry: the run plans a few steps from it...
+    trainer, outcome = train_run(corpus, tmp_path / "a", model=sizes, time=6.0, batch_size=4,
+                                 seq_len=16, sample_every=0, eval_every=None)
+    plan = trainer.setup.plan
+    assert plan.first_steps is not None and plan.steps > 10 * plan.first_steps  # ...and re-plans
+    assert outcome.stopped_by in ("time", "clock")  # (the clock: a loaded machine's tests)
+    learned = autosize.cached(key)
+    assert learned.train > 100 * 50.0  # the cache now holds what the run measured
+    config = json.loads((tmp_path / "a" / checkpoint.CONFIG).read_text())
+    assert config["speed"]["train"] == pytest.approx(learned.train, rel=0.5)
+    # the next run plans from it at once
+    second, _ = train_run(corpus, tmp_path / "b", model=sizes, time=6.0, batch_size=4,
+                          seq_len=16, sample_every=0, eval_every=None)
+    assert second.setup.plan.chars_per_sec == pytest.approx(learned.train)
+
+
+# ---------------------------------------------------------------------------------------------
+# The budget honoured
+
+
+def test_a_run_slower_than_planned_plans_again_once_and_ends_inside_its_budget(
+        write, tmp_path, measured, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from charrnn import prepare
+    from charrnn.train import Trainer
+
+    # set-up takes no time, so that every run has the same budget left for its loop
+    monkeypatch.setattr(prepare, "time", SimpleNamespace(monotonic=lambda: 0.0,
+                                                         perf_counter=time.perf_counter))
+    monkeypatch.setattr(Trainer, "clock", PlannedClock(slower=2.0))
+    corpus = write("moby.txt", TEXT)
+    settings = dict(time=20.0, batch_size=4, seq_len=16, patience=0, sample_every=0)
+    trainer, whole = train_run(corpus, tmp_path / "whole", callback=lambda t: None, **settings)
+    plan = trainer.setup.plan
+    assert plan.first_steps is not None and plan.checked_at < plan.steps
+    assert plan.steps == pytest.approx(plan.first_steps / 2, rel=0.1)  # half the steps...
+    assert whole.stopped_by == "time"
+    assert trainer.elapsed <= plan.seconds  # ...so it ends inside the budget
+    recorded = json.loads((tmp_path / "whole" / checkpoint.CONFIG).read_text())["plan"]
+    assert autosize.Plan.from_dict(recorded) == plan
+
+    # killed after the re-plan, resumed: it follows the recorded plan, loss for loss
+    def stop(t):
+        if t.step == plan.checked_at + 7:
+            t.interrupt()
+
+    monkeypatch.setattr(Trainer, "clock", PlannedClock(slower=2.0))
+    _, first = train_run(corpus, tmp_path / "split", callback=stop, **settings)
+    monkeypatch.setattr(Trainer, "clock", PlannedClock(slower=2.0))
+    resumed, second = train_run(None, tmp_path / "split", resume=True)
+    assert resumed.setup.plan == plan
+    assert first.losses + second.losses == whole.losses
+
+
+def test_a_run_of_steps_keeps_its_evaluations_to_a_small_share():
+    every, chars = autosize.eval_settings(15, 32 * 64, 500_000, None, None)
+    assert every == 15  # one evaluation, at the end, not one after every step
+    assert chars == autosize.MIN_EVAL_CHARS
+    every, chars = autosize.eval_settings(20_000, 32 * 64, 500_000, None, None)
+    assert every == 1000 and chars == autosize.EVAL_CHARS
+    # what the user gives is kept
+    assert autosize.eval_settings(15, 2048, 500_000, 1, 50_000) == (1, 50_000)
+
+
+def test_a_time_budget_run_is_repeated_exactly_from_its_recorded_plan(write, tmp_path):
+    from charrnn import prepare
+
+    from conftest import quiet
+
+    corpus = write("moby.txt", TEXT)
+    _, first = train_run(corpus, tmp_path / "a", time=3.0, batch_size=4, seq_len=16,
+                         sample_every=0)
+    again = prepare.repeat(tmp_path / "a", None, tmp_path / "b", reporter=quiet())
+    assert again.setup.plan.repeat and again.model.config == again.model.config
+    second = again.run_loop()
+    if first.stopped_by == "time":  # (not stopped early by the clock on a loaded machine)
+        assert second.step == first.step
+    assert second.losses[:len(first.losses)] == first.losses
+
+
+def test_plan_from_refuses_settings_of_its_own_and_another_text(write, tmp_path, monkeypatch):
+    from conftest import invoke
+
+    corpus = write("moby.txt", TEXT)
+    train_run(corpus, tmp_path / "a", max_steps=3)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--plan-from", "a", "--hidden-size", "64")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("charrnn: error: --plan-from repeats a with its own "
+                                     "settings; only --device, --threads or --tensorboard can "
+                                     "change, not --hidden-size")
+    other = write("other.txt", TEXT.upper())
+    result = invoke("train", str(other), "--plan-from", "a", "--out", "b")
+    assert result.exit_code == 1 and "is not the text a trained on" in result.stderr
+    result = invoke("train", "--plan-from", "a", "--out", "c", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    info = invoke("info", "a")
+    assert "charrnn train --plan-from a --out NEW" in info.stdout

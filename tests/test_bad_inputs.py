@@ -94,7 +94,7 @@ CASES = [
     ("--out inside a file", "train york.txt --out york.txt/run", "which is a file"),
     # settings a run cannot take
     ("--resume with a size flag", "train --resume run --hidden-size 64",
-     "--device or --tensorboard can change, not --hidden-size"),
+     "--threads or --tensorboard can change, not --hidden-size"),
     ("--resume with --lr and --overwrite", "train --resume run --lr 0.1 --overwrite",
      "not --lr, --overwrite"),
     ("--init-from with a size flag", "train york.txt --init-from run --hidden-size 8",

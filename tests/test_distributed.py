@@ -130,6 +130,7 @@ def test_two_ranks_train_exactly_as_one_process_and_only_rank_0_writes(write, tm
     ca, cb = (json.loads((run / "config.json").read_text()) for run in
               (tmp_path / "one", work / "two"))
     assert ca.pop("best_val_loss") == pytest.approx(cb.pop("best_val_loss"), abs=1e-5)
+    assert ca.pop("speed")["train"] > 0 and cb.pop("speed")["train"] > 0  # (the clock's)
     assert ca == cb
     # one voice: rank 0's lines once each, nothing from rank 1
     lines = two.output.splitlines()
