@@ -566,7 +566,7 @@ def contention_train(corpus: str, run: str, hidden: int, seconds: float) -> dict
                       eval_every=10**9, sample_every=0)
     trainer = prepare.new(corpus, Path(run), cfg, {"layers": 2, "hidden_size": hidden,
                                                    "embedding_size": 64, "dropout": 0.0},
-                          reporter=_quiet())
+                          reporter=_quiet(), overwrite=True)
 
     def stop(t):
         if t.elapsed >= seconds:
@@ -591,17 +591,20 @@ def _result(proc: subprocess.Popen) -> dict:
     return json.loads(out.splitlines()[-1])
 
 
-def sample_speed(run: Path, env: dict, n: int = 4000) -> float:
-    """chars/s of `charrnn sample` itself (the difference of a long and a one-character sample,
-    so start-up and loading cancel out)."""
-    times = []
-    for length in (1, n):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "charrnn", "sample", str(run), "--length",
-                        str(length), "--seed", "1"], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, env={**os.environ, **env}, cwd=ROOT)
-        times.append(time.perf_counter() - start)
-    return (n - 1) / max(times[1] - times[0], 1e-9)
+def sample_speed(run: Path, env: dict, n: int = 6000, reps: int = 3) -> float:
+    """chars/s of `charrnn sample` itself: the difference of a long and a one-character sample,
+    so that start-up and loading cancel out, the median of `reps`."""
+    rates = []
+    for _ in range(reps):
+        times = []
+        for length in (1, n):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "charrnn", "sample", str(run), "--length",
+                            str(length), "--seed", "1"], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, env={**os.environ, **env}, cwd=ROOT)
+            times.append(time.perf_counter() - start)
+        rates.append((n - 1) / max(times[1] - times[0], 1e-9))
+    return statistics.median(rates)
 
 
 def bench_contention(folder: Path, corpus: Path, quick: bool) -> dict:

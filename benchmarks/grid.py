@@ -41,6 +41,11 @@ POINTS = (
     + [("stdlib", d, h, 0.0) for d in MILLIONS[:-1] for h in (64, 128, 192, 256, 384)
        if d <= min(LARGEST_D[h], 2 if h == 384 else 4)]
     + [("tinyshakespeare", 8, h, p) for h, p in ((192, 0.1), (256, 0.1), (256, 0.2))]
+    # small models at many passes, with and without dropout, and dropout on code seen a few
+    # times: what the dropout rule is fitted to (benchmarks/fit.py)
+    + [("tinyshakespeare", 16, h, p) for h in (64, 128, 192) for p in (0.0, 0.1)]
+    + [("tinyshakespeare", 8, h, 0.1) for h in (64, 128)]
+    + [("stdlib", 4, h, 0.1) for h in (128, 192)]
 )
 
 
@@ -70,7 +75,8 @@ def measure(corpus: str, millions: float, hidden: int, dropout: float, folder: P
             "--out", str(run), "--overwrite", "--layers", "2", "--hidden-size", str(hidden),
             "--embedding-size", "64", "--dropout", str(dropout), "--batch-size", str(BATCH),
             "--seq-len", str(SEQ), "--lr", "4e-3", "--max-steps", str(steps),
-            "--eval-every", str(max(steps // 8, 1)), "--patience", "0", "--seed", "1337"]
+            "--eval-every", str(max(steps // 8, 1)), "--eval-chars", "200000",
+            "--patience", "0", "--seed", "1337", "--sample-every", "0"]
     start = time.monotonic()
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    cwd=ROOT)

@@ -187,12 +187,10 @@ def _number(value) -> float:
 def _read_cache() -> dict[str, list[dict]]:
     """The recent timings of each key; a missing, damaged or foreign file counts as empty (and
     is rebuilt), and so does any entry that is not a list of positive speeds."""
-    try:
-        data = json.loads(_cache_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or \
-            not isinstance(data.get("speeds"), dict):
+    from charrnn.fileio import read_json_object
+
+    data = read_json_object(_cache_path())
+    if data.get("format") != CACHE_FORMAT or not isinstance(data.get("speeds"), dict):
         return {}
     cache = {}
     for key, samples in data["speeds"].items():
@@ -515,7 +513,7 @@ def eval_settings(steps: int, chars_per_step: int, val_chars: int, eval_every: i
     EVALUATIONS evaluations, all of them together costing at most EVAL_SHARE of the training
     (a validation character costs about EVAL_COST of a training one: no backward pass)."""
     budget = EVAL_SHARE * steps * chars_per_step / EVAL_COST  # validation characters in all
-    n = min(EVALUATIONS, steps)
+    n = max(steps // eval_every, 1) if eval_every else min(EVALUATIONS, steps)
     chars = min(eval_chars or EVAL_CHARS, val_chars)
     if eval_chars is None and n * chars > budget:
         chars = max(int(budget / n), min(MIN_EVAL_CHARS, chars))

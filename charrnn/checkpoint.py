@@ -17,7 +17,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -27,7 +29,9 @@ from safetensors.torch import save as save_safetensors_bytes
 
 import charrnn
 from charrnn.errors import CharrnnError, describe_os_error, first_line
-from charrnn.fileio import atomic_write, atomic_write_bytes, atomic_write_text
+from charrnn.fileio import (MAX_RECORD_BYTES, atomic_write, atomic_write_bytes,
+                            atomic_write_text, check_regular, loads_json, open_append,
+                            open_regular, read_regular)
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN, blocks
 from charrnn.vocab import Vocab
@@ -44,8 +48,26 @@ LOCK = ".lock"  # the run lock's file (see RunLock); it holds nothing
 MAX_CONFIG_BYTES = 64 << 20  # a vocabulary of every Unicode character fits many times over
 
 
+EVAL_CACHE = "eval-cache.json"  # `charrnn eval`'s n-gram counts
+FEATURES = re.compile(r"features-l\d+-[a-z]+\.(safetensors|json)")  # `charrnn features`
+TRASH = ".overwritten-"  # an old run's files on their way out (see clear_run)
+
+
 def is_run(path: Path) -> bool:
-    return (Path(path) / CONFIG).exists()
+    """Whether `path` holds a charrnn run: a config.json of charrnn's, not only a file of that
+    name (another program's, or a link)."""
+    try:
+        read_config(path)
+    except CharrnnError:
+        return False
+    return True
+
+
+def made_by_run(name: str) -> bool:
+    """Whether a file of this name in a run folder is one a run (or a command on it) makes."""
+    return (name in RUN_FILES or name in (LOCK, BOARD, EVAL_CACHE) or
+            FEATURES.fullmatch(name) is not None or name.startswith(TRASH) or
+            (name.startswith(".") and name.endswith(".tmp")))
 
 
 def write_config(run: Path, config: dict) -> None:
@@ -62,15 +84,13 @@ def read_config(run: Path) -> dict:
         raise CharrnnError(f"{run} is a file, not a run directory; give the folder "
                            "`charrnn train` wrote (runs/NAME)")
     path = run / CONFIG
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise CharrnnError(f"{run} has no {CONFIG}, so it is not a charrnn run directory")
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise ValueError(f"{path.stat().st_size:,} bytes is far too large")
-        config = json.loads(path.read_bytes().decode("utf-8"))
+        config = loads_json(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except OSError as e:
         raise CharrnnError(describe_os_error(e, "read")) from None
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+    except ValueError as e:
         first = first_line(e)
         raise CharrnnError(f"{path} is corrupted ({first}); train the run again") from None
     return check_config(config, path)
@@ -164,6 +184,7 @@ def load_weights_into(model: CharRNN, weights: dict[str, torch.Tensor], where: P
 
 def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
     """Tensors of a safetensors file, shapes checked against the config before any is read."""
+    check_regular(path, 8 * parameter_count(config) + MAX_CONFIG_BYTES)
     try:
         with safe_open(path, framework="pt") as f:
             check_shapes({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}, config,
@@ -225,7 +246,8 @@ def check_state_file(path: Path, limit: int, data: bytes | None = None) -> None:
     stranger's file may claim more than this run can hold, or inflate a few bytes into
     gigabytes."""
     try:
-        with zipfile.ZipFile(path if data is None else io.BytesIO(data)) as z:
+        with (open_regular(path, 2 * limit) if data is None else io.BytesIO(data)) as f, \
+                zipfile.ZipFile(f) as z:
             entries = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as e:
         raise CharrnnError(f"{path} is corrupted or not a charrnn training state ({e}); "
@@ -241,7 +263,7 @@ def check_state_file(path: Path, limit: int, data: bytes | None = None) -> None:
 
 def _latest(run: Path) -> Path:
     path = Path(run) / LATEST
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise CharrnnError(f"{run} has no {LATEST} to resume from; start a new run instead")
     return path
 
@@ -251,7 +273,7 @@ def read_state_bytes(run: Path, limit: int) -> bytes:
     path = _latest(run)
     check_state_file(path, limit)
     try:
-        return path.read_bytes()
+        return read_regular(path, 2 * limit)
     except OSError as e:
         raise CharrnnError(describe_os_error(e, "read")) from None
 
@@ -263,8 +285,8 @@ def load_state(run: Path, limit: int | None = None, data: bytes | None = None) -
     if limit is not None:
         check_state_file(path, limit, data)
     try:
-        state = torch.load(path if data is None else io.BytesIO(data), map_location="cpu",
-                           weights_only=True)
+        with open_regular(path) if data is None else io.BytesIO(data) as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, TypeError, KeyError, IndexError) as e:
         first = first_line(e).split(". ")[0][:120]
@@ -317,52 +339,93 @@ class RunLock:
 
 
 def remove_partial_writes(run: Path) -> None:
-    """Delete temporary files a killed writer left (only ever called under the run's lock)."""
+    """Delete what a killed writer left: temporary files, and an old run on its way out (only
+    ever called under the run's lock)."""
+    import shutil
+
     for tmp in Path(run).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
+    for trash in Path(run).glob(f"{TRASH}*"):
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def clear_run(run: Path) -> None:
-    """Remove a previous run's files (for --overwrite), so nothing of it mixes with the new."""
-    for name in RUN_FILES:
-        (Path(run) / name).unlink(missing_ok=True)
-    if (Path(run) / BOARD).is_dir():
-        import shutil
+    """Remove everything a previous run made (for --overwrite): its checkpoints and records,
+    features, eval cache, TensorBoard events; never a file of anyone else's, never through a
+    link (a link is removed itself). Each is first moved aside, in one folder, by renames: a
+    failure puts back what was moved, so the old run is whole or gone, never half."""
+    import secrets
+    import shutil
 
-        shutil.rmtree(Path(run) / BOARD)
-
-
-def trim_metrics(run: Path, step: int) -> None:
-    """Keep the evaluations up to `step` (a resumed run writes the later ones again)."""
-    path = Path(run) / METRICS
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    run = Path(run)
+    trash = run / f"{TRASH}{secrets.token_hex(4)}"
+    trash.mkdir()
+    moved = []
+    try:
+        for entry in sorted(run.iterdir()):
+            if entry.name == LOCK or entry.name.startswith(TRASH) or \
+                    not made_by_run(entry.name):
+                continue
+            os.rename(entry, trash / entry.name)  # the entry itself: a link is not followed
+            moved.append(entry.name)
+    except OSError as e:
+        for name in reversed(moved):
+            try:
+                os.rename(trash / name, run / name)
+            except OSError:
+                pass
         try:
-            record = json.loads(line)
-            if isinstance(record, dict) and record.get("step", step + 1) <= step:
-                kept.append(line)
+            trash.rmdir()
+        except OSError:
+            pass
+        raise CharrnnError(f"cannot remove the old run in {run} ({describe_os_error(e)}); it "
+                           "is left as it was") from None
+    shutil.rmtree(trash, ignore_errors=True)  # (rmtree removes links, never what they name)
+
+
+def trim_metrics(run: Path, step: int) -> int:
+    """Keep the evaluations up to `step` (a resumed run writes the later ones again); return
+    how many lines were damaged, and left out (a last line cut short by a crash is not
+    counted: that is what a crash leaves)."""
+    path = Path(run) / METRICS
+    if not path.exists() and not path.is_symlink():
+        return 0
+    text = read_regular(path, MAX_RECORD_BYTES).decode("utf-8", "replace")
+    lines = text.splitlines()
+    kept, damaged = [], 0
+    for n, line in enumerate(lines):
+        try:
+            record = loads_json(line)
+            at = record.get("step") if isinstance(record, dict) else None
+            if not isinstance(at, int) or isinstance(at, bool):
+                raise ValueError("no step")
         except ValueError:
-            pass  # a line cut short by a crash
+            cut = n == len(lines) - 1 and not text.endswith("\n")
+            damaged += not cut
+            continue
+        if at <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return damaged
 
 
 SAMPLE_HEADER = "--- step {} ---"
 
 
 def append_sample(run: Path, step: int, text: str) -> None:
-    with open(Path(run) / SAMPLES, "a", encoding="utf-8", errors="surrogateescape") as f:
+    with open_append(Path(run) / SAMPLES) as f:
         f.write(f"{SAMPLE_HEADER.format(step)}\n{text}\n\n")
 
 
 def trim_samples(run: Path, step: int) -> None:
     """Keep the samples up to `step` (a resumed run writes the later ones again)."""
     path = Path(run) / SAMPLES
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return
     kept, keep = [], True
-    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(True):
+    text = read_regular(path, MAX_RECORD_BYTES).decode("utf-8", "surrogateescape")
+    for line in text.splitlines(True):
         if line.startswith("--- step ") and line.rstrip().endswith(" ---"):
             try:
                 keep = int(line.split()[2]) <= step
@@ -374,5 +437,5 @@ def trim_samples(run: Path, step: int) -> None:
 
 
 def append_metrics(run: Path, record: dict) -> None:
-    with open(Path(run) / METRICS, "a", encoding="utf-8") as f:
+    with open_append(Path(run) / METRICS) as f:
         f.write(json.dumps(record) + "\n")

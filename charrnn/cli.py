@@ -29,7 +29,7 @@ from typer.core import TyperGroup
 from charrnn import __version__, threads
 from charrnn.config import (LN2, InspectConfig, ModelConfig, SampleConfig, TrainConfig,
                             flag, option_settings)
-from charrnn.errors import CharrnnError, describe_os_error, printable
+from charrnn.errors import CharrnnError, describe_os_error, os_reason, printable
 from charrnn.output import silence_stdout
 
 
@@ -55,6 +55,13 @@ class Group(TyperGroup):
             _fail(e.format_message().replace("\n", " ") + hint, e.exit_code)
         except typer.Abort:
             _fail("aborted", 130)
+        except BrokenPipeError:
+            silence_stdout()  # `charrnn --help | head` is not an error
+            sys.exit(0)
+        except OSError as e:  # stdout itself failed (a full device), while printing help
+            silence_stdout()
+            _fail(describe_os_error(e) if e.filename else
+                  f"cannot write to stdout: {os_reason(e)}", 1)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -253,7 +260,7 @@ def _train(ctx, corpus, out, resume, init_from, overwrite, plan_from, world, val
     reporter.say(f"stopped at step {outcome.step} ({STOPPED[outcome.stopped_by]}) after {took}; "
                  f"best validation loss {outcome.best_val_loss:.4f} nats/char "
                  f"({outcome.best_val_loss / LN2:.3f} bits/char)")
-    reporter.say(f"sample from it with:  charrnn sample {outcome.run}")
+    reporter.say(f"sample from it with:  charrnn sample {shlex.quote(str(outcome.run))}")
 
 
 @command((SampleConfig, None))
@@ -387,12 +394,12 @@ def inspect_cells(
     threads.configure(request.threads)
     model, vocab, config = checkpoint.load(run, pick_device(request.device))
     held = None
-    if request.ablate:
+    if request.ablate is not None:
         from charrnn import ablation
 
         held = ablation.parse(request.ablate, model.config.layers, model.config.hidden_size)
     source = inspection.text_to_inspect(model, vocab, config, text, prime, length, offset,
-                                        drawing)
+                                        drawing, request.max_memory)
     inspection.check_memory(model.config, len(source), request.max_memory)
     ins = inspection.inspect(model, vocab, source)
     if held:
@@ -418,7 +425,8 @@ def inspect_cells(
         views.show(console, built, ins)
     if html_out is not None:
         check_new_file(html_out, "--html", force)  # again: the inspection took a while
-        atomic_write_text(html_out, views.html(f"charrnn inspect-cells {run}", built, ins))
+        atomic_write_text(html_out, views.html(f"charrnn inspect-cells {shlex.quote(str(run))}",
+                                               built, ins))
         stderr_console().print(Text(f"wrote {printable(str(html_out))}"))
 
 
@@ -451,14 +459,15 @@ def features_(
         raise CharrnnError("--chars must be 100 or more, and --steps and --top 1 or more")
     threads.configure()  # (CHARRNN_THREADS, or chosen for the load)
     model, vocab, config = checkpoint.load(run)
-    layer = layer or model.config.layers
+    layer = layer if layer is not None else model.config.layers
     say = stderr_console()
     learned = features.learn(run, model, vocab, config, layer, state, chars, count, steps,
                              lambda line: say.print(Text(printable(line))))
     text, acts, frequency, labels = (learned.text, learned.acts, learned.frequency,
                                      learned.labels)
     say.print(Text(printable(f"saved {learned.path}; paint one with `charrnn inspect-cells "
-                             f"{run} --layer {layer} --state {state} --feature N`")))
+                             f"{shlex.quote(str(run))} --layer {layer} --state {state} "
+                             "--feature N`")))
     alive = [f for f in sorted(range(len(frequency)), key=lambda f: -frequency[f])
              if frequency[f] > 0]
     with to_stdout():
@@ -577,6 +586,7 @@ def info(
         ]
         if p["state_error"]:
             lines.append(f"warning      {p['state_error']}")
+        lines += [f"warning      {w}" for w in facts["warnings"]]
         for line in lines:
             console.print(Text(printable(line)), soft_wrap=True)
         if len(facts["curves"]) >= 2:
@@ -623,6 +633,7 @@ def corpus_list():
     from charrnn.output import to_stdout
 
     console = stdout_console("auto")
+    recipes.clean_leftovers()
     with to_stdout():
         for r in recipes.load().values():
             here = recipes.path_of(r)
@@ -678,7 +689,31 @@ def stdout_console(color: str) -> Console:
     return Console(force_terminal=True if color == "always" else None, highlight=False)
 
 
+def _streams_that_cannot_fail_on_text() -> None:
+    """A terminal or pipe whose encoding cannot hold every character (PYTHONIOENCODING=ascii, a
+    C locale) gets those it cannot as escapes (\\xe9), not a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if stream is not None and not encoding.startswith("utf") and \
+                hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     global STARTED
     STARTED = time.monotonic()
-    app()
+    _streams_that_cannot_fail_on_text()
+    try:
+        app()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    try:  # what is still buffered (--help, --version) is written now, where a failure is ours
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except OSError as e:
+        silence_stdout()
+        print(f"charrnn: error: cannot write to stdout: {printable(os_reason(e))}",
+              file=sys.stderr)
+        code = code or 1
+    sys.exit(code)

@@ -6,11 +6,13 @@ source) all go through `concatenate`, so they read alike.
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file (the test git and grep use)
 _COMMENT = {
@@ -56,19 +58,49 @@ def selected(path: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
     return (not include or any(map(match, include))) and not any(map(match, exclude))
 
 
-def concatenate(files: Iterable[tuple[str, bytes]], out: BinaryIO) -> Tally:
-    """Write (relative path, bytes) pairs, in the order given, as one UTF-8 text to `out`."""
+Opener = Callable[[], BinaryIO]  # opens one file to read, from its start
+CHUNK = 1 << 20  # bytes read at a time: a file of any size is never held whole
+
+
+def _is_utf8(open_file: Opener) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    try:
+        with open_file() as f:
+            while block := f.read(CHUNK):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def concatenate(files: Iterable[tuple[str, Opener]], out: BinaryIO) -> Tally:
+    """Write (relative path, opener) pairs, in the order given, as one UTF-8 text to `out`:
+    each file headed by its path, its trailing whitespace dropped. A file is read in chunks,
+    twice (to know it is UTF-8 before any of it is written), never held whole."""
     tally = Tally()
-    for path, data in files:
-        if b"\0" in data[:BINARY_SNIFF_BYTES]:
+    for path, open_file in files:
+        with open_file() as f:
+            binary = b"\0" in f.read(BINARY_SNIFF_BYTES)
+        if binary:
             tally.binary.append(path)
             continue
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
+        if not _is_utf8(open_file):
             tally.undecodable.append(path)
             continue
-        out.write(f"{header(path)}\n{text.rstrip()}\n\n".encode("utf-8"))
+        # a file name that is not UTF-8 is written with escapes: the corpus stays UTF-8
+        out.write(f"{header(path)}\n".encode("utf-8", "backslashreplace"))
+        decoder, pending = codecs.getincrementaldecoder("utf-8-sig")(), ""
+        with open_file() as f:
+            while True:
+                block = f.read(CHUNK)
+                text = pending + decoder.decode(block, final=not block)
+                kept = text.rstrip()  # whitespace at a chunk's end waits: it may be the file's
+                pending = text[len(kept):]
+                out.write(kept.encode("utf-8"))
+                if not block:
+                    break
+        out.write(b"\n\n")
         tally.kept += 1
     return tally
 
@@ -88,6 +120,6 @@ def folder_files(root: Path, include: Iterable[str] = (), exclude: Iterable[str]
     return sorted(found)
 
 
-def read_folder(root: Path, paths: list[str]) -> Iterator[tuple[str, bytes]]:
+def read_folder(root: Path, paths: list[str]) -> Iterator[tuple[str, Opener]]:
     for rel in paths:
-        yield rel, (root / rel).read_bytes()
+        yield rel, functools.partial(open, root / rel, "rb")

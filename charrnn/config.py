@@ -20,6 +20,7 @@ DEFAULT_TIME = 600.0  # seconds a run may take when no stop condition is given
 # sizes past these are mistakes (or a hostile config), not models
 LIMITS = {"vocab_size": 0x110000, "layers": 64, "hidden_size": 1 << 16, "embedding_size": 1 << 16}
 SEED_MAX = 2**64 - 1  # torch's generators take seeds up to this
+SEEDS = SEED_MAX + 1  # seeds derived from one (seed + step, seed + rank) wrap around at this
 LN2 = math.log(2)  # nats per bit
 
 
@@ -84,6 +85,22 @@ def parse_temperatures(text: str) -> list[float]:
         raise CharrnnError(f"--temperature {text!r} is not a number or a list of numbers like "
                            "0.5,0.8,1.2")
     return values
+
+
+def check_device(name: str) -> bool:
+    """auto, cpu, cuda, mps, or cuda:N."""
+    return name in DEVICES or re.fullmatch(r"cuda:\d{1,4}", name) is not None
+
+
+def text_encoding(name: str) -> bool:
+    """Whether `name` is a codec that turns bytes into text (not rot13, base64, zlib...); an
+    unknown name passes, for the reader to say so in its own words."""
+    import codecs
+
+    try:
+        return getattr(codecs.lookup(name), "_is_text_encoding", True)
+    except LookupError:
+        return True
 
 
 def check_seed(seed: int | None) -> None:
@@ -198,8 +215,11 @@ class TrainConfig:
             (0 <= self.val_frac < 1, "--val-frac must be in [0, 1)"),
             (0 <= self.test_frac < 1 - self.val_frac,
              "--test-frac must be 0 or more, and --val-frac plus --test-frac below 1"),
-            (self.device in DEVICES or self.device.startswith("cuda:"),
-             f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}"),
+            (check_device(self.device),
+             f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]} (or cuda:N, a GPU's "
+             f"number), not {self.device!r}"),
+            (text_encoding(self.encoding), f"--encoding {self.encoding} is not a text encoding; "
+             "give one like utf-8, latin-1 or cp1252"),
         ]
         for ok, message in checks:
             if not ok:
@@ -292,5 +312,6 @@ class InspectConfig:
         if self.lang is not None and self.lang not in LANGUAGES:
             raise CharrnnError(f"--lang must be {', '.join(LANGUAGES[:-1])} or {LANGUAGES[-1]}, "
                                f"not {self.lang!r}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise CharrnnError(f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
+        if not check_device(self.device):
+            raise CharrnnError(f"--device must be {', '.join(DEVICES[:-1])} or {DEVICES[-1]} "
+                               f"(or cuda:N, a GPU's number), not {self.device!r}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shlex
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,14 +38,31 @@ TIMEOUT_ENV = "CHARRNN_DIST_TIMEOUT"  # seconds a rank waits for the others befo
 DEFAULT_TIMEOUT = 600  # as NCCL's own default
 
 
+def _whole(name: str, default: str | None = None) -> int:
+    """A launcher's environment variable as a whole number, or one clear line."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise CharrnnError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} is set but {name} is "
+                           "not: torchrun sets both; start charrnn with torchrun, or unset "
+                           "WORLD_SIZE")
+    if not value.strip().isdigit():
+        raise CharrnnError(f"{name}={value!r} must be a whole number (torchrun sets it); unset "
+                           "it, or start charrnn with torchrun")
+    return int(value)
+
+
 def launched() -> bool:
-    """Whether torchrun (or another launcher that sets WORLD_SIZE) started this process."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    """Whether torchrun (or another launcher that sets WORLD_SIZE) started this process (a
+    WORLD_SIZE that is not a number is not a launch: `join` says so)."""
+    size = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    return not size.isdigit() or int(size) > 1
 
 
 def rank_label() -> str:
-    """' (rank R)' in a torchrun job, so an error line says which process it came from."""
-    return f" (rank {os.environ.get('RANK', '?')})" if launched() else ""
+    """' (rank R)' in a torchrun job, so an error line says which process it came from (none
+    where the job's variables are themselves the mistake)."""
+    rank, size = (os.environ.get(k, "").strip() for k in ("RANK", "WORLD_SIZE"))
+    return f" (rank {rank})" if rank.isdigit() and size.isdigit() and int(size) > 1 else ""
 
 
 def timeout_seconds() -> float:
@@ -207,8 +225,11 @@ def join(device_name: str) -> World:
     """Join the torchrun job this process belongs to, or return SINGLE outside one."""
     if not launched():
         return SINGLE
-    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    size = _whole("WORLD_SIZE")
+    rank, local_rank = _whole("RANK"), _whole("LOCAL_RANK", "0")
+    if not rank < size:
+        raise CharrnnError(f"RANK={rank} is not below WORLD_SIZE={size}; start charrnn with "
+                           "torchrun, which sets both")
     timeout = timedelta(seconds=timeout_seconds())
     cuda = device_name != "cpu" and torch.cuda.is_available()
     if device_name not in ("auto", "cpu", "cuda"):
@@ -256,7 +277,7 @@ def guard(world: World):
 def resume_command(run, processes: int = 1) -> str:
     """The command that continues `run` on as many processes as last trained it."""
     launcher = f"torchrun --nproc-per-node {processes} -m charrnn" if processes > 1 else "charrnn"
-    return f"{launcher} train --resume {run}"
+    return f"{launcher} train --resume {shlex.quote(str(run))}"
 
 
 def reason(e: BaseException) -> str:

@@ -28,8 +28,8 @@ ORDERS = tuple(range(10))  # characters of context: 0 is the unigram model
 MAX_TEXT = 1 << 26  # characters of FILE read at most (64M)
 NGRAM_CHARS = 20_000_000  # training characters the baselines count at most (about 2 GB)
 BLOCK = 4096  # characters per call of the model
-CACHE = "eval-cache.json"
-CACHE_FORMAT = 1
+CACHE = checkpoint.EVAL_CACHE
+CACHE_FORMAT = 2  # 2: numbers only
 
 
 def evaluate(run: Path, text_file: Path | None = None, orders=ORDERS, say=None) -> dict:
@@ -97,23 +97,29 @@ def _baselines(run: Path, train_ids, ids, vocab_size, orders, say) -> list[dict]
                    np.ascontiguousarray(ids).tobytes(), repr(tuple(orders)).encode(),
                    str(vocab_size).encode()]), digest_size=16).hexdigest()
     path = run / CACHE
-    cache = read_json_object(path)
-    if isinstance(cache.get(key), list):
-        return cache[key]
+    # the cache holds numbers only, one per order, each checked: a stranger's run may bring a
+    # cache of its own, whose names and figures would otherwise be shown as measured
+    cached = read_json_object(path).get(key)
+    if isinstance(cached, list) and len(cached) == len(orders) and all(
+            isinstance(v, float) and 0 <= v < 1e4 for v in cached):
+        return [_named(order, nats) for order, nats in zip(orders, cached)]
     if say is not None:
         say(f"counting n-grams of orders {min(orders)} to {max(orders)} on "
             f"{len(train_ids):,} training characters (cached in {path} afterwards)")
     raw, continuation = ngram.count(train_ids, max(orders))
-    rows = []
-    for order in orders:
-        p = ngram.probabilities(ngram.levels(raw, continuation, order), ids, vocab_size)
-        name = "unigram" if order == 0 else f"{order + 1}-gram"
-        rows.append(_row(name, f"Kneser-Ney, context {order}", p))
+    losses = [ngram.loss(ngram.probabilities(ngram.levels(raw, continuation, order), ids,
+                                             vocab_size)) for order in orders]
     try:
-        atomic_write_text(path, json.dumps({key: rows}) + "\n")  # the latest text only
+        atomic_write_text(path, json.dumps({key: losses}) + "\n")  # the latest text only
     except OSError:
         pass  # a cache we cannot write costs the next call its counting, nothing else
-    return rows
+    return [_named(order, nats) for order, nats in zip(orders, losses)]
+
+
+def _named(order: int, nats: float) -> dict:
+    name = "unigram" if order == 0 else f"{order + 1}-gram"
+    return {"name": name, "about": f"Kneser-Ney, context {order}", "nats": nats,
+            "bits": nats / LN2, "perplexity": math.exp(nats)}
 
 
 def write_per_char(path: Path, ids: np.ndarray, p: np.ndarray, vocab: Vocab) -> None:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from charrnn.errors import CharrnnError
-from charrnn.fileio import atomic_write, atomic_write_text
+from charrnn.fileio import atomic_write, atomic_write_text, check_regular
 
 EXPANSION = 4  # features per dimension of the state
+MAX_FEATURES_PER_CELL = 64  # `features --features` takes at most this many per cell
 L1 = 3e-3  # sparsity: the weight of the codes' L1 norm against the reconstruction error
 STEPS = 3000
 BATCH = 512
@@ -116,6 +118,13 @@ def learn(run: Path, model, vocab, config: dict, layer: int, state: str, chars: 
     from charrnn.config import InspectConfig
     from charrnn.inspection import check_memory, inspect, run_corpus
 
+    hidden, layers = model.config.hidden_size, model.config.layers
+    if count is not None and not 1 <= count <= MAX_FEATURES_PER_CELL * hidden:
+        raise CharrnnError(f"--features must be a whole number from 1 to "
+                           f"{MAX_FEATURES_PER_CELL * hidden:,} ({MAX_FEATURES_PER_CELL} per "
+                           f"cell), not {count}")
+    if not 1 <= layer <= layers:
+        raise CharrnnError(f"--layer {layer} does not exist: the model has layers 1 to {layers}")
     corpus = run_corpus(config)
     train_cfg = config.get("train", {})
     train, _ = corpus.split(train_cfg.get("val_frac", 0.1), train_cfg.get("test_frac", 0.0))
@@ -151,13 +160,26 @@ def save(d: Dictionary, path: Path, meta: dict) -> None:
 
 def load(path: Path, hidden: int) -> Dictionary:
     """A saved dictionary, its shapes checked against the model's layer."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise CharrnnError(f"{path} does not exist; learn the features first with `charrnn "
                            "features RUN`")
+    check_regular(path)
     try:
-        t = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            features = shapes.get("w_enc", (0,))[0]
+            expected = {"w_enc": (features, hidden), "b_enc": (features,),
+                        "w_dec": (hidden, features), "b_dec": (hidden,)}
+            if shapes != expected or not 1 <= features <= MAX_FEATURES_PER_CELL * hidden:
+                raise CharrnnError(f"{path} does not fit this model's layer of {hidden} cells; "
+                                   "learn the features again")
+            t = {k: f.get_tensor(k) for k in expected}
         d = Dictionary(t["w_enc"].float(), t["b_enc"].float(), t["w_dec"].float(),
                        t["b_dec"].float())
+        if not all(bool(torch.isfinite(v).all()) for v in t.values()):
+            raise ValueError("it holds NaN or infinite values")
+    except CharrnnError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure to parse untrusted bytes is corruption
         raise CharrnnError(f"{path} is corrupted ({str(e)[:120]}); learn the features again") \
             from None

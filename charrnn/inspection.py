@@ -172,18 +172,22 @@ def check_stretch(length: int, offset: int, prime: str | None) -> None:
 
 
 def text_to_inspect(model: CharRNN, vocab: Vocab, config: dict, text_file: Path | None,
-                    prime: str | None, length: int, offset: int, drawing: SampleConfig) -> str:
-    """The --text file, the --prime and its continuation, or the run's validation text."""
+                    prime: str | None, length: int, offset: int, drawing: SampleConfig,
+                    max_memory: int | None = None) -> str:
+    """The --text file, the --prime and its continuation, or the run's validation text (a
+    continuation longer than `max_memory` allows is refused before it is generated)."""
     if text_file is not None and prime is not None:
         raise CharrnnError("give --text or --prime, not both")
     if text_file is not None:
-        source, _ = read_text(text_file, "--text", offset + length)  # no more than is shown
-        if offset and offset >= len(source) - 1:
-            raise CharrnnError(f"--offset {offset} is past the end of --text {text_file} "
-                               f"({len(source):,} characters)")
-        return source[offset:]
+        # no more than is shown is held: what comes before --offset is read past
+        source, _ = read_text(text_file, "--text", length, skip=offset)
+        if offset and len(source) < 2:
+            raise CharrnnError(f"--offset {offset} is past the end of --text {text_file}")
+        return source
     if prime is not None:
         prime = check_prime(prime, vocab, drop_unknown=False)
+        if max_memory is not None:
+            check_memory(model.config, len(prime) + length, max_memory)
         g = torch.Generator().manual_seed(drawing.seed if drawing.seed is not None else 0)
         return prime + "".join(generate(model, vocab, prime, drawing, g))
     c = run_corpus(config)

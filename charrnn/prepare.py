@@ -10,6 +10,7 @@ and decided; each rank then builds the same model and takes its share of the str
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
@@ -20,7 +21,7 @@ import torch
 
 from charrnn import autosize, checkpoint, corpus as corpora, threads
 from charrnn.batches import Streams, fit
-from charrnn.config import ModelConfig, TrainConfig, flag
+from charrnn.config import SEEDS, ModelConfig, TrainConfig, flag
 from charrnn.device import describe, pick_device
 from charrnn.distributed import SINGLE, World
 from charrnn.errors import CharrnnError
@@ -111,7 +112,7 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
                 model = CharRNN(mc)
             model = model.to(device)
         if world.rank:  # the same weights on every rank, but each its own dropout masks
-            torch.manual_seed(cfg.seed + world.rank)
+            torch.manual_seed((cfg.seed + world.rank) % SEEDS)
         setup = _setup(run, cfg, model, vocab, corpus, device, train_ids, val_ids,
                        plan, choice, lock, None, reporter, world, cpu, started=started)
         # only now, with the new run built and checked, does the old one go: nothing of it may
@@ -229,9 +230,7 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
                           f"and goes on with {world.size}: its {cfg.batch_size} streams are "
                           "divided anew, so it continues correctly but not bit for bit as it "
                           "would have")
-        info = stored["corpus"]
-        corpus = _load_corpus(corpus_arg or info.get("source") or info.get("path"), cfg,
-                              reporter, digest=info.get("digest"), run=run, world=world)
+        corpus = _resume_corpus(stored, corpus_arg, run, cfg, reporter, world)
         model = CharRNN(mc)
         checkpoint.load_weights_into(model, state["model"], where)
         ids = _ids_for(corpus, vocab)
@@ -274,8 +273,12 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
     given_train = {k: getattr(cfg, k) for k in ("batch_size", "seq_len", "lr")
                    if getattr(cfg, k) is not None}
     default_batch = -(-autosize.BATCH_SIZE // world.size) * world.size  # one that they share
-    batch = given_train.get("batch_size", default_batch)
-    seq = given_train.get("seq_len", autosize.SEQ_LEN)
+    # the batch and window that will train: a small corpus shrinks them (see _setup), and the
+    # characters a budget holds, so the passes it makes (and the dropout), follow
+    batch, seq, _ = fit(train_chars, given_train.get("batch_size", default_batch),
+                        given_train.get("seq_len", autosize.SEQ_LEN))
+    if world.distributed:
+        batch = max(batch - batch % world.size, world.size)
 
     seconds = cfg.time_budget
     started = time.monotonic() if started is None else started
@@ -358,8 +361,9 @@ def _run_dir(out: Path | None, overwrite: bool) -> Path | None:
     run = Path(out)
     if checkpoint.is_run(run):
         if not overwrite:
-            raise CharrnnError(f"{run} already holds a run; pass --resume {run} to continue it, "
-                               "--overwrite to replace it, or --out elsewhere")
+            raise CharrnnError(f"{run} already holds a run; pass --resume "
+                               f"{shlex.quote(str(run))} to continue it, --overwrite to replace "
+                               "it, or --out elsewhere")
         return run
     if run.exists() and not run.is_dir():
         raise CharrnnError(f"--out {run} is a file; give a folder for the run")
@@ -369,10 +373,12 @@ def _run_dir(out: Path | None, overwrite: bool) -> Path | None:
                            "the run")
     if run.is_dir():
         names = {p.name for p in run.iterdir()}
+        if checkpoint.CONFIG in names or (run / checkpoint.CONFIG).is_symlink():
+            raise CharrnnError(f"--out {run} holds a {checkpoint.CONFIG} that is not a charrnn "
+                               "run's (or is damaged), so it is not a run: nothing in it is "
+                               "replaced; give a new or empty folder")
         # a run killed before its config.json was written is still a run, for --overwrite
-        ours = all(n in (*checkpoint.RUN_FILES, checkpoint.LOCK, checkpoint.BOARD)
-                   or n.endswith(".tmp")
-                   for n in names)
+        ours = all(checkpoint.made_by_run(n) for n in names)
         if names and not (overwrite and ours):
             raise CharrnnError(f"--out {run} is a folder of other files, not a charrnn run; "
                                "give a new or empty folder")
@@ -414,12 +420,42 @@ def _load_corpus(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
             raise CharrnnError(f"{e.path} is not the text {run} trained on (or it changed "
                                "since), so its plan cannot be repeated exactly; give that "
                                "text") from None
-        raise CharrnnError(f"the corpus {e.path} changed since {run} started, so the run "
-                           "cannot resume exactly; start a new run") from None
+        raise CharrnnError(f"{e.path} is not the text {run} trained on (it changed since, or "
+                           "it is another file), so the run cannot resume exactly; give that "
+                           "text, or start a new run") from None
     if len(corpus.ids) < 2:
         raise CharrnnError(f"corpus {corpus.path} has {len(corpus.ids)} character; charrnn "
                            "needs at least 2 to learn anything (give a longer text)")
     return corpus
+
+
+def _resume_corpus(stored: dict, corpus_arg: str | None, run: Path, cfg: TrainConfig,
+                   reporter: Reporter, world: World) -> corpora.Corpus:
+    """The text a resumed run trained on. Given on the command line, it is the user's choice
+    (built or fetched if need be, then checked). Taken from config.json, which may be anyone's,
+    only a file already here is used, and only if it is that text: a folder is not read and
+    built, nor a corpus fetched, on a config's word."""
+    info = stored["corpus"]
+    digest = info.get("digest")
+    if corpus_arg:
+        return _load_corpus(corpus_arg, cfg, reporter, digest=digest, run=run, world=world)
+    source, path = info.get("source"), info.get("path")
+    for candidate in (path, source):
+        if isinstance(candidate, str) and candidate and Path(candidate).is_file() and \
+                not Path(candidate).is_symlink():
+            try:
+                return _load_corpus(candidate, cfg, reporter, digest=digest, run=run,
+                                    world=world)
+            except CharrnnError:
+                continue  # not that text: the next, or the line below
+    named = source if isinstance(source, str) and source else path
+    if not isinstance(named, str) or not named:
+        raise CharrnnError(f"{run / checkpoint.CONFIG} names no corpus; give it: "
+                           f"charrnn train CORPUS --resume {shlex.quote(str(run))}")
+    raise CharrnnError(f"{run} trained on {named}, whose text is not here as it was (changed, "
+                       "moved, or a folder or corpus not built on this machine); give it "
+                       f"yourself to resume: charrnn train {shlex.quote(named)} --resume "
+                       f"{shlex.quote(str(run))}")
 
 
 def _ids_for(corpus: corpora.Corpus, vocab: Vocab) -> np.ndarray:

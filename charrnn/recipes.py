@@ -11,6 +11,7 @@ differs is said.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
@@ -23,6 +24,7 @@ import tomllib
 import urllib.error
 import urllib.request
 import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -79,18 +81,40 @@ def path_of(recipe: Recipe) -> Path:
 # Building a corpus from what was downloaded (or found on this machine)
 
 
+SIZE_MARGIN = 0.05  # a build may be this much larger than its recipe's size, and no more
+
+
+class Bounded:
+    """A file written no further than `most` bytes: a build that would outgrow its recipe (an
+    archive that claims a corpus's name and expands to much more) stops before it does."""
+
+    def __init__(self, f, most: int | None, recipe: Recipe):
+        self.f, self.most, self.recipe, self.written = f, most, recipe, 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.most is not None and self.written > self.most:
+            raise CharrnnError(f"the build of {self.recipe.name} grew past {self.most:,} bytes, "
+                               f"more than its recipe's {self.recipe.size:,}: the download is "
+                               "not the corpus its recipe names; nothing was kept")
+        return self.f.write(data)
+
+
 def build(recipe: Recipe, download: Path | None, out: Path, warn: Callable[[str], None]) -> None:
     """Write the finished corpus of `recipe` to `out`, from `download` (the fetched file):
     file: the download is the corpus; zip: one member of a zip is; tree: the files of a zip or
-    tar archive (or, for c-headers, of /usr/include) that match `include`, concatenated."""
-    if recipe.build == "file":
-        shutil.copyfile(download, out)
-    elif recipe.build == "zip":
-        with zipfile.ZipFile(download) as z, z.open(recipe.member) as src, open(out, "wb") as dst:
-            shutil.copyfileobj(src, dst, BLOCK)
+    tar archive (or, for c-headers, of /usr/include) that match `include`, concatenated. A
+    recipe with a size is never built past it (and SIZE_MARGIN)."""
+    most = int(recipe.size * (1 + SIZE_MARGIN)) if recipe.size else None
+    if recipe.build in ("file", "zip"):
+        with zipfile.ZipFile(download) if recipe.build == "zip" else nullcontext() as z, \
+                (z.open(recipe.member) if z else open(download, "rb")) as src, \
+                open(out, "wb") as f:
+            shutil.copyfileobj(src, Bounded(f, most, recipe), BLOCK)
     elif recipe.build == "tree":
-        with open(out, "wb") as dst:
-            tally = concatenate(archive_files(download, recipe.include), dst)
+        with open(out, "wb") as f:
+            tally = concatenate(archive_files(download, recipe.include, out.parent),
+                                Bounded(f, most, recipe))
         _say_skipped(tally, warn)
     elif recipe.build == "c-headers":
         paths = folder_files(C_HEADERS, recipe.include) if C_HEADERS.is_dir() else []
@@ -109,8 +133,10 @@ def build(recipe: Recipe, download: Path | None, out: Path, warn: Callable[[str]
         raise CharrnnError(f"recipe {recipe.name} has an unknown build {recipe.build!r}")
 
 
-def archive_files(path: Path, include: tuple[str, ...]):
-    """(path inside the archive's top folder, bytes) of the matching regular files, sorted."""
+def archive_files(path: Path, include: tuple[str, ...], scratch: Path):
+    """(path inside the archive's top folder, opener) of the matching regular files, sorted.
+    A tar archive streams in its own order: each chosen member is copied to a file in
+    `scratch` as it passes, one block at a time, and read back in sorted order."""
     def inner(name: str) -> str:  # GitHub and kernel.org archives hold one top folder
         return name.split("/", 1)[1] if "/" in name else name
 
@@ -119,16 +145,19 @@ def archive_files(path: Path, include: tuple[str, ...]):
             members = sorted((inner(i.filename), i) for i in z.infolist() if not i.is_dir())
             for rel, info in members:
                 if selected(rel, include, ()):
-                    yield rel, z.read(info)
+                    yield rel, functools.partial(z.open, info)
         return
-    with tarfile.open(path) as t:  # streams in archive order: collect, then sort
+    with tarfile.open(path) as t, tempfile.TemporaryDirectory(dir=scratch,
+                                                              prefix=".get-members-") as tmp:
         chosen = {}
         for info in t:
             rel = inner(info.name)
             if info.isfile() and selected(rel, include, ()):
-                chosen[rel] = t.extractfile(info).read()
+                chosen[rel] = Path(tmp) / str(len(chosen))
+                with t.extractfile(info) as src, open(chosen[rel], "wb") as dst:
+                    shutil.copyfileobj(src, dst, BLOCK)
         for rel in sorted(chosen):
-            yield rel, chosen[rel]
+            yield rel, functools.partial(open, chosen[rel], "rb")
 
 
 def _say_skipped(tally: Tally, warn) -> None:
@@ -143,13 +172,18 @@ def _say_skipped(tally: Tally, warn) -> None:
 def get(recipe: Recipe, *, source: Path | None = None, warn=None, progress=None) -> Path:
     """The finished corpus of `recipe` in the data folder: built offline, copied from
     `source` (a file the user downloaded), or downloaded; checked before it is kept."""
+    from filelock import FileLock
+
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr))
     dest = path_of(recipe)
+    clean_leftovers()
     if dest.exists() and source is None:
         return dest  # already here, and it was checked when it was kept
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".get-") as tmp:
+        # one get at a time in this folder: while it runs, its temporary files are not litter
+        with FileLock(dest.parent / LOCK), \
+                tempfile.TemporaryDirectory(dir=dest.parent, prefix=".get-") as tmp:
             download = None
             if source is not None:
                 if not Path(source).is_file():
@@ -166,6 +200,32 @@ def get(recipe: Recipe, *, source: Path | None = None, warn=None, progress=None)
     return dest
 
 
+LOCK = ".lock"  # held by a `corpus get` while it works in the data folder
+
+
+def clean_leftovers() -> None:
+    """Remove what a killed `corpus get` left in the data folder (its temporary folders and
+    file), unless another get is running now."""
+    from filelock import FileLock, Timeout
+
+    folder = data_dir() / "corpora"
+    if not folder.is_dir():
+        return
+    lock = FileLock(folder / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except (Timeout, OSError):
+        return
+    try:
+        for left in [*folder.glob(".get-*"), *folder.glob(".*.tmp")]:
+            if left.is_dir() and not left.is_symlink():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.unlink(missing_ok=True)
+    finally:
+        lock.release()
+
+
 def _build_checked(recipe: Recipe, download: Path | None, out: Path, warn) -> None:
     try:
         build(recipe, download, out, warn)
@@ -178,6 +238,9 @@ def _build_checked(recipe: Recipe, download: Path | None, out: Path, warn) -> No
             raise CharrnnError(f"{recipe.name} does not match its pinned checksum (sha256 "
                                f"{digest[:16]}..., expected {recipe.sha256[:16]}...): the "
                                "download is damaged or not the pinned version; nothing was kept")
+    elif not recipe.offline and recipe.size and out.stat().st_size != recipe.size:
+        warn(f"{recipe.name} is {out.stat().st_size:,} bytes, not its recipe's "
+             f"{recipe.size:,}: kept, but its checksum is not recorded as the first download's")
     elif not recipe.offline:
         first_seen(recipe, digest, warn)
 

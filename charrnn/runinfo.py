@@ -11,8 +11,15 @@ from pathlib import Path
 
 from charrnn import checkpoint
 from charrnn.config import LN2
+from charrnn.errors import CharrnnError
+from charrnn.fileio import MAX_RECORD_BYTES, loads_json, read_regular
 
-MAX_METRICS_BYTES = 64 << 20  # far more evaluations than any run makes
+
+def _number(value) -> float:
+    """A JSON number as a float (NaN for anything else)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
 
 
 def gather(run: Path) -> dict:
@@ -20,9 +27,17 @@ def gather(run: Path) -> dict:
     run = Path(run)
     config = checkpoint.read_config(run)
     mc, vocab = checkpoint.model_config(config, run)
+    _check_fields(config, run / checkpoint.CONFIG)
     train = config.get("train", {})
     plan = config.get("plan") or {}
-    curves = read_metrics(run / checkpoint.METRICS)
+    damaged, warnings = [], []
+    try:
+        curves = read_metrics(run / checkpoint.METRICS, damaged)
+    except CharrnnError as e:  # a link, a FIFO, a huge file: said, and the rest shown
+        curves, warnings = [], [str(e)]
+    if damaged:
+        warnings.append(f"{run / checkpoint.METRICS}: {len(damaged)} damaged line"
+                        f"{'s' if len(damaged) != 1 else ''} left out of the curves")
     state = {}
     if (run / checkpoint.LATEST).exists():
         try:
@@ -60,7 +75,38 @@ def gather(run: Path) -> dict:
         "versions": {"charrnn": config.get("charrnn_version"),
                      "torch": config.get("torch_version")},
         "curves": curves,
+        "warnings": warnings,
     }
+
+
+def _check_fields(config: dict, path: Path) -> None:
+    """The parts of a config.json that `info` shows, checked: a stranger's may hold anything."""
+    from charrnn.autosize import Plan
+
+    def bad(field: str, value) -> CharrnnError:
+        return CharrnnError(f"{path} is corrupted ({field} is {str(value)[:40]!r}); train the "
+                            "run again")
+    corpus = config["corpus"]
+    for key in ("name", "source", "path", "digest"):
+        if corpus.get(key) is not None and not isinstance(corpus[key], str):
+            raise bad(f"corpus.{key}", corpus[key])
+    chars = corpus.get("characters")
+    if isinstance(chars, bool) or not isinstance(chars, int) or chars < 0:
+        raise bad("corpus.characters", chars)
+    best = config.get("best_val_loss")
+    if best is not None and not 0 <= _number(best) < math.inf:
+        raise bad("best_val_loss", best)
+    choice = config.get("choice") or {}
+    if not isinstance(choice, dict) or not isinstance(choice.get("reason", ""), str):
+        raise bad("choice", choice)
+    if config.get("plan"):
+        try:
+            Plan.from_dict(config["plan"])
+        except (TypeError, KeyError, ValueError, AttributeError):
+            raise bad("plan", config["plan"]) from None
+    step = config.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise bad("step", step)
 
 
 def _speeds(plan: dict, measured) -> dict:
@@ -75,21 +121,28 @@ def _speeds(plan: dict, measured) -> dict:
             "measured_train": number(measured, "train"), "measured_eval": number(measured, "eval")}
 
 
-def read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path, damaged: list | None = None) -> list[dict]:
     """The evaluations in metrics.jsonl (step, epoch, train and validation loss), in step order;
-    lines cut short or damaged are left out."""
-    if not path.exists() or path.stat().st_size > MAX_METRICS_BYTES:
+    lines cut short or damaged are left out (and counted in `damaged`, if given)."""
+    if not path.exists() and not path.is_symlink():
         return []
     rows = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    damaged = [] if damaged is None else damaged
+    text = read_regular(path, MAX_RECORD_BYTES).decode("utf-8", "replace")
+    for line in text.splitlines():
         try:
-            r = json.loads(line)
-            row = {k: float(r[k]) for k in ("train_loss", "val_loss", "epoch")}
-            row["step"], row["elapsed"] = int(r["step"]), float(r.get("elapsed", math.nan))
+            r = loads_json(line)
+            row = {k: _number(r[k]) for k in ("train_loss", "val_loss", "epoch")}
+            row["step"], row["elapsed"] = r["step"], _number(r.get("elapsed", math.nan))
         except (ValueError, KeyError, TypeError):
+            damaged.append(line)
             continue
-        if all(math.isfinite(row[k]) for k in ("train_loss", "val_loss")):
+        if isinstance(row["step"], int) and not isinstance(row["step"], bool) and \
+                0 <= row["step"] < 2**62 and all(math.isfinite(row[k]) and row[k] >= 0
+                                                  for k in ("train_loss", "val_loss", "epoch")):
             rows[row["step"]] = row  # a resumed run rewrites later steps: the last one wins
+        else:
+            damaged.append(line)
     return [rows[k] for k in sorted(rows)]
 
 

@@ -37,7 +37,10 @@ def distribution(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
         probs = np.zeros_like(logits)
         probs[np.argmax(logits)] = 1.0
         return probs
-    logits = logits / cfg.temperature
+    # shifted first, so that a temperature too small to divide by gives -inf, not NaN: greedy
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        logits = (logits - logits.max()) / cfg.temperature
+    logits[np.isnan(logits)] = 0.0  # (the maximum's own 0 / tiny)
     if cfg.top_k is not None and cfg.top_k < len(logits):
         kth = np.partition(logits, -cfg.top_k)[-cfg.top_k]
         logits = np.where(logits < kth, -np.inf, logits)

@@ -235,7 +235,7 @@ class Governor:
         self.at = min(range(len(self.rungs)), key=lambda i: abs(self.rungs[i] - threads.count))
         self.clock, self.cpu_clock, self.apply = clock, cpu_clock, apply
         self.load = load if load is not None else (Load(_affinity()) if self.adapt else None)
-        self.load_at_failure = math.inf  # other work when more threads last lost
+        self.load_at_failure: float | None = None  # other work when more threads last lost
         self.jitter = random.Random()  # its own: training's random numbers are not touched
         self.probe: int | None = None  # the rung being tried, if any
         self.base_rate = 0.0  # units per second of the last window on the current rung
@@ -289,6 +289,8 @@ class Governor:
             self._set(self.rungs[self.at])
             return
         self.base_rate = rate
+        if self.load_at_failure is None:  # the load as the loop starts: the first to compare
+            self.load_at_failure = others if others is not None else math.inf
         # cores that other work has left free since more threads were last tried
         freed = others is not None and others < self.load_at_failure - 0.5
         if share < SHARE_MIN and self.at + 1 < len(self.rungs) and now >= self.next["down"]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from charrnn import autosize, checkpoint, threads
 from charrnn.autosize import Plan
 from charrnn.batches import Streams
-from charrnn.config import LN2, SampleConfig, TrainConfig
+from charrnn.config import LN2, SEEDS, SampleConfig, TrainConfig
 from charrnn.corpus import Corpus
 from charrnn.device import amp_dtype
 from charrnn.distributed import SINGLE, World, resume_command
@@ -253,7 +253,10 @@ class Trainer:
             "choice": self.setup.choice,
             "vocab": list(self.vocab.chars),
             "corpus": {"name": c.name, "path": str(c.path.resolve()), "digest": c.digest,
-                       "source": c.source,
+                       # a file or folder by its whole path: --resume may run from elsewhere
+                       "source": (str(Path(c.source).expanduser().resolve())
+                                  if c.source and Path(c.source).expanduser().exists()
+                                  else c.source),
                        "characters": int(len(c.ids))},
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "step": self.step,
@@ -309,7 +312,7 @@ class Trainer:
             elif size == self.world.size:
                 set_rng_state(s["rank_rng"][rank - 1], self.device)
             else:  # re-divided among more ranks than saved: a fresh generator for each
-                torch.manual_seed(self.cfg.seed + rank + self.step)
+                torch.manual_seed((self.cfg.seed + rank + self.step) % SEEDS)
             self.first_step = self.step + 1
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:
             raise CharrnnError(f"{self.run / checkpoint.LATEST} does not fit this run ({e}); "
@@ -437,7 +440,10 @@ class Trainer:
             if self.setup.resume_state is None and writes:
                 checkpoint.write_config(self.run, self.config_dict())
             elif writes:
-                checkpoint.trim_metrics(self.run, self.step)
+                damaged = checkpoint.trim_metrics(self.run, self.step)
+                if damaged:
+                    self.reporter.warn(f"{self.run / checkpoint.METRICS}: {damaged} damaged "
+                                       f"line{'s' if damaged != 1 else ''} left out")
                 checkpoint.trim_samples(self.run, self.step)
         self._say_start()
         if self.cfg.tensorboard and writes:
@@ -671,7 +677,7 @@ class Trainer:
         from charrnn.sample import generate
 
         started = time.monotonic()
-        generator = torch.Generator().manual_seed(self.cfg.seed + self.step)
+        generator = torch.Generator().manual_seed((self.cfg.seed + self.step) % SEEDS)
         text = "".join(generate(self.model, self.vocab, "", SampleConfig(length=length),
                                 generator))
         self.model.train()  # generate put it in eval mode

@@ -283,3 +283,114 @@ def test_mutated_files_never_crash_the_loader(run_copy, data):
     path.write_bytes(bytes(mutated))
     load_answers(run_copy)
     path.write_bytes(original)
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged run, file by file: every damage is one line naming the file (or, for a cache of
+# charrnn's own, a rebuilt cache), never a hang, a traceback, or a read or write outside the run
+
+
+DEEP = "[" * 200_000 + "]" * 200_000
+
+
+def damage(path: Path, kind: str, outside: Path) -> None:
+    """Replace `path` by a damaged version of itself; `outside` is a file beyond the run."""
+    original = path.read_bytes() if path.is_file() else b"{}"
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    if kind == "link":  # to a good copy outside the run: charrnn must not read or write it
+        outside.write_bytes(original)
+        path.symlink_to(outside)
+    elif kind == "dangling link":
+        path.symlink_to(outside.with_name("nowhere"))
+    elif kind == "fifo":
+        import os
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "huge":
+        with open(path, "wb") as f:
+            f.truncate(100 << 30)  # 100 GB, sparse
+    elif kind == "deep":
+        path.write_text(DEEP + "\n")
+    elif kind == "nan":
+        text = original.decode("utf-8", "replace")
+        path.write_text(text.replace('"val_loss": ', '"val_loss": NaN, "x": ')
+                        .replace('"best_val_loss": ', '"best_val_loss": NaN, "y": '))
+    elif kind == "types":
+        lines = []
+        for line in original.decode("utf-8", "replace").splitlines() or ["{}"]:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = json.loads(original)  # (a file of one JSON object over many lines)
+                lines = [record]
+                break
+            lines.append(record)
+        for record in lines:
+            for key in ("step", "val_loss", "epoch"):
+                if key in record:
+                    record[key] = "lots"
+            if "corpus" in record:
+                record["corpus"]["characters"] = "lots"
+                record["plan"] = {"seconds": "soon", "steps": -3}
+        path.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+
+
+RUN_DAMAGE = [  # (file, damage, commands that read it)
+    *[(checkpoint.CONFIG, kind, ["sample", "info", "resume", "inspect", "eval"])
+      for kind in ("link", "dangling link", "fifo", "folder", "huge", "deep")],
+    (checkpoint.CONFIG, "nan", ["sample", "info", "resume"]),
+    (checkpoint.CONFIG, "types", ["info", "resume"]),
+    *[(checkpoint.WEIGHTS, kind, ["sample", "inspect", "eval"])
+      for kind in ("link", "dangling link", "fifo", "folder", "huge")],
+    *[(checkpoint.LATEST, kind, ["resume"])
+      for kind in ("link", "dangling link", "fifo", "folder", "huge")],
+    *[(checkpoint.METRICS, kind, ["resume", "info"])
+      for kind in ("link", "dangling link", "fifo", "folder", "huge", "deep", "nan", "types")],
+    *[(checkpoint.SAMPLES, kind, ["resume"])
+      for kind in ("link", "dangling link", "fifo", "folder", "huge")],
+]
+
+COMMAND_LINES = {
+    "sample": ["sample", "{run}", "--length", "5"],
+    "info": ["info", "{run}"],
+    "resume": ["train", "--resume", "{run}", "--max-steps", "6"],
+    "inspect": ["inspect-cells", "{run}", "--prime", "All the", "--length", "20"],
+    "eval": ["eval", "{run}"],
+}
+
+
+def run_with_timeout(args, timeout=60):
+    """The command line in a fresh process: a hang fails the test instead of stopping it."""
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("name, kind, commands", RUN_DAMAGE,
+                         ids=[f"{n} {k}" for n, k, _ in RUN_DAMAGE])
+def test_a_damaged_run_file_is_one_line_naming_it(good_run, tmp_path, name, kind, commands):
+    for command in commands:
+        run = tmp_path / f"run-{command}"
+        shutil.copytree(good_run, run)
+        outside = tmp_path / f"outside-{command}"
+        damage(run / name, kind, outside)
+        before = outside.read_bytes() if outside.exists() else None
+        args = [str(run) if a == "{run}" else a for a in COMMAND_LINES[command]]
+        result = run_with_timeout(args)
+        said = result.stderr.strip().splitlines()
+        assert "Traceback" not in result.stderr, (command, result.stderr[-3000:])
+        after = outside.read_bytes() if outside.exists() else None
+        assert after == before, f"{command} wrote through the link to {outside}"
+        assert not outside.with_name("nowhere").exists(), f"{command} made the link's target"
+        if result.returncode == 0 and (command == "info" or (name == checkpoint.METRICS and
+                                                            kind in ("deep", "nan", "types"))):
+            # info shows what it can, and says what it cannot read; a resumed run leaves
+            # damaged lines of its log out, and says so
+            assert name in result.stdout + result.stderr, (command, result.stdout)
+            continue
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert len(said) >= 1 and said[-1].startswith("charrnn: error: "), said
+        assert name in said[-1], (command, said[-1])
