@@ -405,13 +405,17 @@ def full_validation_loss(run: Path, corpus: Path) -> float:
 
 
 def budget_run(corpus: Path, seconds: float, hidden: int | None, folder: Path,
-               env: dict) -> dict:
-    """One `charrnn train --time` run (sizes chosen, or --hidden-size given) in its own process."""
-    run = folder / f"budget-{corpus.stem}-{seconds:g}s-{hidden or 'auto'}"
+               env: dict, dropout: float | None = None) -> dict:
+    """One `charrnn train --time` run (sizes chosen, or --hidden-size and --dropout given) in
+    its own process."""
+    run = folder / (f"budget-{corpus.stem}-{seconds:g}s-{hidden or 'auto'}"
+                    f"{'' if dropout is None else f'-d{dropout:g}'}")
     args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(run),
             "--overwrite", "--time", f"{seconds:g}s", "--device", "cpu"]
     if hidden:
         args += ["--hidden-size", str(hidden)]
+    if dropout is not None:
+        args += ["--dropout", f"{dropout:g}"]
     start = time.perf_counter()
     proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -443,9 +447,11 @@ def bench_budget(folder: Path, quick: bool) -> dict:
         around = []
         for r, (c, s) in zip(auto, jobs):
             i = HIDDEN_SIZES.index(r["hidden_size"])
-            around += [(c, s, HIDDEN_SIZES[k]) for k in (i - 1, i + 1)
+            around += [(c, s, HIDDEN_SIZES[k], None) for k in (i - 1, i + 1)
                        if 0 <= k < len(HIDDEN_SIZES)]
-        grid = list(pool.map(lambda j: budget_run(j[0], j[1], j[2], folder, env), around))
+            # the choice itself, its dropout turned the other way
+            around.append((c, s, r["hidden_size"], 0.1 if r["dropout"] == 0 else 0.0))
+        grid = list(pool.map(lambda j: budget_run(j[0], j[1], j[2], folder, env, j[3]), around))
     rows = []
     for r, (c, s) in zip(auto, jobs):
         points = [r] + [g for g in grid if (g["corpus"], g["seconds"]) == (c.stem, s)]
@@ -817,8 +823,8 @@ def main() -> None:
             results["budget"] = bench_budget(folder, quick)
             for row in results["budget"]["rows"]:
                 a = row["auto"]
-                others = ", ".join(f"2x{g['hidden_size']} {g['best_val_loss']:.4f}"
-                                   for g in row["grid"])
+                others = ", ".join(f"2x{g['hidden_size']} (dropout {g['dropout']:g}) "
+                                   f"{g['best_val_loss']:.4f}" for g in row["grid"])
                 print(f"budget {row['corpus']} {row['seconds']} s: auto 2x{a['hidden_size']} "
                       f"(dropout {a['dropout']:g}) {a['best_val_loss']:.4f}; {others}; gap "
                       f"{row['gap']:+.4f} (target <= {row['target_gap']}); non-increasing "

@@ -14,6 +14,11 @@ TOLERANCE of the best is written down: rules closer than that are the same to th
 smaller k picks the larger model, which is what did better where the grid cannot read the
 choice (faster machines, longer budgets: a 2x384 with dropout beat a 2x256 at 15 minutes).
 
+Dropout is fitted on the grid's points with dropout, each beside the same size and characters
+without it: it helped exactly where the budget lets the model memorise its corpus, measured
+as the passes over the corpus times the parameters per unique character (autosize.memorising),
+and from about 5 (benchmarks/grid/fit.json records where it helped and hurt).
+
 r is not fitted: these runs have no dropout, and they cannot tell r apart (at k = 12 to 14 the
 mean regret moves by under 0.01 nats from r = 2 to no decay at all), while
 the rule adds dropout exactly when passes repeat, which makes a repeat worth more than here. It
@@ -102,6 +107,28 @@ def score(cases: list[dict], k: float, r: float, common: list[dict]) -> dict:
             "missed": missed}
 
 
+def dropout_table(points: list[dict], plain: list[dict]) -> list[dict]:
+    """Each grid point with dropout, beside the same size and characters without it, and the
+    rule's measure and dropout there."""
+    rows = []
+    for p in sorted(points, key=lambda p: (p["corpus"], p["chars_seen"], p["hidden_size"],
+                                           p["dropout"])):
+        none = [q["best_val_loss"] for q in plain if (q["corpus"], q["chars_seen"],
+                q["hidden_size"]) == (p["corpus"], p["chars_seen"], p["hidden_size"])]
+        if p["dropout"] == 0 or not none:
+            continue
+        unique = p["corpus_chars"] * 0.9  # the training split
+        rows.append({"corpus": p["corpus"], "millions": p["chars_seen"] / 1e6,
+                     "hidden_size": p["hidden_size"], "dropout": p["dropout"],
+                     "loss": p["best_val_loss"], "none": none[0],
+                     "gain": none[0] - p["best_val_loss"],
+                     "memorising": autosize.memorising(p["chars_seen"], unique,
+                                                       params(p["hidden_size"])),
+                     "rule": autosize.dropout_for(p["chars_seen"], unique,
+                                                  params(p["hidden_size"]))})
+    return rows
+
+
 def main() -> None:
     points = [json.loads(line) for line in GRID.read_text().splitlines() if line.strip()]
     plain = [p for p in points if p["dropout"] == 0]
@@ -126,19 +153,22 @@ def main() -> None:
                   else "unreadable")
         print(f"  {s['corpus']:<16} speed x{s['scale']:.2f} {s['seconds']:>4} s: picks 2x{h:<4}"
               f" best 2x{top:<4} regret {regret}")
-    dropped = [p for p in points if p["dropout"] > 0]
-    if dropped:
-        print("\ndropout where the corpus is seen many times (the rule's dropout in brackets):")
-        for p in sorted(dropped, key=lambda p: (p["chars_seen"], p["hidden_size"], p["dropout"])):
-            base = [q["best_val_loss"] for q in plain if (q["corpus"], q["chars_seen"],
-                    q["hidden_size"]) == (p["corpus"], p["chars_seen"], p["hidden_size"])]
-            rule = autosize.dropout_for(p["chars_seen"], p["corpus_chars"] * 0.9)
-            print(f"  {p['corpus']:<16}{p['chars_seen'] / 1e6:>5.2f}M 2x{p['hidden_size']:<4} "
-                  f"dropout {p['dropout']:.1f}: {p['best_val_loss']:.3f}  (none: "
-                  f"{base[0] if base else float('nan'):.3f}; rule: {rule})")
+    dropout = dropout_table(points, plain)
+    print("\ndropout against none at the same size and characters, by how far the budget lets the "
+          "model memorise its corpus (passes x parameters per unique character):")
+    for row in dropout:
+        print(f"  {row['corpus']:<16}{row['millions']:>5.1f}M 2x{row['hidden_size']:<4} dropout "
+              f"{row['dropout']:.1f}: {row['loss']:.4f} against {row['none']:.4f} "
+              f"(gain {row['gain']:+.4f}); memorising {row['memorising']:.2f}, the rule's "
+              f"dropout {row['rule']:g}")
+    helped = [r["memorising"] for r in dropout if r["gain"] > 0 and r["dropout"] == 0.1]
+    hurt = [r["memorising"] for r in dropout if r["gain"] <= 0 and r["dropout"] == 0.1]
     OUT.write_text(json.dumps({"chars_per_parameter": best["k"], "repeat_decay": best["r"],
                                "mean_regret": best["mean"], "max_regret": best["max"],
-                               "scenarios": len(common), "grid_points": len(plain)},
+                               "scenarios": len(common), "grid_points": len(plain),
+                               "dropout_from": autosize.DROPOUT_FROM,
+                               "dropout_helped_from": min(helped, default=None),
+                               "dropout_hurt_below": max(hurt, default=None)},
                               indent=1) + "\n")
     print(f"\nwrote {OUT}")
 

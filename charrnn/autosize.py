@@ -41,11 +41,10 @@ LR = 4e-3
 # benchmarks/fit.py over benchmarks/grid/grid.jsonl (benchmarks/grid/fit.json)
 CHARS_PER_PARAMETER = 14.0  # the largest size that sees this many characters a parameter wins
 REPEAT_DECAY = 16.0  # pass k over the corpus is worth exp(-(k - 1) / REPEAT_DECAY) of new text
-# Dropout: at 8 passes over tiny Shakespeare the grid is mixed (a 2x192 did better without it,
-# 1.550 against 1.558 with 0.1; a 2x256 better with it, 1.512 against 1.519); at about 30
-# passes a 2x384 with 0.1 (1.472) beat a 2x256 without, which had begun to overfit (1.552;
-# the README's 15-minute runs).
-DROPOUT_FROM_PASSES = 8
+# Dropout helps where the model can memorise the text: by the grid, once the characters seen
+# times the parameters, over the unique characters squared (passes over the corpus, per unique
+# character per parameter), reach DROPOUT_FROM; below, it only costs (benchmarks/fit.py)
+DROPOUT_FROM = 5.0
 MAX_DROPOUT = 0.3
 
 TRAIN_SHARE = 0.85  # of a time budget, about what goes to training steps
@@ -90,13 +89,21 @@ def fits(hidden_params: int, chars: float, unique: float, k: float = CHARS_PER_P
     return effective_chars(chars, unique, repeat_decay) >= k * hidden_params
 
 
-def dropout_for(seen: float, unique: float) -> float:
-    """No dropout until the budget passes over the corpus more than DROPOUT_FROM_PASSES times;
-    then 0.1 more for each doubling of the passes (in steps of 0.05), up to MAX_DROPOUT."""
-    passes = seen / max(unique, 1)
-    if passes <= DROPOUT_FROM_PASSES:
+def memorising(seen: float, unique: float, hidden_params: int) -> float:
+    """How far a budget lets a model memorise its corpus: the passes over it, times the
+    parameters per unique character (the grid's measure of when dropout helps)."""
+    unique = max(unique, 1)
+    return seen / unique * hidden_params / unique
+
+
+def dropout_for(seen: float, unique: float, hidden_params: int) -> float:
+    """No dropout until `memorising` reaches DROPOUT_FROM; then 0.1, and 0.1 more each time it
+    grows fourfold, up to MAX_DROPOUT (the grid measured the first step: 0.1 from 5, where 0.2
+    at 6.8 did worse than 0.1; the steps past it are the rule's guess)."""
+    m = memorising(seen, unique, hidden_params)
+    if m < DROPOUT_FROM:
         return 0.0
-    return round(min(MAX_DROPOUT, 0.1 * math.log2(passes / DROPOUT_FROM_PASSES)) * 20) / 20
+    return round(min(MAX_DROPOUT, 0.1 * (1 + math.floor(math.log(m / DROPOUT_FROM, 4)))), 2)
 
 
 @dataclass
@@ -149,7 +156,9 @@ def choose(*, model: str, vocab_size: int, corpus_chars: int, given_model: dict,
         chars_h = chars if chars is not None else speeds[h].train * seconds * TRAIN_SHARE
         if h == sizes[0] or fits(p, chars_h, corpus_chars):
             hidden, seen = h, int(chars_h)
-    dropout = given_model.get("dropout", dropout_for(seen, corpus_chars))
+    mc = ModelConfig(vocab_size=vocab_size, model=model, layers=layers, hidden_size=hidden,
+                     embedding_size=embedding, dropout=0.0)
+    dropout = given_model.get("dropout", dropout_for(seen, corpus_chars, parameters(mc)))
     chosen = [k for k in ("layers", "hidden_size", "embedding_size", "dropout")
               if k not in given_model] + [k for k in train if not given_train.get(k)]
     why = (f"about {seen:,} characters fit in {_fmt_seconds(seconds)} at "
@@ -157,7 +166,8 @@ def choose(*, model: str, vocab_size: int, corpus_chars: int, given_model: dict,
            f"a budget of {seen:,} characters")
     passes = seen / max(corpus_chars, 1)
     if "dropout" in chosen and dropout:
-        why += f"; dropout {dropout:g} as that is {passes:.0f} passes over the corpus"
+        why += (f"; dropout {dropout:g} as that is {passes:.0f} passes over the corpus, enough "
+                "for this size to memorise it")
     reason = f"{layers}x{hidden} {model}: {why}"
     return Choice(model={"layers": layers, "hidden_size": hidden, "embedding_size": embedding,
                          "dropout": dropout},

@@ -384,3 +384,26 @@ def test_plan_from_refuses_settings_of_its_own_and_another_text(write, tmp_path,
     assert result.exit_code == 0, result.stderr
     info = invoke("info", "a")
     assert "charrnn train --plan-from a --out NEW" in info.stdout
+
+
+def test_the_dropout_rule_falls_between_where_the_grid_saw_dropout_help_and_hurt():
+    from pathlib import Path
+
+    fit = Path(__file__).resolve().parents[1] / "benchmarks" / "grid" / "fit.json"
+    if not fit.exists():
+        pytest.skip("benchmarks/grid/fit.json is absent")
+    written = json.loads(fit.read_text())
+    assert written["dropout_from"] == autosize.DROPOUT_FROM
+    assert written["dropout_hurt_below"] < autosize.DROPOUT_FROM <= written["dropout_helped_from"]
+
+
+def test_a_small_model_gets_no_dropout_even_at_many_passes():
+    from charrnn.config import ModelConfig
+
+    # tiny Shakespeare's 1M training characters, 18 passes: a 2x128 does not memorise them
+    # (the grid: dropout 0.1 cost it 0.013 at 16 passes), a 2x384 does
+    small = autosize.parameters(ModelConfig(vocab_size=65, hidden_size=128))
+    large = autosize.parameters(ModelConfig(vocab_size=65, hidden_size=384))
+    assert autosize.dropout_for(18e6, 1e6, small) == 0.0
+    assert autosize.dropout_for(18e6, 1e6, large) > 0.0
+    assert autosize.dropout_for(1e9, 1e5, large) == autosize.MAX_DROPOUT
