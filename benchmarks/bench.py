@@ -63,16 +63,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(ROOT / "tests"))  # the naive references the package is tested against
+from grid import stdlib_slice  # noqa: E402 - the slice the grid was measured on
 
-import reference  # noqa: E402
 from charrnn import checkpoint, prepare  # noqa: E402
 from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.output import TextOut  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
-from grid import stdlib_slice  # noqa: E402 - the slice the grid was measured on
 
 TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 TARGETS = {"train_ratio": 0.97, "sample_512": 12.0, "sample_128": 2.5, "encode_mb_s": 50.0,
@@ -253,6 +251,19 @@ def plain_loop(model: CharRNN, vocab: Vocab, n: int, sink, cells=None) -> float:
     return n / (time.perf_counter() - start)
 
 
+class FusedStepper:
+    """The straightforward sampling path, to time charrnn's against: one call of the fused
+    model per character."""
+
+    def __init__(self, model: CharRNN, state):
+        self.model, self.state = model, state
+
+    @torch.no_grad()
+    def step(self, i: int) -> np.ndarray:
+        logits, self.state = self.model(torch.tensor([[i]]), self.state)
+        return logits[0, -1].float().numpy()
+
+
 def sampling_worker(kind: str, layers: int, hidden: int, n: int, mode: str) -> dict:
     """Run in a fresh process, as a user's sampling script would be: chars/s of one path.
     plain: the per-character nn.LSTM loop from cold; warm: the same loop after 500 characters
@@ -268,7 +279,7 @@ def sampling_worker(kind: str, layers: int, hidden: int, n: int, mode: str) -> d
     text = []
     for ch in generate(model, vocab, "\n", SampleConfig(length=n),
                        torch.Generator().manual_seed(1),
-                       stepper=None if mode == "fast" else reference.FusedStepper):
+                       stepper=None if mode == "fast" else FusedStepper):
         sink.write(ch)
         text.append(ch)
     return {"chars_per_s": n / (time.perf_counter() - start), "text": "".join(text)}
@@ -351,7 +362,7 @@ def bench_encoding(folder: Path, megabytes: int) -> dict:
     path = folder / f"generated-{megabytes}mb.txt"
     generated_text(path, megabytes)
     env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache-encode")}
-    code = (f"from charrnn import corpus\nc = corpus.load({str(path)!r})\n"
+    code = (f"from charrnn.data import corpus\nc = corpus.load({str(path)!r})\n"
             "print(len(c.ids), len(c.vocab), file=sys.stderr)")
     seconds, rss, out = run_measured(code, env)
     chars, distinct = map(int, out.split()[:2])
@@ -390,8 +401,8 @@ def bench_quality(folder: Path, seconds: int) -> dict:
 def full_validation_loss(run: Path, corpus: Path) -> float:
     """The best model's loss on the whole last 10% of the corpus. A run validates on at most
     what its plan allows (fewer characters for short budgets), so runs are compared here."""
-    from charrnn.batches import Streams
-    from charrnn.corpus import split
+    from charrnn.data.corpus import split
+    from charrnn.training.batches import Streams
 
     model, vocab, _ = checkpoint.load(run)
     _, val = split(vocab.encode(corpus.read_text(encoding="utf-8")), 0.1)
@@ -435,7 +446,7 @@ def bench_budget(folder: Path, quick: bool) -> dict:
     machine: one core, with a neighbour on the other."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from charrnn.autosize import HIDDEN_SIZES
+    from charrnn.training.rule import HIDDEN_SIZES
 
     corpora = [TINYSHAKESPEARE] + ([] if quick else [stdlib_slice(folder)])
     budgets = [20, 45] if quick else [45, 120, 240]
@@ -487,11 +498,11 @@ def bench_quickstart(folder: Path, runs: int = 2) -> dict:
 def bench_ngram(folder: Path, megabytes: int) -> dict:
     """Counting the n-gram baselines of `charrnn eval` up to 9 characters of context over the
     first `megabytes` million characters of python-stdlib, in a fresh process."""
-    from charrnn import corpus as corpora
+    from charrnn.data import corpus as corpora
 
     _, path = corpora.resolve("python-stdlib")
     chars = megabytes * 1_000_000
-    code = (f"import numpy as np, time\nfrom charrnn import ngram\n"
+    code = (f"import numpy as np, time\nfrom charrnn.evaluation import ngram\n"
             f"text = open({str(path)!r}, encoding='utf-8').read()[:{chars}]\n"
             "lut = {c: i for i, c in enumerate(sorted(set(text)))}\n"
             "ids = np.array([lut[c] for c in text], dtype=np.int64)\n"
@@ -508,10 +519,19 @@ def bench_samples(folder: Path, corpus: Path, seconds: float) -> dict:
     os.environ["CHARRNN_CACHE_DIR"] = str(folder / "cache-samples")
     cfg = TrainConfig(time=seconds, device="cpu")
     trainer = prepare.new(str(corpus), folder / "samples-run", cfg, reporter=_quiet())
+    spent, sample = [0.0], trainer.sample
+
+    def timed_sample(*args, **kw):  # the run's own samples, timed from outside
+        start = time.perf_counter()
+        text = sample(*args, **kw)
+        spent[0] += time.perf_counter() - start
+        return text
+
+    trainer.sample = timed_sample
     outcome = trainer.run_loop()
     return {"seconds": seconds, "evaluations": trainer.evaluations,
-            "sample_seconds": trainer.sample_seconds, "elapsed": trainer.elapsed,
-            "share": trainer.sample_seconds / trainer.elapsed, "steps": outcome.step,
+            "sample_seconds": spent[0], "elapsed": trainer.elapsed,
+            "share": spent[0] / trainer.elapsed, "steps": outcome.step,
             "model": "{layers}x{hidden_size} {model}".format(**trainer.model.config.to_dict())}
 
 
@@ -705,7 +725,7 @@ def bench_planted_cache(folder: Path, seconds: float = 45) -> dict:
 
 def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
     """One inspect-cells pass over 10,000 characters of a 3x512 LSTM, and every view of it."""
-    from charrnn import inspection, probes, views
+    from charrnn.interp import inspection, probes, views
 
     text = corpus.read_text(encoding="utf-8")[:chars]
     vocab = Vocab(tuple(sorted(set(text))))
@@ -725,7 +745,7 @@ def bench_inspect(corpus: Path, chars: int = 10_000) -> dict:
 def _quiet():
     from rich.console import Console
 
-    from charrnn.progress import Reporter
+    from charrnn.training.progress import Reporter
     return Reporter(Console(stderr=True, quiet=True))
 
 
@@ -883,7 +903,8 @@ def main() -> None:
             if r["cache"]:
                 c = r["cache"]
                 print(f"contention, a 100x-slow cache entry: fresh calibration chose "
-                      f"{c['fresh']['model']}; the run on the planted cache {c['poisoned']['model']}"
+                      f"{c['fresh']['model']}; the run on the planted cache "
+                      f"{c['poisoned']['model']}"
                       f" ({c['poisoned']['val_loss']:.4f}); the run after it "
                       f"{c['after']['model']}: corrected {c['corrected']}", flush=True)
         if "quickstart" in sections:

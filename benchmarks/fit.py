@@ -2,7 +2,7 @@
 
     python benchmarks/fit.py          # print the check of every candidate rule, write grid/fit.json
 
-The rule (charrnn/autosize.py): the largest size that can train on at least k characters for
+The rule (charrnn/training/rule.py): the largest size that can train on at least k characters for
 each recurrent parameter within the budget, where pass n over the corpus counts
 exp(-(n - 1) / r) of new text. Its two constants are fitted here by what matters: for time
 budgets on machines of several speeds, each candidate size trains on the characters its speed
@@ -16,7 +16,7 @@ choice (faster machines, longer budgets: a 2x384 with dropout beat a 2x256 at 15
 
 Dropout is fitted on the grid's points with dropout, each beside the same size and characters
 without it: it helped exactly where the budget lets the model memorise its corpus, measured
-as the passes over the corpus times the parameters per unique character (autosize.memorising),
+as the passes over the corpus times the parameters per unique character (rule.memorising),
 and from about 5 (benchmarks/grid/fit.json records where it helped and hurt).
 
 r is not fitted: these runs have no dropout, and they cannot tell r apart (at k = 12 to 14 the
@@ -25,7 +25,7 @@ the rule adds dropout exactly when passes repeat, which makes a repeat worth mor
 is set to 16, near the value of Muennighoff et al.'s data-constrained scaling law (about 15);
 the table below shows every r beside it.
 
-The speeds are those autosize.measure gave on the machine the grid ran on (below), scaled by
+The speeds are those calibrate.measure gave on the machine the grid ran on (below), scaled by
 1/4 to 2 for slower and faster machines; budgets from 20 s to 4 minutes.
 """
 
@@ -39,12 +39,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from charrnn import autosize  # noqa: E402
 from charrnn.config import ModelConfig  # noqa: E402
+from charrnn.training import rule  # noqa: E402
 
 GRID = ROOT / "benchmarks" / "grid" / "grid.jsonl"
 OUT = ROOT / "benchmarks" / "grid" / "fit.json"
-# Training speeds (chars/s, batch 32 x 64, no dropout) that autosize.measure gave on the 2-core
+# Training speeds (chars/s, batch 32 x 64, no dropout) that calibrate.measure gave on the 2-core
 # Intel Xeon the grid ran on (2 threads, nothing else running), the mean of three.
 SPEEDS = {64: 230_000, 128: 95_000, 192: 53_000, 256: 33_000, 384: 16_400, 512: 9_900}
 SCALES = (1 / 4, 1 / 3, 1 / 2, 1, 2)
@@ -56,7 +56,7 @@ TOLERANCE = 0.01  # nats per character of mean regret
 
 
 def params(hidden: int) -> int:
-    return autosize.parameters(ModelConfig(vocab_size=65, hidden_size=hidden))
+    return rule.parameters(ModelConfig(vocab_size=65, hidden_size=hidden))
 
 
 def loss_at(points: list[dict], d: float) -> float | None:
@@ -81,7 +81,7 @@ def scenarios(plain: list[dict]) -> list[dict]:
         unique = rows[0]["corpus_chars"] * 0.9  # the training split
         for scale in SCALES:
             for seconds in BUDGETS:
-                chars = {h: r * scale * seconds * autosize.TRAIN_SHARE for h, r in SPEEDS.items()}
+                chars = {h: r * scale * seconds * rule.TRAIN_SHARE for h, r in SPEEDS.items()}
                 losses = {h: loss_at([p for p in rows if p["hidden_size"] == h], chars[h])
                           for h in SPEEDS}
                 losses = {h: v for h, v in losses.items() if v is not None}
@@ -92,8 +92,8 @@ def scenarios(plain: list[dict]) -> list[dict]:
 
 
 def pick(s: dict, k: float, r: float) -> int:
-    """The rule's choice, as charrnn.autosize.choose makes it, with constants k and r."""
-    fitting = [h for h in sorted(SPEEDS) if autosize.fits(params(h), s["chars"][h], s["unique"],
+    """The rule's choice, as charrnn.rule.choose makes it, with constants k and r."""
+    fitting = [h for h in sorted(SPEEDS) if rule.enough_chars(params(h), s["chars"][h], s["unique"],
                                                           k, r)]
     return max(fitting, default=min(SPEEDS))
 
@@ -122,9 +122,9 @@ def dropout_table(points: list[dict], plain: list[dict]) -> list[dict]:
                      "hidden_size": p["hidden_size"], "dropout": p["dropout"],
                      "loss": p["best_val_loss"], "none": none[0],
                      "gain": none[0] - p["best_val_loss"],
-                     "memorising": autosize.memorising(p["chars_seen"], unique,
+                     "memorising": rule.memorising(p["chars_seen"], unique,
                                                        params(p["hidden_size"])),
-                     "rule": autosize.dropout_for(p["chars_seen"], unique,
+                     "rule": rule.dropout_for(p["chars_seen"], unique,
                                                   params(p["hidden_size"]))})
     return rows
 
@@ -166,7 +166,7 @@ def main() -> None:
     OUT.write_text(json.dumps({"chars_per_parameter": best["k"], "repeat_decay": best["r"],
                                "mean_regret": best["mean"], "max_regret": best["max"],
                                "scenarios": len(common), "grid_points": len(plain),
-                               "dropout_from": autosize.DROPOUT_FROM,
+                               "dropout_from": rule.DROPOUT_FROM,
                                "dropout_helped_from": min(helped, default=None),
                                "dropout_hurt_below": max(hurt, default=None)},
                               indent=1) + "\n")

@@ -28,9 +28,10 @@ def setting(default=MISSING, help: str = "", *, flags: tuple[str, ...] = (), cho
             parse=None, shown: str | None = None, metavar: str | None = None,
             default_factory=MISSING):
     """A dataclass field that is also a command-line option: `help` is its text; `flags` its
-    spellings (default --field-name); `chosen`: left out, it is chosen (autosize.py), so the
-    option's default is None; `parse` turns the typed text into the value; `shown` replaces
-    the default the help shows; `metavar` names the value in the help."""
+    spellings (default --field-name); `chosen`: left out, it is chosen
+    (charrnn/training/rule.py), so the option's default is None; `parse` turns the typed text
+    into the value; `shown` replaces the default the help shows; `metavar` names the value in
+    the help."""
     meta = {"help": help, "flags": flags, "chosen": chosen, "parse": parse, "shown": shown,
             "metavar": metavar}
     return field(default=default, default_factory=default_factory, metadata=meta)
@@ -139,7 +140,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     """How a run is trained; saved in config.json and restored by --resume. A setting left at
-    None is chosen for the budget, the corpus and the device (charrnn/autosize.py)."""
+    None is chosen for the budget, the corpus and the device (charrnn/training/rule.py)."""
 
     batch_size: int | None = setting(None, "Contiguous streams trained side by side.",
                                      chosen=True)
@@ -233,7 +234,7 @@ class TrainConfig:
 
     @property
     def decided(self) -> bool:
-        """Whether every setting that autosize chooses has a value."""
+        """Whether every setting that the rule chooses has a value."""
         return None not in (self.batch_size, self.seq_len, self.lr)
 
     @classmethod

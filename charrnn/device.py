@@ -36,7 +36,7 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     raise CharrnnError(f"--amp is not supported on {device.type}; leave it out")
 
 
-def describe(device: torch.device, threads: int | None = None) -> str:
+def name_of(device: torch.device, threads: int | None = None) -> str:
     """A name for the hardware behind `device`, e.g. 'NVIDIA H200' or 'Intel Xeon, 2 threads'
     (the threads torch runs on now, unless given)."""
     if device.type == "cuda":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import stat
 import tempfile
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Callable
 
 from charrnn.errors import CharrnnError, os_reason
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -167,6 +167,16 @@ def loads_json(data: bytes | str):
         return json.loads(data, parse_constant=no_constants)
     except RecursionError:
         raise ValueError("nested too deeply") from None
+
+
+def positive_number(value) -> float:
+    """A positive, finite number from JSON, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(value)
+    value = float(value)
+    if not 0 < value < math.inf:
+        raise ValueError(value)
+    return value
 
 
 MAX_RECORD_BYTES = 64 << 20  # a cache or record file of charrnn's is far smaller

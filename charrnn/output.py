@@ -15,7 +15,7 @@ from charrnn.errors import CharrnnError, os_reason
 def visible(ch: str) -> str:
     """A character as --safe shows it: newlines and tabs as they are, every other control or
     invisible character (ESC, NUL, bidi overrides, lone surrogates) as a visible symbol."""
-    from charrnn.render import glyph
+    from charrnn.interp.terminal import glyph
 
     return ch if ch in "\n\t" else glyph(ch)
 
@@ -37,6 +37,9 @@ class TextOut:
         self.encoding = getattr(stream, "encoding", None) or "utf-8"
         self.interval = 0.0 if _isatty(stream) else interval
         self._last = time.monotonic()
+
+    def isatty(self) -> bool:
+        return _isatty(self.stream)
 
     def write(self, text: str) -> None:
         if self.safe:

@@ -24,7 +24,6 @@ from charrnn.fileio import read_text
 from charrnn.model import CharRNN, State, gru_gates, gru_next, lstm_gates, lstm_next
 from charrnn.vocab import Vocab
 
-
 UNIFORM_BLOCK = 4096  # uniform numbers drawn per call to the generator
 PRIME_BLOCK = 4096  # prime characters fed per call of the model: memory bounded by the block
 MAX_PRIME = 1 << 22  # characters a --prime-file may hold (tens of MB at most in memory)
@@ -161,3 +160,55 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, cfg: SampleConfig,
         yield vocab.chars[i]
         if n + 1 < cfg.length:
             last = stepper.step(i)
+
+
+def seeded(seed: int | None) -> torch.Generator:
+    """A generator of its own (the same seed, the same text), or one seeded afresh."""
+    return torch.Generator().manual_seed(seed if seed is not None else
+                                         int(torch.seed() % 2**63))
+
+
+def until(stop: str | None, chars: Iterator[str]) -> Iterator[str]:
+    """The characters, ending once `stop` has been written (all of them without one)."""
+    if stop is None:
+        yield from chars
+        return
+    tail = ""
+    for ch in chars:
+        yield ch
+        tail = (tail + ch)[-len(stop):]
+        if tail == stop:
+            return
+
+
+def write_samples(out, model: CharRNN, vocab: Vocab, prime: str, configs: list[SampleConfig],
+                  count: int = 1, stop: str | None = None, heading=None, tick=None,
+                  keep: bool = False) -> str | None:
+    """Write `count` samples for each of `configs` (one per temperature, each from the first's
+    seed: the same text as separate calls) to `out`, each after the prime, all separated by a
+    blank line; `heading(cfg)` is called before each temperature's when there are several, `tick()`
+    after each character. The text ends as the model ended it: a closing newline is added only
+    for a terminal. With `keep`, return what was drawn (for --novelty); else nothing is kept."""
+    seed = configs[0].seed if configs[0].seed is not None else int(torch.seed() % 2**63)
+    kept: list[str] | None = [] if keep else None
+    for k, cfg in enumerate(configs):
+        generator = torch.Generator().manual_seed(seed)
+        if len(configs) > 1 and heading is not None:
+            out.flush()
+            heading(cfg)
+        for n in range(count):
+            if n or k:
+                out.write("\n\n")
+            out.write(prime)
+            for ch in until(stop, generate(model, vocab, prime, cfg, generator)):
+                out.write(ch)
+                if tick is not None:
+                    tick()
+                if kept is not None:
+                    kept.append(ch)
+            if kept is not None:
+                kept.append("\n\n")
+    if out.isatty():
+        out.write("\n")
+    out.flush()
+    return "".join(kept) if kept is not None else None

@@ -78,6 +78,12 @@ class Vocab:
             raise KeyError(self.unknown(text))
         return ids.astype(self.dtype)
 
+    def remap(self, ids: np.ndarray, source: Vocab) -> np.ndarray:
+        """Ids of `source`'s characters as ids of this vocabulary, which holds them all."""
+        index = {ch: i for i, ch in enumerate(self.chars)}
+        lut = np.array([index[ch] for ch in source.chars], dtype=np.int64)
+        return lut[np.asarray(ids, dtype=np.int64)].astype(self.dtype)
+
     def decode(self, ids) -> str:
         table = code_points("".join(self.chars))
         picked = table[np.asarray(ids, dtype=np.int64)]

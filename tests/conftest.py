@@ -37,7 +37,7 @@ class PlannedClock:
 
     def tick(self, trainer) -> float:
         plan, s = trainer.setup.plan, trainer.train_streams
-        per_step = s.streams * s.seq_len / plan.chars_per_sec if plan else 1e-3
+        per_step = s.batch * s.seq_len / plan.chars_per_sec if plan else 1e-3
         per_eval = plan.eval_chars / plan.eval_chars_per_sec if plan else 1e-3
         now = (trainer.step, trainer.evaluations)
         if self.seen is not None:
@@ -71,14 +71,14 @@ def invoke(*args, catch_exceptions: bool = False):
 def quiet():
     from rich.console import Console
 
-    from charrnn.progress import Reporter
+    from charrnn.training.progress import Reporter
     return Reporter(Console(stderr=True, quiet=True))
 
 
 def train_run(corpus_path, run, model=None, resume=False, callback=None, **train):
     """Train through the library with quiet output; return (trainer, outcome)."""
-    from charrnn import prepare
     from charrnn.config import TrainConfig
+    from charrnn.training import setup as prepare
 
     if resume:
         trainer = prepare.resume(run, str(corpus_path) if corpus_path else None, train, quiet())

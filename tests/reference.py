@@ -1,6 +1,6 @@
 """The naive references the package is held to, as torch-rnn keeps its own in its tests: each
 recurrence written out one time step at a time, straight from the equations, sharing no code
-with `charrnn`'s own. The benchmark imports `FusedStepper` from here too."""
+with `charrnn`'s own."""
 
 from __future__ import annotations
 

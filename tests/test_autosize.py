@@ -3,11 +3,12 @@
 import json
 
 import pytest
-
-from charrnn import autosize, checkpoint
-from charrnn.autosize import Speed
-
 from conftest import PlannedClock, train_run
+
+from charrnn import checkpoint
+from charrnn.training import calibrate, rule
+from charrnn.training import plan as planning
+from charrnn.training.calibrate import Speed
 
 CHOSEN = {"layers": None, "hidden_size": None, "embedding_size": None, "dropout": None}
 TEXT = "Call me Ishmael. Some years ago, never mind how long precisely.\n" * 80
@@ -16,13 +17,13 @@ TEXT = "Call me Ishmael. Some years ago, never mind how long precisely.\n" * 80
 def speeds_like_a_cpu(scale: float = 1.0) -> dict:
     """Speeds that fall with size as a CPU's do: about 1 / parameters."""
     return {h: Speed(train=scale * 1.1e5 * (128 / h) ** 1.8, eval=scale * 3e5 * (128 / h) ** 1.8)
-            for h in autosize.HIDDEN_SIZES}
+            for h in rule.HIDDEN_SIZES}
 
 
 def choose(**kw):
     args = dict(model="lstm", vocab_size=65, corpus_chars=1_000_000, given_model={},
                 given_train={})
-    return autosize.choose(**{**args, **kw})
+    return rule.choose(**{**args, **kw})
 
 
 def test_more_time_never_picks_a_smaller_model():
@@ -67,7 +68,7 @@ def test_the_reason_names_the_size_the_budget_and_the_speed():
     h = c.model["hidden_size"]
     assert c.reason.startswith(f"2x{h} lstm: about ") and "in 45 s at" in c.reason
     assert "chars/s on a test CPU" in c.reason
-    assert c.chars == pytest.approx(speeds_like_a_cpu()[h].train * 45 * autosize.TRAIN_SHARE,
+    assert c.chars == pytest.approx(speeds_like_a_cpu()[h].train * 45 * rule.TRAIN_SHARE,
                                     abs=1)
 
 
@@ -75,13 +76,13 @@ def test_the_plan_fills_the_budget_and_keeps_evaluation_to_a_small_share():
     from charrnn.config import TrainConfig
 
     cfg = TrainConfig(batch_size=32, seq_len=64, lr=4e-3)
-    p = autosize.plan(240, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
-    evaluation = autosize.EVALUATIONS * p.eval_chars / 60_000
+    p = planning.plan(240, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
+    evaluation = planning.EVALUATIONS * p.eval_chars / 60_000
     training = p.steps * 32 * 64 / 20_000
-    assert evaluation <= autosize.EVAL_SHARE * 240 + 1e-9
+    assert evaluation <= planning.EVAL_SHARE * 240 + 1e-9
     assert 0.85 * 240 <= training + evaluation <= 240
-    assert p.eval_every == p.steps // autosize.EVALUATIONS
-    short = autosize.plan(10, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
+    assert p.eval_every == p.steps // planning.EVALUATIONS
+    short = planning.plan(10, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
     assert short.eval_chars < p.eval_chars  # a short budget validates on less text
 
 
@@ -93,7 +94,7 @@ def test_the_plan_fills_the_budget_and_keeps_evaluation_to_a_small_share():
 def measured(monkeypatch):
     """Replace the timing of a size by a fixed speed, and the training loop's clock by one that
     runs at the planned speed; record which sizes were timed."""
-    from charrnn.train import Trainer
+    from charrnn.training.loop import Trainer
 
     calls = []
     monkeypatch.setattr(Trainer, "clock", PlannedClock())
@@ -104,7 +105,7 @@ def measured(monkeypatch):
         # planned steps end the run long before the clock's safety stop
         return Speed(train=6e4 / mc.hidden_size, eval=2e5 / mc.hidden_size)
 
-    monkeypatch.setattr(autosize, "measure", measure)
+    monkeypatch.setattr(calibrate, "measure", measure)
     return calls
 
 
@@ -143,7 +144,7 @@ def test_a_damaged_calibration_cache_is_rebuilt(write, tmp_path, cache_dir, meas
                                      model={"hidden_size": 16}, time=10.0,
                                      batch_size=4, seq_len=16)
         assert outcome.stopped_by == "time"
-        assert json.loads(cache.read_text())["format"] == autosize.CACHE_FORMAT
+        assert json.loads(cache.read_text())["format"] == calibrate.CACHE_FORMAT
     cache.unlink()
     train_run(corpus, tmp_path / "deleted", model={"hidden_size": 16}, time=10.0, batch_size=4,
               seq_len=16)
@@ -176,7 +177,7 @@ def test_a_time_budget_run_interrupted_and_resumed_matches_an_uninterrupted_one(
 
 
 def test_the_clock_stops_a_run_that_overruns_its_plan(write, tmp_path, measured, monkeypatch):
-    from charrnn.train import Trainer
+    from charrnn.training.loop import Trainer
 
     clock = PlannedClock()
     monkeypatch.setattr(Trainer, "clock", clock)
@@ -190,7 +191,7 @@ def test_the_clock_stops_a_run_that_overruns_its_plan(write, tmp_path, measured,
     plan = trainer.setup.plan
     assert outcome.stopped_by == "clock" and outcome.step < trainer.setup.total_steps
     assert plan.clock_limit <= trainer.elapsed < plan.clock_limit + 1.0
-    assert plan.clock_limit <= plan.seconds * (1 + autosize.CLOCK_MARGIN)
+    assert plan.clock_limit <= plan.seconds * (1 + planning.CLOCK_MARGIN)
     assert (tmp_path / "run" / checkpoint.WEIGHTS).exists()  # it ends with an evaluation
 
 
@@ -201,8 +202,8 @@ def test_the_rule_uses_the_fit_written_down_in_benchmarks():
     if not fit.exists():
         pytest.skip("benchmarks/grid/fit.json is absent")
     written = json.loads(fit.read_text())
-    assert autosize.CHARS_PER_PARAMETER == written["chars_per_parameter"]
-    assert autosize.REPEAT_DECAY == written["repeat_decay"]
+    assert rule.CHARS_PER_PARAMETER == written["chars_per_parameter"]
+    assert rule.REPEAT_DECAY == written["repeat_decay"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,14 +224,14 @@ def test_a_timing_whose_threads_did_not_get_the_cpu_is_not_cached(cache_dir, mon
 
     # the process's CPU time stands still while the wall clock runs: another process had it
     frozen = SimpleNamespace(perf_counter=time.perf_counter, process_time=lambda: 1.0)
-    monkeypatch.setattr(autosize, "time", frozen)
+    monkeypatch.setattr(calibrate, "time", frozen)
     said = []
-    speeds = autosize.calibrate(torch.device("cpu"), model_config(), [16], 4, 16, False, 10.0,
+    speeds = calibrate.calibrate(torch.device("cpu"), model_config(), [16], 4, 16, False, 10.0,
                                 said.append)
-    assert speeds[16].share < autosize.SHARE_MIN and not speeds[16].clean
+    assert speeds[16].share < calibrate.SHARE_MIN and not speeds[16].clean
     assert any("the machine was busy while timing" in line and "not caching it" in line
                for line in said), said
-    assert autosize._read_cache() == {}  # nothing kept: the next run times it again
+    assert calibrate._read_cache() == {}  # nothing kept: the next run times it again
 
 
 def test_calibration_keeps_to_its_wall_time_whatever_a_step_costs(cache_dir, monkeypatch):
@@ -238,7 +239,7 @@ def test_calibration_keeps_to_its_wall_time_whatever_a_step_costs(cache_dir, mon
 
     import torch
 
-    from charrnn.train import StepRunner
+    from charrnn.training.step import StepRunner
 
     step = StepRunner.step
 
@@ -249,7 +250,7 @@ def test_calibration_keeps_to_its_wall_time_whatever_a_step_costs(cache_dir, mon
     monkeypatch.setattr(StepRunner, "step", slow_step)
     said = []
     start = time.perf_counter()
-    speeds = autosize.calibrate(torch.device("cpu"), model_config(), [16, 24, 32, 48], 4, 16,
+    speeds = calibrate.calibrate(torch.device("cpu"), model_config(), [16, 24, 32, 48], 4, 16,
                                 False, 1.0, said.append)
     took = time.perf_counter() - start
     assert took < 1.0 + 0.3 + 0.5  # the budget, and at most the one step it was inside
@@ -260,9 +261,9 @@ def test_calibration_keeps_to_its_wall_time_whatever_a_step_costs(cache_dir, mon
 
 def test_the_estimate_leaves_out_a_slow_moment():
     samples = [{"train": t, "eval": 3 * t} for t in (100.0, 10_000.0, 9_000.0, 11_000.0)]
-    assert autosize.estimate(samples).train == 10_000.0
-    assert autosize.estimate(samples[:2]).train == 10_000.0  # one good timing outweighs it
-    assert autosize.estimate([]) is None
+    assert calibrate.estimate(samples).train == 10_000.0
+    assert calibrate.estimate(samples[:2]).train == 10_000.0  # one good timing outweighs it
+    assert calibrate.estimate([]) is None
 
 
 def test_a_planted_slow_entry_is_corrected_by_the_next_run(write, tmp_path, cache_dir,
@@ -272,8 +273,8 @@ def test_a_planted_slow_entry_is_corrected_by_the_next_run(write, tmp_path, cach
 
     import torch
 
-    from charrnn import train
     from charrnn.config import ModelConfig
+    from charrnn.training import loop as train
 
     # the run gets all the CPU it asks for, whatever else this machine runs beside the tests
     monkeypatch.setattr(train, "time", SimpleNamespace(
@@ -282,15 +283,15 @@ def test_a_planted_slow_entry_is_corrected_by_the_next_run(write, tmp_path, cach
     corpus = write("moby.txt", TEXT * 10)
     sizes = {"layers": 1, "hidden_size": 32, "embedding_size": 16, "dropout": 0.0}
     mc = ModelConfig(vocab_size=len(set(TEXT)), **sizes)
-    key = autosize.cache_key(torch.device("cpu"), mc, 4, 16, False, threads=1)
-    autosize._write_cache({key: [{"train": 500.0, "eval": 1500.0, "source": "calibration"}]})
+    key = calibrate.cache_key(torch.device("cpu"), mc, 4, 16, False, threads=1)
+    calibrate._write_cache({key: [{"train": 500.0, "eval": 1500.0, "source": "calibration"}]})
     # a planted 100x-slow (or worse) entry: the run plans a few steps from it...
     trainer, outcome = train_run(corpus, tmp_path / "a", model=sizes, time=6.0, batch_size=4,
                                  seq_len=16, sample_every=0, eval_every=None)
     plan = trainer.setup.plan
     assert plan.first_steps is not None and plan.steps > 10 * plan.first_steps  # ...and re-plans
     assert outcome.stopped_by in ("time", "clock")  # (the clock: a loaded machine's tests)
-    learned = autosize.cached(key)
+    learned = calibrate.cached(key)
     assert learned.train > 100 * 50.0  # the cache now holds what the run measured
     config = json.loads((tmp_path / "a" / checkpoint.CONFIG).read_text())
     assert config["speed"]["train"] == pytest.approx(learned.train, rel=0.5)
@@ -309,12 +310,14 @@ def test_a_run_slower_than_planned_plans_again_once_and_ends_inside_its_budget(
     import time
     from types import SimpleNamespace
 
-    from charrnn import prepare
-    from charrnn.train import Trainer
+    from charrnn.training import decide
+    from charrnn.training import setup as prepare
+    from charrnn.training.loop import Trainer
 
     # set-up takes no time, so that every run has the same budget left for its loop
-    monkeypatch.setattr(prepare, "time", SimpleNamespace(monotonic=lambda: 0.0,
-                                                         perf_counter=time.perf_counter))
+    still = SimpleNamespace(monotonic=lambda: 0.0, perf_counter=time.perf_counter)
+    monkeypatch.setattr(prepare, "time", still)
+    monkeypatch.setattr(decide, "time", still)
     monkeypatch.setattr(Trainer, "clock", PlannedClock(slower=2.0))
     corpus = write("moby.txt", TEXT)
     settings = dict(time=20.0, batch_size=4, seq_len=16, patience=0, sample_every=0)
@@ -325,7 +328,7 @@ def test_a_run_slower_than_planned_plans_again_once_and_ends_inside_its_budget(
     assert whole.stopped_by == "time"
     assert trainer.elapsed <= plan.seconds  # ...so it ends inside the budget
     recorded = json.loads((tmp_path / "whole" / checkpoint.CONFIG).read_text())["plan"]
-    assert autosize.Plan.from_dict(recorded) == plan
+    assert planning.Plan.from_dict(recorded) == plan
 
     # killed after the re-plan, resumed: it follows the recorded plan, loss for loss
     def stop(t):
@@ -341,19 +344,19 @@ def test_a_run_slower_than_planned_plans_again_once_and_ends_inside_its_budget(
 
 
 def test_a_run_of_steps_keeps_its_evaluations_to_a_small_share():
-    every, chars = autosize.eval_settings(15, 32 * 64, 500_000, None, None)
+    every, chars = planning.eval_settings(15, 32 * 64, 500_000, None, None)
     assert every == 15  # one evaluation, at the end, not one after every step
-    assert chars == autosize.MIN_EVAL_CHARS
-    every, chars = autosize.eval_settings(20_000, 32 * 64, 500_000, None, None)
-    assert every == 1000 and chars == autosize.EVAL_CHARS
+    assert chars == planning.MIN_EVAL_CHARS
+    every, chars = planning.eval_settings(20_000, 32 * 64, 500_000, None, None)
+    assert every == 1000 and chars == planning.EVAL_CHARS
     # what the user gives is kept
-    assert autosize.eval_settings(15, 2048, 500_000, 1, 50_000) == (1, 50_000)
+    assert planning.eval_settings(15, 2048, 500_000, 1, 50_000) == (1, 50_000)
 
 
 def test_a_time_budget_run_is_repeated_exactly_from_its_recorded_plan(write, tmp_path):
-    from charrnn import prepare
-
     from conftest import quiet
+
+    from charrnn.training import setup as prepare
 
     corpus = write("moby.txt", TEXT)
     _, first = train_run(corpus, tmp_path / "a", time=3.0, batch_size=4, seq_len=16,
@@ -393,8 +396,8 @@ def test_the_dropout_rule_falls_between_where_the_grid_saw_dropout_help_and_hurt
     if not fit.exists():
         pytest.skip("benchmarks/grid/fit.json is absent")
     written = json.loads(fit.read_text())
-    assert written["dropout_from"] == autosize.DROPOUT_FROM
-    assert written["dropout_hurt_below"] < autosize.DROPOUT_FROM <= written["dropout_helped_from"]
+    assert written["dropout_from"] == rule.DROPOUT_FROM
+    assert written["dropout_hurt_below"] < rule.DROPOUT_FROM <= written["dropout_helped_from"]
 
 
 def test_a_small_model_gets_no_dropout_even_at_many_passes():
@@ -402,8 +405,8 @@ def test_a_small_model_gets_no_dropout_even_at_many_passes():
 
     # tiny Shakespeare's 1M training characters, 18 passes: a 2x128 does not memorise them
     # (the grid: dropout 0.1 cost it 0.013 at 16 passes), a 2x384 does
-    small = autosize.parameters(ModelConfig(vocab_size=65, hidden_size=128))
-    large = autosize.parameters(ModelConfig(vocab_size=65, hidden_size=384))
-    assert autosize.dropout_for(18e6, 1e6, small) == 0.0
-    assert autosize.dropout_for(18e6, 1e6, large) > 0.0
-    assert autosize.dropout_for(1e9, 1e5, large) == autosize.MAX_DROPOUT
+    small = rule.parameters(ModelConfig(vocab_size=65, hidden_size=128))
+    large = rule.parameters(ModelConfig(vocab_size=65, hidden_size=384))
+    assert rule.dropout_for(18e6, 1e6, small) == 0.0
+    assert rule.dropout_for(18e6, 1e6, large) > 0.0
+    assert rule.dropout_for(1e9, 1e5, large) == rule.MAX_DROPOUT

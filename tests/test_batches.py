@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from charrnn.batches import Streams, fit
 from charrnn.errors import CharrnnError
+from charrnn.training.batches import Streams, fit_batch
 
 
 def test_streams_are_contiguous_and_cover_the_split():
@@ -23,15 +23,15 @@ def test_window_continues_where_the_previous_ended():
 
 
 def test_small_text_shrinks_batch_then_window():
-    assert fit(10_000, 32, 64)[:2] == (32, 64)
-    b, t, warning = fit(1_000, 32, 64)
+    assert fit_batch(10_000, 32, 64)[:2] == (32, 64)
+    b, t, warning = fit_batch(1_000, 32, 64)
     assert (b, t) == (15, 64) and "small" in warning
-    assert fit(5, 32, 64)[:2] == (1, 4)
+    assert fit_batch(5, 32, 64)[:2] == (1, 4)
 
 
 def test_text_too_small_to_train_is_an_error():
     with pytest.raises(CharrnnError, match="at least 2"):
-        fit(1, 32, 64)
+        fit_batch(1, 32, 64)
 
 
 def test_windows_read_on_the_device_equal_windows_read_from_the_host():

@@ -5,7 +5,6 @@ panel shows the model's top-5 predictions. Skips where Chromium or its driver is
 import shutil
 
 import pytest
-
 from test_inspect import HOSTILE, hostile_page
 
 webdriver = pytest.importorskip("selenium.webdriver")

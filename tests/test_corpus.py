@@ -5,12 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINYSHAKESPEARE
 
-from charrnn import corpus
+from charrnn.data import corpus, recipes
 from charrnn.errors import CharrnnError
 from charrnn.vocab import Vocab
-
-from conftest import TINYSHAKESPEARE
 
 UNICODE = "Hello, 세계! Ça va? 🎉 naïve café — 日本語\n" * 20
 
@@ -58,7 +57,7 @@ def test_second_load_uses_the_cache_and_a_changed_file_is_encoded_again(write, m
 
 def test_split_is_contiguous_with_the_last_tenth_for_validation(write):
     c = corpus.load(str(write("d.txt", "".join(chr(97 + i % 26) for i in range(1000)))))
-    train, val = c.split(0.1)
+    train, val = corpus.split(c.ids, 0.1)
     assert len(train) == 900 and len(val) == 100
     assert np.array_equal(np.concatenate([train, val]), c.ids)
 
@@ -66,7 +65,7 @@ def test_split_is_contiguous_with_the_last_tenth_for_validation(write):
 @pytest.mark.skipif(not TINYSHAKESPEARE.exists(), reason="../shared/corpora is absent")
 def test_tinyshakespeare_split_matches_nanogpt():
     c = corpus.load(str(TINYSHAKESPEARE))
-    train, val = c.split(0.1)
+    train, val = corpus.split(c.ids, 0.1)
     assert (len(train), len(val), len(c.vocab)) == (1_003_854, 111_540, 65)
 
 
@@ -122,7 +121,7 @@ def test_a_folder_trains_on_exactly_its_text_files_in_sorted_path_order(tmp_path
 
 
 def test_c_headers_builds_offline_or_says_why_not(tmp_path, monkeypatch):
-    from charrnn import recipes
+    from charrnn.data import recipes
 
     monkeypatch.setenv("CHARRNN_DATA_DIR", str(tmp_path / "data"))
     headers = tmp_path / "include"
@@ -154,7 +153,7 @@ def test_python_stdlib_is_built_offline_and_deterministically(monkeypatch, tmp_p
     assert "os.py" in files and "json/decoder.py" in files
     assert not [f for f in files if {"test", "tests"} & set(f.split("/")[:-1])]
     other = tmp_path / "again.txt"
-    corpus.python_stdlib(other)
+    recipes.python_stdlib(other)
     assert other.read_bytes() == path.read_bytes()
 
 
@@ -234,3 +233,15 @@ def test_a_cache_folder_that_cannot_be_written_is_one_clear_error(write, monkeyp
     with pytest.raises(CharrnnError, match="not a directory: the cache of encoded corpora; set "
                                            "CHARRNN_CACHE_DIR"):
         corpus.load(str(write("a.txt", "abc\n" * 10)))
+
+
+def test_python_stdlib_is_built_once_in_one_place_that_corpus_list_knows(tmp_path):
+    from conftest import invoke
+
+    from charrnn.data import recipes
+
+    _, built = corpus.resolve("python-stdlib")  # as `charrnn train python-stdlib` builds it
+    assert built == recipes.path_of(recipes.load()["python-stdlib"])
+    listed = invoke("corpus", "list").stdout
+    line = next(x for x in listed.splitlines() if x.startswith("python-stdlib"))
+    assert f"here: {built}" in line

@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import invoke
 from safetensors.torch import load_file
 
 import charrnn
 from charrnn import checkpoint
-from charrnn.batches import Streams
-from charrnn.distributed import World
 from charrnn.errors import CharrnnError
-
-from conftest import invoke
+from charrnn.training.batches import Streams
+from charrnn.training.distributed import World
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
                                 or not torch.distributed.is_gloo_available(),

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-
-from charrnn import evaluate, ngram
-
 from conftest import invoke, train_run
+
+from charrnn.evaluation import evaluate, ngram
 
 
 def markov_text(n: int, vocab: int = 6, seed: int = 0):

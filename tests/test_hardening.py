@@ -3,7 +3,6 @@ what the user named is read, built, fetched, written or deleted, and memory stay
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -12,11 +11,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from charrnn import checkpoint, recipes
-from charrnn.errors import CharrnnError
-
 from conftest import invoke, train_run
+
+from charrnn import checkpoint, rundir
+from charrnn.data import recipes
+from charrnn.errors import CharrnnError
 
 TEXT = "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate.\n" * 40
 
@@ -83,7 +82,8 @@ def test_a_config_naming_a_corpus_fetches_and_builds_nothing(run, data_dir, monk
 
     monkeypatch.setattr(recipes, "get", never)
     for name in ("c-headers", "enwik8"):
-        edit_config(run, lambda c: c["corpus"].update(source=name, path="/nowhere.txt"))
+        edit_config(run, lambda c, name=name: c["corpus"].update(source=name,
+                                                                  path="/nowhere.txt"))
         result = invoke("train", "--resume", run, "--max-steps", "6")
         assert result.exit_code == 1 and f"trained on {name}" in result.stderr
 
@@ -149,7 +149,7 @@ def test_a_removal_that_fails_leaves_the_old_run_whole(run, monkeypatch):
 
     monkeypatch.setattr(os, "rename", failing)
     with pytest.raises(CharrnnError, match="it is left as it was"):
-        checkpoint.clear_run(run)
+        rundir.clear_run(run)
     monkeypatch.setattr(os, "rename", real)
     assert sorted(p.name for p in run.iterdir()) == before
     checkpoint.load(run)  # whole
@@ -195,7 +195,7 @@ def test_tar_members_are_streamed_not_held(tmp_path, data_dir):
             member = tmp_path / "member.c"
             member.write_bytes(b"int x;\n" * ((30 << 20) // 7))  # 30 MB of C each
             t.add(member, arcname=name)
-    code = (f"from charrnn import recipes\nBASE = rss('VmRSS')\n"
+    code = (f"from charrnn.data import recipes\nBASE = rss('VmRSS')\n"
             f"r = recipes.Recipe(name='linux', about='', source='', licence='', build='tree', "
             f"url='', include=('*.c',))\n"
             f"recipes.get(r, source=__import__('pathlib').Path({str(archive)!r}))")
@@ -218,7 +218,7 @@ def test_a_get_killed_by_a_signal_leaves_nothing_behind_after_the_next(tmp_path,
 
     big = tmp_path / "big.txt"
     big.write_bytes(b"abc\n" * (50 << 20))  # 200 MB: long enough to be caught mid-build
-    code = ("import sys; from pathlib import Path; from charrnn import recipes\n"
+    code = ("import sys; from pathlib import Path; from charrnn.data import recipes\n"
             "r = recipes.Recipe(name='big', about='', source='', licence='', build='file', "
             "url='')\nrecipes.get(r, source=Path(sys.argv[1]))")
     env = {**os.environ, "CHARRNN_DATA_DIR": str(data_dir)}
@@ -243,7 +243,7 @@ def test_a_get_killed_by_a_signal_leaves_nothing_behind_after_the_next(tmp_path,
 
 @needs_proc
 def test_a_text_read_past_a_far_offset_is_not_held(run):
-    code = ("import sys\nfrom charrnn import inspection\nBASE = rss('VmRSS')\n"
+    code = ("import sys\nfrom charrnn.interp import inspection\nBASE = rss('VmRSS')\n"
             "text = inspection.read_text('/dev/zero', '--text', 100, skip={offset})\n")
     near, far = (peak_kb(code.format(offset=n)) for n in (0, 200_000_000))
     assert far - near < 50_000, f"{(far - near) // 1024} MB more to skip 200M characters"
@@ -264,7 +264,7 @@ def test_a_folder_of_one_large_file_is_built_in_bounded_memory(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "big.py").write_bytes(b"print('hello, world')\n" * ((60 << 20) // 22))  # 60 MB
-    code = (f"from pathlib import Path\nfrom charrnn.concat import concatenate, read_folder\n"
+    code = (f"from pathlib import Path\nfrom charrnn.data.concat import concatenate, read_folder\n"
             f"BASE = rss('VmRSS')\n"
             f"with open({str(tmp_path / 'out.txt')!r}, 'wb') as out:\n"
             f"    concatenate(read_folder(Path({str(src)!r}), ['big.py']), out)")

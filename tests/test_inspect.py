@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, train_run
 from rich.console import Console
 
-from charrnn import checkpoint, inspection, page, probes, render, views
+from charrnn import checkpoint
 from charrnn.config import InspectConfig
+from charrnn.interp import html_page as page
+from charrnn.interp import inspection, probes, views
+from charrnn.interp import terminal as render
 from charrnn.model import CharRNN
-
-from conftest import invoke, train_run
-
 
 
 def quoted_text(n_words, seed):
@@ -88,7 +89,7 @@ def bracket_run(tmp_path_factory):
 
 def test_a_layer_probe_knows_the_planted_feature_and_the_untrained_control_does_not(
         bracket_run):
-    from charrnn import layerprobe
+    from charrnn.interp import layerprobe
 
     model, vocab, _ = checkpoint.load(bracket_run)
     text = bracket_text(3000, 2)
@@ -101,12 +102,12 @@ def test_a_layer_probe_knows_the_planted_feature_and_the_untrained_control_does_
     assert trained[0].metric == "balanced accuracy"
     assert trained[0].score > 0.9 and control[0].score < trained[0].score - 0.15
     assert [size for size, _, _ in trained[0].path][:3] == [1, 2, 3]
-    said = layerprobe.describe("depth", trained[0])
+    said = layerprobe.score_line("depth", trained[0])
     assert said.startswith("layer 1 knows depth to ") and "alone" in said
 
 
 def test_ablating_the_found_cell_raises_the_loss_where_the_feature_is_used(bracket_run):
-    from charrnn import ablation
+    from charrnn.interp import ablation
 
     model, vocab, _ = checkpoint.load(bracket_run)
     text = bracket_text(500, 3)
@@ -132,7 +133,7 @@ def test_ablating_the_found_cell_raises_the_loss_where_the_feature_is_used(brack
 
 
 def test_the_layer_probe_scores_a_numeric_feature_by_held_out_r2():
-    from charrnn import layerprobe
+    from charrnn.interp import layerprobe
 
     rng = np.random.default_rng(0)
     states = rng.normal(size=(1, 2000, 20))
@@ -278,7 +279,7 @@ def test_inspect_cells_cli_end_to_end(quote_run, tmp_path):
 
 
 def test_match_finds_where_a_planted_pattern_of_activity_recurs():
-    from charrnn import match
+    from charrnn.interp import match
 
     rng = np.random.default_rng(0)
     text_states = rng.normal(0, 0.1, size=(3000, 64))
@@ -301,7 +302,7 @@ def test_match_lists_stretches_on_the_command_line(quote_run):
 
 
 def test_a_sparse_dictionary_recovers_planted_sparse_features():
-    from charrnn import features
+    from charrnn.interp import features
 
     rng = np.random.default_rng(0)
     hidden, planted, n = 32, 24, 12_000

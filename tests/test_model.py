@@ -1,11 +1,10 @@
 import pytest
+import reference
 import torch
 
-from charrnn.errors import CharrnnError
 from charrnn.config import ModelConfig
+from charrnn.errors import CharrnnError
 from charrnn.model import GATES, CharRNN
-
-import reference
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import train_run
 
 TEXT = "Friends, Romans, countrymen, lend me your ears;\nI come to bury Caesar.\n" * 60

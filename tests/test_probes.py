@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from charrnn import probes
 from charrnn.errors import CharrnnError
+from charrnn.interp import probes
 
 
 def on(text, feature):
@@ -28,15 +28,15 @@ def test_depth_counts_nested_brackets_and_never_goes_negative():
 def test_comment_and_string_spans_for_c_python_and_latex():
     c = '#include <stdio.h>\nx = 1; /* note "a" */ y = "s/*"; // tail\n#define N 3\nz'
     assert on(c, probes.comment(c, "c")) == '/* note "a" */// tail'
-    assert on(c, probes.string(c, "c")) == '"s/*"'
+    assert on(c, probes.in_string(c, "c")) == '"s/*"'
     assert on(c, probes.preprocessor(c, "c")) == "#include <stdio.h>#define N 3"
     py = 'a = \'#no\' # yes\nb = """doc # not a comment\n""" + f"x"\n'
     assert on(py, probes.comment(py, "python")) == "# yes"
-    assert on(py, probes.string(py, "python")) == ("'#no'\"\"\"doc # not a comment\n\"\"\""
+    assert on(py, probes.in_string(py, "python")) == ("'#no'\"\"\"doc # not a comment\n\"\"\""
                                                    'f"x"')
     tex = r"50\% off % real comment" + "\nLet $x^2$ and \\[ y \\] be \\(z\\)."
     assert on(tex, probes.comment(tex, "latex")) == "% real comment"
-    assert on(tex, probes.math(tex, "latex")) == "$x^2$\\[ y \\]\\(z\\)"
+    assert on(tex, probes.in_math(tex, "latex")) == "$x^2$\\[ y \\]\\(z\\)"
     assert on(tex, probes.preprocessor(tex, "latex")) == ""  # no such thing in LaTeX
 
 

@@ -12,11 +12,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from charrnn import corpus, recipes
-from charrnn.errors import CharrnnError
-
 from conftest import invoke
+
+from charrnn.data import corpus, recipes
+from charrnn.errors import CharrnnError
 
 TEXT = b"Shall I compare thee to a summer's day?\nThou art more lovely and more temperate.\n"
 

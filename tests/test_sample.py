@@ -3,13 +3,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from reference import FusedStepper
 
-from charrnn.errors import CharrnnError
 from charrnn.config import ModelConfig, SampleConfig
+from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN
 from charrnn.sample import check_prime, distribution, draw, generate
-
-from reference import FusedStepper
 from charrnn.vocab import Vocab
 
 VOCAB = Vocab(tuple("\n abcdefgh"))
@@ -136,7 +135,7 @@ def test_bad_sampling_options_are_clear_errors(bad, message):
 
 
 def test_novelty_finds_a_planted_copied_stretch():
-    from charrnn.novelty import longest_copy
+    from charrnn.evaluation.novelty import longest_copy
 
     rng = np.random.default_rng(0)
     corpus = rng.integers(0, 30, 200_000)

@@ -4,10 +4,9 @@ import json
 import math
 
 import pytest
-
-from charrnn.schedule import Schedule
-
 from conftest import train_run
+
+from charrnn.training.schedule import Schedule
 
 TEXT = "It was the best of times, it was the worst of times.\n" * 60
 

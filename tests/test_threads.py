@@ -1,13 +1,11 @@
 """The thread policy and the governor that follows the machine's load (charrnn/threads.py)."""
 
 import pytest
+from conftest import invoke
 
 from charrnn import threads
 from charrnn.errors import CharrnnError
 from charrnn.threads import Governor, Threads, policy
-
-from conftest import invoke
-
 
 # ---------------------------------------------------------------------------------------------
 # The policy: a pure function of the machine and of what the user set

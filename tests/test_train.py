@@ -5,13 +5,12 @@ import re
 
 import pytest
 import torch
+from conftest import train_run
 
 from charrnn import checkpoint
-from charrnn.errors import CharrnnError
 from charrnn.config import SampleConfig
+from charrnn.errors import CharrnnError
 from charrnn.sample import generate
-
-from conftest import train_run
 
 TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "\n") * 40
 
@@ -104,9 +103,10 @@ def test_unicode_corpus_trains_and_samples(write, tmp_path):
 
 
 def test_init_from_keeps_old_rows_and_adds_new_characters(write, tmp_path):
-    from charrnn import prepare
-    from charrnn.config import TrainConfig
     from conftest import quiet
+
+    from charrnn.config import TrainConfig
+    from charrnn.training import setup as prepare
 
     train_run(write("ab.txt", "abab\n" * 100), tmp_path / "base", max_steps=10, eval_every=10)
     base, base_vocab, _ = checkpoint.load(tmp_path / "base")
@@ -166,7 +166,7 @@ def test_mixed_precision_trains_and_resumes(write, tmp_path):
 
     trainer, first = train_run(corpus, tmp_path / "run", amp=True, max_steps=40, eval_every=10,
                                lr=1e-2, batch_size=4, seq_len=32, callback=stop_at_20)
-    assert trainer.amp_dtype == torch.bfloat16 and first.stopped_by == "interrupted"
+    assert trainer.runner.amp_dtype == torch.bfloat16 and first.stopped_by == "interrupted"
     _, second = train_run(None, tmp_path / "run", resume=True)
     assert second.step == 40 and second.best_val_loss < 2.0
     model, _, config = checkpoint.load(tmp_path / "run")
@@ -177,7 +177,7 @@ def test_mixed_precision_trains_and_resumes(write, tmp_path):
 def test_off_a_terminal_the_log_has_a_line_every_30_seconds(monkeypatch):
     from rich.console import Console
 
-    from charrnn import progress
+    from charrnn.training import progress
 
     clock = [1000.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
@@ -219,7 +219,7 @@ def test_samples_while_training_are_kept_with_their_step_and_can_be_turned_off(w
 def test_a_sample_shown_while_training_has_no_raw_control_characters():
     from rich.console import Console
 
-    from charrnn.progress import Reporter
+    from charrnn.training.progress import Reporter
 
     out = io.StringIO()
     Reporter(Console(file=out, width=100)).sample(40, "ok \x1b[31mred\x07\nline two\n")

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import invoke, train_run
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind\n" * 40
@@ -158,9 +157,9 @@ def test_the_dropout_line_counts_the_batch_the_small_corpus_allows(write, tmp_pa
     assert result.exit_code == 0, result.output
     import json
 
-    from charrnn.batches import fit
+    from charrnn.training.batches import fit_batch
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    batch, seq, _ = fit(1800, 32, 64)  # what the 1,800 training characters hold
+    batch, seq, _ = fit_batch(1800, 32, 64)  # what the 1,800 training characters hold
     assert batch < 32
     reason = config["choice"]["reason"]
     assert f"a budget of {40 * batch * seq:,} characters" in reason, reason

@@ -1,0 +1,251 @@
+"""The Python API: what the command line does, from a notebook or a script. The command line is
+built on it.
+
+    import charrnn
+
+    run = charrnn.train("corpus.txt", out="runs/corpus", time="2m")   # or charrnn.load(path)
+    print(run.sample(300, temperature=0.8, seed=1))
+    for ch in run.stream(1000, prime="ROMEO:"):
+        print(ch, end="")
+    ins = run.inspect("def f(x):\\n    return [x, (x + 1)]\\n")
+    ins.probe("depth")          # every cell of every layer by |r| with bracket depth
+    ins.ablate("1:17")          # the loss each character gains with cell 17 held at its mean
+    ins                         # in a notebook: the painted page, as `--html` writes it
+    run.eval()                  # the loss beside n-gram baselines
+    run.info()                  # what the run is, its plan and speed, its loss curves
+
+Settings go by their field names, as the command line's options say them with dashes
+(`hidden_size=` for `--hidden-size`). Errors are raised as CharrnnError with the one line the
+command line prints; nothing is printed unless `progress=True`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from charrnn import checkpoint, threads
+from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig
+from charrnn.errors import CharrnnError
+from charrnn.interp.inspection import Inspection
+from charrnn.model import CharRNN
+from charrnn.vocab import Vocab
+
+
+def train(corpus: str | Path | None = None, *, out: str | Path | None = None,
+          resume: str | Path | None = None, init_from: str | Path | None = None,
+          plan_from: str | Path | None = None, overwrite: bool = False,
+          progress: bool = False, **settings) -> Run:
+    """Train a run, as `charrnn train` does, and return it (its best model). `corpus`: a text
+    file, a folder or a corpus name; `resume`, `init_from`, `plan_from`: a run to continue, to
+    start from, or to repeat. `settings`: any option of `charrnn train` by its field name
+    (`time="2m"`, `hidden_size=256`, `max_steps=500`, `seed=1`...)."""
+    from charrnn.training import setup
+    from charrnn.training.progress import Reporter, quiet_reporter, reporter_for
+
+    model_settings, train_settings = split_settings(settings)
+    reporter = reporter_for() if progress else quiet_reporter()
+    assert isinstance(reporter, Reporter)
+    starts = [name for name, v in (("resume", resume), ("init_from", init_from),
+                                   ("plan_from", plan_from)) if v is not None]
+    if len(starts) > 1:
+        raise CharrnnError(f"{' and '.join(starts)} do not go together; choose one")
+    if plan_from is not None:
+        trainer = setup.repeat(Path(plan_from), _text(corpus), _path(out),
+                               {**model_settings, **train_settings}, overwrite=overwrite,
+                               reporter=reporter)
+    elif resume is not None:
+        trainer = setup.resume(Path(resume), _text(corpus),
+                               {**model_settings, **train_settings}, reporter)
+    else:
+        if corpus is None:
+            raise CharrnnError("give a corpus to train on (a text file, a folder or a corpus "
+                               "name), or resume=RUN")
+        trainer = setup.new(_text(corpus), _path(out), TrainConfig(**train_settings),
+                            model_settings, init_from=_path(init_from), overwrite=overwrite,
+                            reporter=reporter)
+    outcome = trainer.run_loop()
+    if outcome.stopped_by == "interrupted":
+        raise KeyboardInterrupt(f"interrupted at step {outcome.step}; resume with "
+                                f"charrnn.train(resume={str(outcome.run)!r})")
+    return load(outcome.run)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Run:
+    """A run written by `charrnn train`: its best model (eval mode), vocabulary and config."""
+    model, vocab, config = checkpoint.load(Path(path), device)
+    return Run(Path(path), model, vocab, config)
+
+
+def split_settings(settings: dict) -> tuple[dict, dict]:
+    """(the model's, the training's) of `settings` given by field name; a text value of a
+    setting that parses one (time="2m", threads="auto") is parsed as the option would be."""
+    model_names = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+    train_fields = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(settings) - model_names - set(train_fields))
+    if unknown:
+        raise CharrnnError(f"unknown setting {', '.join(unknown)}; the settings are "
+                           f"{', '.join(sorted(model_names | set(train_fields)))}")
+    model = {k: v for k, v in settings.items() if k in model_names}
+    train = {}
+    for k, v in settings.items():
+        if k in train_fields:
+            parse = train_fields[k].metadata.get("parse")
+            train[k] = parse(v) if parse and isinstance(v, str) else v
+    return model, train
+
+
+def _path(value) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass
+class Run:
+    """A trained run: what sample, inspect, eval and info answer about."""
+
+    path: Path
+    model: CharRNN
+    vocab: Vocab
+    config: dict = field(repr=False)
+
+    def stream(self, length: int = 1000, *, prime: str = "", temperature: float = 0.8,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               stop: str | None = None) -> Iterator[str]:
+        """Yield the characters of a sample as they are drawn (not the prime), ending at
+        `length` or once `stop` is written."""
+        from charrnn.sample import check_prime, until
+
+        threads.configure()
+        cfg = SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, length=length,
+                           seed=seed)
+        prime = check_prime(prime, self.vocab, drop_unknown=False)
+        return until(stop, self._draw(prime, cfg))
+
+    def sample(self, length: int = 1000, **kw) -> str:
+        """A sample as one string (the prime, if any, not included): see `stream`."""
+        return "".join(self.stream(length, **kw))
+
+    def _draw(self, prime: str, cfg: SampleConfig) -> Iterator[str]:
+        from charrnn.sample import generate, seeded
+
+        return generate(self.model, self.vocab, prime, cfg, seeded(cfg.seed))
+
+    def inspect(self, text: str | None = None, *, text_file: str | Path | None = None,
+                prime: str | None = None, length: int = 1000, offset: int = 0,
+                temperature: float = 0.8, seed: int | None = None,
+                max_memory: int | str = "2G", ask: InspectConfig | None = None
+                ) -> RunInspection:
+        """One pass of a text through the model, every state of every cell kept (numpy
+        arrays in `.states`): `text`, or `text_file`, or `prime` and the model's continuation
+        of it, or (with none) a stretch of the run's validation text. `ask` (inspect-cells'
+        questions) adds what it asks for: the ablation, the sparse feature, the match."""
+        from charrnn.config import parse_size
+        from charrnn.interp import ablation, inspection
+
+        limit = parse_size(max_memory) if isinstance(max_memory, str) else max_memory
+        mc = self.model.config
+        held = (ablation.parse(ask.ablate, mc.layers, mc.hidden_size)  # a mistake: said first
+                if ask is not None and ask.ablate is not None else None)
+        if text is None:
+            drawing = SampleConfig(temperature=temperature, seed=seed, length=max(length, 0))
+            inspection.check_stretch(length, offset, prime)
+            text = inspection.text_to_inspect(self.model, self.vocab, self.config,
+                                              _path(text_file), prime, length, offset,
+                                              drawing, limit)
+        inspection.check_memory(mc, len(text), limit)
+        ins = inspection.inspect(self.model, self.vocab, text)
+        ins = RunInspection(**{f.name: getattr(ins, f.name) for f in fields(Inspection)},
+                            run=self)
+        if ask is not None:
+            ins.answer(ask, held)
+        return ins
+
+    def eval(self, text_file: str | Path | None = None) -> dict:
+        """The loss on `text_file` (by default the run's validation text) beside the uniform and
+        n-gram baselines: {"rows": [{"name", "about", "nats", "bits", "perplexity"}...]...}."""
+        from charrnn.evaluation import evaluate
+
+        threads.configure()
+        result = evaluate.evaluate(self.path, _path(text_file))
+        result.pop("per_char")
+        return result
+
+    def info(self) -> dict:
+        """What `charrnn info` says of the run, as plain values (its loss curves included)."""
+        from charrnn.evaluation import info
+
+        return info.gather(self.path)
+
+
+@dataclass
+class RunInspection(Inspection):
+    """An inspection that knows its run's model, so it can answer the questions that run the
+    model again (ablation, match), and shows itself in a notebook."""
+
+    run: Run | None = field(default=None, repr=False)
+
+    def probe(self, name: str, state: str | None = None, top: int = 10,
+              lang: str | None = None) -> dict:
+        """The cells of every layer ranked by |r| with a probe (a name of `--list-probes`, or
+        `regex:PATTERN`), and what each layer knows of it: {"cells": [(layer, cell, r)...],
+        "layers": [layerprobe.LayerScore...]}."""
+        from charrnn.interp import views
+
+        return views.probe_answer(self, name, state, top, lang)
+
+    def ablate(self, cells: str) -> np.ndarray:
+        """The rise of each predicted character's loss (characters 1 .. N - 1), in nats, with
+        `cells` ("LAYER:CELL,...") held at their mean over the text."""
+        from charrnn.interp import ablation
+
+        mc = self.run.model.config
+        held = ablation.parse(cells, mc.layers, mc.hidden_size)
+        return ablation.ablate(self.run.model, self.vocab, self.text, held)
+
+    def match(self, phrase: str, state: str | None = None) -> list:
+        """LSTMVis's match: the stretches of the text whose activity, on the cells most active
+        on `phrase`, is closest to the phrase's (match.Match: start, distance)."""
+        from charrnn.interp import inspection, match
+        from charrnn.interp.inspection import default_state
+
+        state = state or default_state(self.model)
+        own = inspection.inspect(self.run.model, self.vocab, phrase)
+        _, found = match.find(own.columns(state), self.columns(state))
+        return found
+
+    def answer(self, ask: InspectConfig, held: dict | None = None) -> None:
+        """Run what `ask` needs beside the pass: the ablation of `held` cells, the sparse
+        feature `charrnn features` learned, the --match phrase's own pass."""
+        from charrnn.interp import ablation, features, inspection
+
+        mc = self.run.model.config
+        if held:
+            self.ablation = (ask.ablate, ablation.ablate(self.run.model, self.vocab, self.text,
+                                                         held))
+        if ask.feature is not None:
+            layer, state = ask.layer or mc.layers, ask.state or "h"
+            self.check(state, layer)
+            d = features.load(features.path_of(self.run.path, layer, state), mc.hidden_size)
+            if not 0 <= ask.feature < d.w_enc.shape[0]:
+                raise CharrnnError(f"--feature {ask.feature} does not exist: features are "
+                                   f"numbered 0 to {d.w_enc.shape[0] - 1}")
+            acts = d.encode(self.states[state][layer - 1])[:, ask.feature]
+            self.feature = (f"feature {ask.feature} of layer {layer} ({state})", acts)
+        if ask.match:
+            if len(ask.match) < 2:
+                raise CharrnnError("--match needs a phrase of 2 characters or more")
+            self.matching = inspection.inspect(self.run.model, self.vocab, ask.match)
+
+    def _repr_html_(self) -> str:
+        from charrnn.interp import views
+
+        return views.html(f"charrnn inspect-cells {self.run.path if self.run else ''}",
+                          views.build(self, InspectConfig()), self)

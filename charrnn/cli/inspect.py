@@ -1,0 +1,137 @@
+"""`charrnn inspect-cells` and `charrnn features`: what the cells and features of a run do."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from charrnn import threads
+from charrnn.cli.base import (
+    RunArg,
+    app,
+    command,
+    settings,
+    stderr_console,
+    stdout_console,
+)
+from charrnn.config import InspectConfig, SampleConfig
+from charrnn.errors import CharrnnError, printable
+
+
+@command((InspectConfig, None), (SampleConfig, ("temperature", "seed")), name="inspect-cells")
+def inspect_cells(
+    run: RunArg,
+    text: Annotated[Optional[Path], typer.Option("--text", help="Inspect this UTF-8 file "
+                                                 "instead of the run's validation text.")] = None,
+    prime: Annotated[Optional[str], typer.Option("--prime", help="Inspect this text and the "
+                                                 "model's continuation of it (--temperature, "
+                                                 "--seed).")] = None,
+    length: Annotated[int, typer.Option("--length", help="Characters to inspect (with --prime: "
+                                        "to generate).")] = 1000,
+    offset: Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
+                                        "characters.")] = 0,
+    list_probes: Annotated[bool, typer.Option("--list-probes", help="List the probes and "
+                                              "exit.")] = False,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the views to "
+                                                     "this self-contained HTML file.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --html "
+                                        "file.")] = False,
+    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+    **values,
+):
+    """Paint each character of a text by what a hidden cell does there; find cells by probes."""
+    from charrnn import api
+    from charrnn.device import pick_device
+    from charrnn.fileio import atomic_write_text, check_new_file
+    from charrnn.interp import probes, views
+    from charrnn.output import to_stdout
+
+    console = stdout_console(color)
+    if list_probes:
+        with to_stdout():
+            views.list_probes(console, probes.PROBES.values())
+        return
+    request = InspectConfig(**settings(InspectConfig, values))
+    chosen = settings(SampleConfig, values)
+    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
+    if len(temperatures) > 1:
+        raise CharrnnError("inspect-cells takes one --temperature, not a list")
+    if html_out is not None:
+        check_new_file(html_out, "--html", force)
+    threads.configure(request.threads)
+    ins = api.load(run, pick_device(request.device)).inspect(
+        text_file=text, prime=prime, length=length, offset=offset,
+        temperature=temperatures[0], seed=chosen.get("seed"), max_memory=request.max_memory,
+        ask=request)
+    built = views.build(ins, request)
+    with to_stdout():
+        views.show(console, built, ins)
+    if html_out is not None:
+        check_new_file(html_out, "--html", force)  # again: the inspection took a while
+        atomic_write_text(html_out, views.html(f"charrnn inspect-cells {shlex.quote(str(run))}",
+                                               built, ins))
+        stderr_console().print(Text(f"wrote {printable(str(html_out))}"))
+
+
+@app.command("features")
+def features_(
+    run: RunArg,
+    layer: Annotated[Optional[int], typer.Option("--layer", help="Layer, counted from 1. "
+                                                 "[default: the last]", show_default=False)]
+    = None,
+    state: Annotated[str, typer.Option("--state", help="h (hidden state), or c (an LSTM's "
+                                       "cell state, as tanh(c)).")] = "h",
+    chars: Annotated[int, typer.Option("--chars", help="Characters of the training text to "
+                                       "learn from.")] = 50_000,
+    count: Annotated[Optional[int], typer.Option(
+        "--features", help="How many features to learn. [default: 4 per cell]",
+        show_default=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps of the dictionary.")]
+    = 3000,
+    top: Annotated[int, typer.Option("--top", help="Features to list.")] = 10,
+    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+):
+    """Learn a sparse dictionary (a sparse autoencoder) of a layer's states over the training
+    text, save it in the run directory, and list its features by how often they fire, each with
+    its top contexts painted and a label from the probe it follows best."""
+    from charrnn import checkpoint
+    from charrnn.interp import features
+    from charrnn.interp import terminal as render
+    from charrnn.output import to_stdout
+
+    console = stdout_console(color)
+    if chars < 100 or steps < 1 or top < 1:
+        raise CharrnnError("--chars must be 100 or more, and --steps and --top 1 or more")
+    threads.configure()  # (CHARRNN_THREADS, or chosen for the load)
+    model, vocab, config = checkpoint.load(run)
+    layer = layer if layer is not None else model.config.layers
+    say = stderr_console()
+    learned = features.learn(run, model, vocab, config, layer, state, chars, count, steps,
+                             lambda line: say.print(Text(printable(line))))
+    text, acts, frequency, labels = (learned.text, learned.acts, learned.frequency,
+                                     learned.labels)
+    say.print(Text(printable(f"saved {learned.path}; paint one with `charrnn inspect-cells "
+                             f"{shlex.quote(str(run))} --layer {layer} --state {state} "
+                             "--feature N`")))
+    alive = [f for f in sorted(range(len(frequency)), key=lambda f: -frequency[f])
+             if frequency[f] > 0]
+    with to_stdout():
+        for f in alive[:top]:
+            name, r = labels[f]
+            console.print(Text(f"feature {f}: fires on {frequency[f]:.1%} of characters; "
+                               f"follows probe {name} best (r = {r:+.2f})", style="bold"))
+            for at in acts[:, f].argsort(kind="stable")[::-1][:3]:
+                lo, hi = max(int(at) - 30, 0), min(int(at) + 10, len(text))
+                render.heatmap(console, render.View(f"  at character {int(at):,}",
+                                                    acts[lo:hi, f], 0.0,
+                                                    float(acts[:, f].max()) or 1.0),
+                               text[lo:hi])
+        dead = acts.shape[1] - len(alive)
+        if dead:
+            console.print(Text(f"{dead} feature(s) never fire on this text"))
+
+

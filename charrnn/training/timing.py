@@ -1,0 +1,80 @@
+"""How fast a run goes: its own steady speed, its steps and evaluations timed apart (for the
+plan's check, `charrnn info` and the calibration cache), and the display's recent rate."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from charrnn.training.calibrate import Speed
+
+
+class Timing:
+    """This process's own speed, its training steps and its evaluations timed apart: what the
+    plan is checked against, what `charrnn info` shows, and what the calibration cache learns.
+    The first steps of a process allocate and pick kernels: they are not counted."""
+
+    WARM_UP = 3  # steps
+
+    def __init__(self):
+        self.seen = 0  # steps, counted or not
+        self.steps = 0
+        self.chars = self.seconds = 0.0
+        self.by_threads: dict[int, list[float]] = {}  # threads -> [chars, seconds, cpu seconds]
+        self.evals = 0
+        self.eval_chars = self.eval_seconds = 0.0
+        self.pause_seconds = 0.0  # evaluations with their checkpoints and samples
+
+    def step(self, chars: int, seconds: float, cpu: float, n_threads: int) -> None:
+        self.seen += 1
+        if self.seen <= self.WARM_UP:
+            return
+        self.steps += 1
+        self.chars += chars
+        self.seconds += seconds
+        row = self.by_threads.setdefault(n_threads, [0.0, 0.0, 0.0])
+        row[0] += chars
+        row[1] += seconds
+        row[2] += cpu
+
+    def evaluation(self, chars: int, seconds: float, pause: float) -> None:
+        self.evals += 1
+        self.eval_chars += chars
+        self.eval_seconds += seconds
+        self.pause_seconds += pause
+
+    def speed(self) -> Speed | None:
+        if not self.steps or not self.evals:
+            return None
+        return Speed(train=self.chars / max(self.seconds, 1e-9),
+                              eval=self.eval_chars / max(self.eval_seconds, 1e-9))
+
+    def steady(self, n_threads: int, device: torch.device) -> Speed | None:
+        """The speed at `n_threads`, if long enough to trust (and, on a CPU, with the CPU
+        time they asked for): what the calibration cache learns."""
+        chars, seconds, cpu = self.by_threads.get(n_threads, (0.0, 0.0, 0.0))
+        if seconds < 3.0 or not self.evals:
+            return None
+        share = cpu / (seconds * n_threads) if device.type == "cpu" else 1.0
+        return Speed(train=chars / seconds,
+                              eval=self.eval_chars / max(self.eval_seconds, 1e-9),
+                              share=min(share, 1.0))
+
+
+class Throughput:
+    """Characters per second over the last few seconds, not the whole run."""
+
+    def __init__(self, chars_per_step: int, step: int, clock=time.monotonic,
+                 window: float = 5.0):
+        self.chars_per_step, self.window = chars_per_step, window
+        self.t, self.step = clock(), step
+        self.last = 0.0  # the rate over the last whole window
+
+    def rate(self, step: int, now: float) -> float:
+        if step == self.step:  # (just after a new window began)
+            return self.last
+        rate = (step - self.step) * self.chars_per_step / max(now - self.t, 1e-9)
+        if now - self.t >= self.window:
+            self.t, self.step, self.last = now, step, rate
+        return rate
