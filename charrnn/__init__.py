@@ -9,8 +9,9 @@ command line (charrnn/cli/) is built on it. They are read when first used, so `c
 starts without loading PyTorch.
 """
 
-__version__ = "0.1.0"
-__all__ = ["CharrnnError", "Run", "load", "train"]
+from charrnn.version import __version__
+
+__all__ = ["CharrnnError", "Run", "__version__", "load", "train"]
 
 
 def __getattr__(name: str):

@@ -25,7 +25,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
-import charrnn
 from charrnn.config import ModelConfig
 from charrnn.errors import CharrnnError, describe_os_error, first_line
 from charrnn.fileio import (
@@ -38,6 +37,7 @@ from charrnn.fileio import (
     read_regular,
 )
 from charrnn.model import CharRNN, blocks
+from charrnn.version import __version__
 from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -65,7 +65,7 @@ def is_run(path: Path) -> bool:
 
 
 def write_config(run: Path, config: dict) -> None:
-    config = {"format_version": FORMAT_VERSION, "charrnn_version": charrnn.__version__,
+    config = {"format_version": FORMAT_VERSION, "charrnn_version": __version__,
               "torch_version": torch.__version__, **config}
     atomic_write_text(Path(run) / CONFIG, json.dumps(config, indent=2) + "\n")
 

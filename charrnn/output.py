@@ -6,8 +6,11 @@ import io
 import os
 import sys
 import time
+import unicodedata
 from contextlib import contextmanager
 from typing import TextIO
+
+from rich.cells import cell_len
 
 from charrnn.errors import CharrnnError, os_reason
 
@@ -15,9 +18,30 @@ from charrnn.errors import CharrnnError, os_reason
 def visible(ch: str) -> str:
     """A character as --safe shows it: newlines and tabs as they are, every other control or
     invisible character (ESC, NUL, bidi overrides, lone surrogates) as a visible symbol."""
-    from charrnn.interp.terminal import glyph
-
     return ch if ch in "\n\t" else glyph(ch)
+
+
+def glyph(ch: str, leading: bool = False) -> str:
+    """How a character is drawn: control and invisible characters become visible symbols."""
+    if ch == "\n":
+        return "↵"
+    if ch == "\t":
+        return "→"
+    if ch == " ":
+        return "·" if leading else " "  # indentation is shown; other spaces by their colour
+    cp = ord(ch)
+    if cp < 0x20:
+        return chr(0x2400 + cp)  # ␀ ␁ ... ␟ control pictures
+    if cp == 0x7F:
+        return "␡"
+    category = unicodedata.category(ch)
+    if category in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        return "�"  # C1 controls, bidi overrides, lone surrogates: never sent raw
+    if category.startswith("M"):
+        return "◌" + ch  # a combining mark alone gets a base to sit on
+    if cell_len(ch) == 0:
+        return "�"
+    return ch
 
 
 class TextOut:

@@ -8,7 +8,7 @@ from conftest import PlannedClock, train_run
 from charrnn import checkpoint
 from charrnn.training import calibrate, rule
 from charrnn.training import plan as planning
-from charrnn.training.calibrate import Speed
+from charrnn.training.timing import Speed
 
 CHOSEN = {"layers": None, "hidden_size": None, "embedding_size": None, "dropout": None}
 TEXT = "Call me Ishmael. Some years ago, never mind how long precisely.\n" * 80

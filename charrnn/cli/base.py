@@ -17,13 +17,13 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from charrnn import __version__
 from charrnn.config import (
     flag,
     option_settings,
 )
 from charrnn.errors import CharrnnError, describe_os_error, os_reason, printable
 from charrnn.output import silence_stdout
+from charrnn.version import __version__
 
 try:  # typer vendors click from 0.22 on
     from typer._click.exceptions import ClickException

@@ -9,7 +9,6 @@ stay apart.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,33 +19,12 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.output import glyph
+
 WHITE = (255, 255, 255)
 RED = (202, 0, 32)  # -1 on the diverging scale, as in the paper's tanh(c) figures
 BLUE = (5, 113, 176)  # +1
 BLOCKS = " ▁▂▃▄▅▆▇█"  # no-colour magnitude: the value's height between the ends of its range
-
-
-def glyph(ch: str, leading: bool = False) -> str:
-    """How a character is drawn: control and invisible characters become visible symbols."""
-    if ch == "\n":
-        return "↵"
-    if ch == "\t":
-        return "→"
-    if ch == " ":
-        return "·" if leading else " "  # indentation is shown; other spaces by their colour
-    cp = ord(ch)
-    if cp < 0x20:
-        return chr(0x2400 + cp)  # ␀ ␁ ... ␟ control pictures
-    if cp == 0x7F:
-        return "␡"
-    category = unicodedata.category(ch)
-    if category in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-        return "�"  # C1 controls, bidi overrides, lone surrogates: never sent raw
-    if category.startswith("M"):
-        return "◌" + ch  # a combining mark alone gets a base to sit on
-    if cell_len(ch) == 0:
-        return "�"
-    return ch
 
 
 def mix(a, b, t: float) -> tuple[int, int, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,24 +22,12 @@ from charrnn.threads import SHARE_MIN
 from charrnn.training.distributed import SINGLE, World
 from charrnn.training.rule import LR, parameters
 from charrnn.training.step import StepRunner
+from charrnn.training.timing import Speed
 
 CALIBRATION_SHARE, CALIBRATION_MAX_S = 0.05, 15.0  # of the budget, at most, in wall time
 CACHE_FORMAT = 3
 CACHE_SAMPLES = 5  # the latest timings kept for each model, device and batch
 SUSPECT = 4.0  # a cached speed this many times slower than a smaller size's says: timed again
-
-
-@dataclass
-class Speed:
-    train: float  # characters per second, training
-    eval: float  # characters per second, validation (forward only)
-    share: float = 1.0  # of the CPU time its threads asked for, what the timing got
-    cut: bool = False  # the wall-time cap ended the timing before its steps were done
-
-    @property
-    def clean(self) -> bool:
-        """Timed whole, with the CPU it asked for: worth keeping for the next run."""
-        return self.share >= SHARE_MIN and not self.cut
 
 
 def _cache_path() -> Path:
@@ -223,16 +210,21 @@ def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: 
     if said:
         _write_cache(cache)
     if busy:
-        h, speed = min(busy, key=lambda hs: (hs[1].share, hs[1].cut))
-        if speed.share < SHARE_MIN:
-            why = (f"the machine was busy while timing (the {base.layers}x{h} model's threads "
-                   f"got {speed.share:.0%} of the CPU they asked for)")
-        else:
-            why = (f"the time for calibrating ({budget_s:.1f} s) ran out before the "
-                   f"{base.layers}x{h} model was timed whole")
-        say(f"{why}: planning from what was measured, not caching it, and checking the plan "
-            "against the run's own speed early in the run")
+        say(_busy_line(busy, base.layers, budget_s))
     return speeds
+
+
+def _busy_line(busy: list[tuple[int, Speed]], layers: int, budget_s: float) -> str:
+    """Why the timings in `busy` ((hidden size, speed)...) are not cached, in one line."""
+    h, speed = min(busy, key=lambda hs: (hs[1].share, hs[1].cut))
+    if speed.share < SHARE_MIN:
+        why = (f"the machine was busy while timing (the {layers}x{h} model's threads "
+               f"got {speed.share:.0%} of the CPU they asked for)")
+    else:
+        why = (f"the time for calibrating ({budget_s:.1f} s) ran out before the "
+               f"{layers}x{h} model was timed whole")
+    return (f"{why}: planning from what was measured, not caching it, and checking the plan "
+            "against the run's own speed early in the run")
 
 
 def calibration_budget(seconds: float) -> float:

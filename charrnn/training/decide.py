@@ -16,6 +16,7 @@ from charrnn.training import plan as planning
 from charrnn.training.batches import fit_batch
 from charrnn.training.distributed import SINGLE, World
 from charrnn.training.progress import Reporter
+from charrnn.training.timing import Speed
 
 SIZE_FLAGS = ("layers", "hidden_size", "embedding_size", "dropout")
 
@@ -32,13 +33,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
     given_train = {k: getattr(cfg, k) for k in ("batch_size", "seq_len", "lr")
                    if getattr(cfg, k) is not None}
     default_batch = -(-rule.BATCH_SIZE // world.size) * world.size  # one that they share
-    # the batch and window that will train: a small corpus shrinks them (see _setup), and the
-    # characters a budget holds, so the passes it makes (and the dropout), follow
-    batch, seq, _ = fit_batch(train_chars, given_train.get("batch_size", default_batch),
-                        given_train.get("seq_len", rule.SEQ_LEN))
-    if world.distributed:
-        batch = max(batch - batch % world.size, world.size)
-
+    batch, seq = _shape(train_chars, given_train, default_batch, world)
     seconds = cfg.time_budget
     started = time.monotonic() if started is None else started
     # calibrating takes at most this long, in wall time, whatever the load
@@ -46,8 +41,8 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
 
     def timed(mc: ModelConfig, sizes: list[int], too_big=None):
         speeds = calibrate.calibrate(device, mc, sizes, batch // world.size, seq, cfg.amp,
-                                    deadline - time.perf_counter(), reporter.say,
-                                    *([too_big] if too_big else []))
+                                     deadline - time.perf_counter(), reporter.say,
+                                     *([too_big] if too_big else []))
         return {h: replace(v, train=v.train * world.size, eval=v.eval * world.size)
                 for h, v in speeds.items()}
 
@@ -55,8 +50,8 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
         chars = [n for n in (cfg.max_steps and cfg.max_steps * batch * seq,
                              cfg.epochs and cfg.epochs * train_chars) if n]
         choice = rule.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
-                                 given_model=given_sizes, given_train=given_train,
-                                 chars=int(min(chars)), batch_size=default_batch)
+                             given_model=given_sizes, given_train=given_train,
+                             chars=int(min(chars)), batch_size=default_batch)
         speeds = None
     else:
         base = ModelConfig(vocab_size=vocab_size, model=model,
@@ -64,18 +59,18 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
                            hidden_size=given_sizes.get("hidden_size", rule.HIDDEN_SIZES[0]),
                            embedding_size=given_sizes.get("embedding_size", rule.EMBEDDING),
                            dropout=given_sizes.get("dropout", 0.0))
-        sizes = ([base.hidden_size] if "hidden_size" in given_sizes
-                 else list(rule.HIDDEN_SIZES))
-        def too_big(hidden: int, speed: calibrate.Speed) -> bool:
+        sizes = [base.hidden_size] if "hidden_size" in given_sizes else list(rule.HIDDEN_SIZES)
+
+        def too_big(hidden: int, speed: Speed) -> bool:
             mc = ModelConfig(**{**base.to_dict(), "hidden_size": hidden})
             chars = speed.train * seconds * rule.TRAIN_SHARE
             return not rule.enough_chars(rule.parameters(mc), chars, train_chars)
 
         speeds = timed(base, sizes, too_big)
         choice = rule.choose(model=model, vocab_size=vocab_size, corpus_chars=train_chars,
-                                 given_model=given_sizes, given_train=given_train,
-                                 seconds=seconds, speeds=speeds, where=name_of(device),
-                                 batch_size=default_batch)
+                             given_model=given_sizes, given_train=given_train,
+                             seconds=seconds, speeds=speeds, where=name_of(device),
+                             batch_size=default_batch)
     cfg = replace(cfg, **choice.train)
     mc = ModelConfig(vocab_size=vocab_size, model=model, **choice.model)
     plan = None
@@ -84,9 +79,19 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
         if mc.dropout and not base.dropout:  # dropout was chosen: time the model as it will be
             speed = timed(mc, [mc.hidden_size]).get(mc.hidden_size, speed)
         plan = planning.plan(seconds, speed, cfg, val_chars, time.monotonic() - started)
-    record = {"reason": choice.reason if choice.chosen else "",
-              "chosen": choice.chosen, "chars": choice.chars}
-    return cfg, mc, plan, record
+    return cfg, mc, plan, {"reason": choice.reason if choice.chosen else "",
+                           "chosen": choice.chosen, "chars": choice.chars}
+
+
+def _shape(train_chars: int, given_train: dict, default_batch: int, world: World
+           ) -> tuple[int, int]:
+    """The batch and window that will train: a small corpus shrinks them (see setup), and the
+    characters a budget holds, so the passes it makes (and the dropout), follow them."""
+    batch, seq, _ = fit_batch(train_chars, given_train.get("batch_size", default_batch),
+                              given_train.get("seq_len", rule.SEQ_LEN))
+    if world.distributed:
+        batch = max(batch - batch % world.size, world.size)
+    return batch, seq
 
 
 def job_plan(plan: planning.Plan, device: torch.device, mc: ModelConfig, cfg: TrainConfig,

@@ -18,19 +18,17 @@ import signal
 import time
 from array import array
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from charrnn import checkpoint, rundir, threads
-from charrnn.config import LN2, SEEDS, SampleConfig, TrainConfig
+from charrnn.config import SEEDS, SampleConfig, TrainConfig
 from charrnn.data.corpus import Corpus
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.model import CharRNN, State
-from charrnn.training import calibrate, state
-from charrnn.training import plan as planning
+from charrnn.training import pacing, state, stopping, validation
 from charrnn.training.batches import Streams
 from charrnn.training.board import Board
 from charrnn.training.distributed import SINGLE, World, resume_command
@@ -39,7 +37,7 @@ from charrnn.training.progress import Reporter, start_line
 from charrnn.training.schedule import Schedule
 from charrnn.training.signals import StopOnSignals
 from charrnn.training.step import StepRunner
-from charrnn.training.timing import Throughput, Timing
+from charrnn.training.timing import Speed, Throughput, Timing
 from charrnn.vocab import Vocab
 
 SAMPLE_CHARS = 200  # characters of each sample shown while training
@@ -66,7 +64,7 @@ class Setup:
     world: World = SINGLE  # this process's place in a torchrun job
     threads: threads.Threads = threads.Threads(1, 1, False, "as given")  # the CPU threads
     started: float = field(default_factory=time.monotonic)  # when the command began
-    measured: calibrate.Speed | None = None  # the run's own speed, as it was last recorded
+    measured: Speed | None = None  # the run's own speed, as it was last recorded
 
 
 @dataclass
@@ -113,7 +111,7 @@ class Trainer:
         self.losses = array("d")  # the loss of every step this process trained, 8 bytes each
         self.since_eval: list[float] = []  # train losses since the last evaluation
         self.stop_signal: int | None = None
-        self.diverging = False  # a rank of a torchrun job saw the loss explode (see _sane)
+        self.diverging = False  # a rank of a torchrun job saw the loss explode (stopping.sane)
         self.pending_stop = None  # what the ranks knew at the last step, on its way
         self.evaluations = 0  # this process's, for --sample-every
         self.tensorboard: Board | None = None
@@ -136,14 +134,14 @@ class Trainer:
     def save_latest(self) -> None:
         latest = state.capture(self)
         if self.world.is_writer:
-            with self._saving():
+            with self.saving():
                 checkpoint.save_state(self.run, latest)
 
     def resume_command(self) -> str:
         return resume_command(self.run, self.world.size)
 
     @contextmanager
-    def _saving(self):
+    def saving(self):
         """A failed write (a full disk, a folder gone read-only) ends the run in one line; the
         atomic writes have kept the last good checkpoint."""
         try:
@@ -183,31 +181,6 @@ class Trainer:
     def eval_due(self) -> bool:
         plan = self.setup.plan
         return plan.eval_due(self.step) if plan else self.step % self.cfg.eval_every == 0
-
-    def stop_reason(self) -> str | None:
-        """Why the loop stops now, if it does: the same on every rank of a torchrun job. What
-        one rank alone knows (a signal, its clock, a loss it saw explode) goes to the others
-        with each step and is read at the next, the round trip hidden behind the step: every
-        rank stops at the same step, one step after the first knew."""
-        if not self.world.distributed:
-            if self.stop_signal is not None:
-                return "interrupted"
-            return self.planned_stop() or ("clock" if self.over_time() else None)
-        signum = clock = diverging = 0
-        if self.pending_stop is not None:
-            signum, clock, diverging = self.pending_stop()
-            self.pending_stop = None
-        if diverging:  # every rank stops with the same error at the same step
-            loss = self.train_loss()
-            self._check_divergence(loss if not self._sane(loss) else math.inf)
-        if signum:
-            self.stop_signal = signum
-            return "interrupted"
-        reason = self.planned_stop() or ("clock" if clock else None)
-        if reason is None:
-            self.pending_stop = self.world.agree_later(
-                [self.stop_signal or 0, int(self.over_time()), int(self.diverging)])
-        return reason
 
     def interrupt(self, signum: int = signal.SIGINT) -> None:
         """Ask the loop to save and stop at the end of the current step."""
@@ -254,7 +227,7 @@ class Trainer:
         self.meter = Throughput(chars, self.step, self.clock)
         last_show = 0.0
         mark, cpu_mark = self.clock(), time.process_time()
-        while (reason := self.stop_reason()) is None:
+        while (reason := stopping.stop_reason(self)) is None:
             if self.window >= s.windows:  # a new epoch: streams restart, so does the state
                 self.epoch, self.window = self.epoch + 1, 0
                 self.hidden = self.model.init_state(s.held, self.device)
@@ -263,8 +236,8 @@ class Trainer:
             now, cpu = self.clock(), time.process_time()
             self.elapsed = now - started
             self.timing.step(chars, now - mark, cpu - cpu_mark, self.governor.threads)
-            self._follow_load(chars)
-            self._check_plan()
+            pacing.follow_load(self, chars)
+            pacing.check_plan(self)
             if on_step is not None:
                 on_step(self)
             if now - last_show >= SHOW_EVERY:
@@ -272,7 +245,7 @@ class Trainer:
                 self._show(now)
             mark, cpu_mark = now, cpu
             if self.eval_due():
-                self._evaluate_and_save(self.meter.rate(self.step, now))
+                validation.evaluate_and_save(self, self.meter.rate(self.step, now))
                 self.governor.restart()  # only the steps are timed
                 mark, cpu_mark = self.clock(), time.process_time()
         return reason
@@ -287,11 +260,12 @@ class Trainer:
         self.window += 1
 
     def _show(self, now: float) -> None:
-        figures = self._figures(self.meter.rate(self.step, now))
+        figures = self.figures(self.meter.rate(self.step, now))
         if self.world.distributed:  # seen here at this rank's moment: agreed at the next step
-            self.diverging = self.diverging or not self._sane(figures["train_loss"])
+            self.diverging = self.diverging or not stopping.sane(figures["train_loss"],
+                                                                  len(self.vocab))
         else:
-            self._check_divergence(figures["train_loss"])
+            stopping.check_divergence(self, figures["train_loss"])
         self.reporter.step(figures)
 
     def _begin(self) -> None:
@@ -300,7 +274,7 @@ class Trainer:
         writer = self.world.is_writer
         if self.setup.resume_state is None:
             self.save_latest()  # a run killed before its first evaluation still resumes
-        with self._saving():
+        with self.saving():
             if self.setup.resume_state is None and writer:
                 checkpoint.write_config(self.run, self.config_dict())
             elif writer:
@@ -319,145 +293,25 @@ class Trainer:
         if reason == "interrupted":
             # save where we are, but do not evaluate: a resumed run then matches an
             # uninterrupted one evaluation for evaluation
-            self._check_divergence(self.train_loss(), weights=True)
+            stopping.check_divergence(self, self.train_loss(), weights=True)
             self.save_latest()
             self.reporter.say(f"interrupted at step {self.step}: saved {self.run}; "
                               f"continue with `{self.resume_command()}`")
         elif self.since_eval:
-            self._evaluate_and_save(self.meter.rate(self.step, self.clock()))
-        self._learn_speed()
+            validation.evaluate_and_save(self, self.meter.rate(self.step, self.clock()))
+        pacing.learn_speed(self)
         if reason == "clock":
-            plan, speed = self.setup.plan, self.timing.speed()
-            self.reporter.warn(
-                f"the clock stopped the run {planning.CLOCK_MARGIN / 2:.0%} past its "
-                f"{plan.seconds:g} s budget, before its planned end: this machine trained at "
-                f"{f'{speed.train:,.0f} chars/s' if speed else 'an unknown speed'} against the "
-                f"{plan.chars_per_sec:,.0f} planned (other work on it, or a slower device)")
+            self.reporter.warn(pacing.clock_stop_line(self))
         losses = list(enumerate(self.losses, start=self.first_step))
         return Outcome(self.run, self.step, self.best_val_loss, reason, self.stop_signal, losses,
                        seconds=self.clock() - self.setup.started)
 
-    def _follow_load(self, chars: int) -> None:
-        """Let the governor change the threads, and say when it does."""
-        said = len(self.governor.moves)
-        self.governor.tick(chars)
-        if len(self.governor.moves) > said:
-            n = self.governor.moves[-1][1]
-            why = ("other work is using this machine's cores" if n < self.setup.threads.most
-                   else "the machine's cores are free again")
-            self.reporter.say(f"{why}: training on {n} thread{'s' if n != 1 else ''} from step "
-                              f"{self.step}")
-
-    def _learn_speed(self) -> None:
-        """What this run measured of itself: kept in config.json (for `charrnn info` and a
-        later --time), and taught to the calibration cache."""
-        speed = self.timing.speed()
-        if speed is None:
-            return
-        self.measured = speed
-        if not self.world.is_writer:
-            return
-        with self._saving():
-            checkpoint.write_config(self.run, self.config_dict())
-        n = self.setup.threads.count
-        steady = self.timing.steady(n, self.device)
-        if steady is not None and not self.world.distributed:  # (the cache: one process's)
-            s, mc = self.train_streams, self.model.config
-            calibrate.learn(calibrate.cache_key(self.device, mc, s.batch, s.seq_len,
-                                                self.cfg.amp, threads=n), steady)
-
-    def _figures(self, chars_per_sec: float) -> dict:
+    def figures(self, chars_per_sec: float) -> dict:
         progress = self.progress()
         eta = self.elapsed * (1 - progress) / progress if progress > 0 else math.inf
         return {"step": self.step, "epoch": self.epochs_done(), "train_loss": self.train_loss(),
                 "chars_per_sec": chars_per_sec, "lr": self.schedule.lr_at(self.step),
                 "elapsed": self.elapsed, "eta": eta, "progress": progress}
-
-    # -----------------------------------------------------------------------------------------
-    # Evaluations
-
-    @torch.no_grad()
-    def evaluate(self) -> float:
-        """The mean validation loss (in a torchrun job, each rank's streams summed over all)."""
-        self.model.eval()
-        s = self.val_streams
-        hidden = self.model.init_state(s.held, self.device)
-        total = torch.zeros((), device=self.device, dtype=torch.float64)
-        for i in range(s.windows if s.held else 0):
-            x, y = s.tensors(i, self.device)
-            with self.runner.autocast():
-                logits, hidden = self.model(x, hidden)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
-        self.model.train()
-        return self.world.sum(total).item() / (s.windows * s.batch * s.seq_len)
-
-    def _evaluate_and_save(self, chars_per_sec: float) -> None:
-        began = self.clock()
-        record = self._figures(chars_per_sec)
-        val_loss = self.evaluate()  # run with the weights after the last update
-        evaluated = self.clock() - began
-        for loss in (record["train_loss"], val_loss):  # not max(): max(3.0, nan) is 3.0
-            self._check_divergence(loss)
-        best = self.schedule.observe(val_loss)
-        record.update(val_loss=val_loss, val_bpc=val_loss / LN2, best=best,
-                      threads=self.governor.threads)
-        del record["progress"], record["eta"]
-        self.since_eval = []
-        self.evaluations += 1
-        latest = state.capture(self)
-        if self.world.is_writer:
-            self._write_evaluation(record, best, val_loss, latest)
-        s = self.val_streams
-        self.timing.evaluation(s.windows * s.batch * s.seq_len, evaluated,
-                               self.clock() - began)
-
-    def _write_evaluation(self, record: dict, best: bool, val_loss: float, latest: dict) -> None:
-        with self._saving():
-            if best:
-                checkpoint.save_weights(self.run, self.model, val_loss)
-                checkpoint.write_config(self.run, self.config_dict())
-            checkpoint.save_state(self.run, latest)
-            rundir.append_metrics(self.run, record)
-        self.reporter.evaluation(record)
-        if self.tensorboard is not None:
-            self.tensorboard.evaluation(record, self.step)
-        if self.cfg.sample_every and self.evaluations % self.cfg.sample_every == 0:
-            text = self.sample()
-            with self._saving():
-                rundir.append_sample(self.run, self.step, text)
-            self.reporter.sample(self.step, text)
-            if self.tensorboard is not None:
-                self.tensorboard.sample(text, self.step)
-
-    def _check_plan(self) -> None:
-        """Once, early in a time-budget run: the run's own speed against its plan's, and the
-        rest of the budget planned again if the end would be off by more than the margin
-        (charrnn/training/plan.py). Recorded in config.json at once, so --resume follows it
-        exactly. In a torchrun job rank 0 decides, and the others take its plan."""
-        plan, t = self.setup.plan, self.timing
-        # in a torchrun job by the step alone: the ranks count the same steps, not the same time
-        elapsed, timed = (0.0, math.inf) if self.world.distributed else (self.elapsed, t.seconds)
-        if plan is None or not plan.check_due(self.step, elapsed, t.steps, timed):
-            return
-        new = None
-        if self.world.is_writer:
-            s = self.train_streams
-            new = planning.checked(plan, self.step, self.elapsed, t, s.batch * s.seq_len,
-                                   user_eval_every=self.cfg.eval_every is not None)
-        if self.world.distributed:
-            new = Plan.from_dict(self.world.broadcast_json(asdict(new) if new else None))
-        self.setup.plan = new
-        if self.world.is_writer:
-            with self._saving():
-                checkpoint.write_config(self.run, self.config_dict())
-        if new.replanned:
-            self.setup.total_steps = self.schedule.total_steps = new.steps
-            self.schedule.bend_at, self.schedule.first_total = new.checked_at, new.first_steps
-            self.reporter.say(
-                f"planned again at step {self.step}: this run trains at "
-                f"{t.chars / max(t.seconds, 1e-9):,.0f} chars/s, not the "
-                f"{plan.chars_per_sec:,.0f} planned, so {new.steps:,} steps fill the "
-                f"{plan.seconds:g} s budget instead of {plan.steps:,}")
 
     @torch.no_grad()
     def sample(self, length: int = SAMPLE_CHARS) -> str:
@@ -470,20 +324,3 @@ class Trainer:
                                 generator))
         self.model.train()  # generate put it in eval mode
         return text
-
-    def _sane(self, loss: float) -> bool:
-        """Not NaN, and not far worse than guessing uniformly."""
-        return math.isfinite(loss) and loss <= 2 * math.log(len(self.vocab)) + 2
-
-    def _check_divergence(self, loss: float, weights: bool = False) -> None:
-        """Stop on a NaN or exploding loss (or, with `weights`, NaN weights: the last update
-        may have made them after the loss was computed), before anything reaches a checkpoint."""
-        finite = not weights or all(bool(torch.isfinite(p).all())
-                                    for p in self.model.parameters())
-        if self._sane(loss) and finite:
-            return
-        shown = f"{loss:.4g}" if finite else "NaN weights"
-        raise CharrnnError(
-            f"training diverged at step {self.step} (loss {shown}); the last good checkpoint in "
-            f"{self.run} is kept; try a lower --lr (it was {self.cfg.lr:g}) or a smaller "
-            f"--grad-clip (it was {self.cfg.grad_clip:g})")

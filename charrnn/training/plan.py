@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from charrnn.config import TrainConfig
 from charrnn.fileio import positive_number
-from charrnn.training.calibrate import Speed
+from charrnn.training.timing import Speed
 
 OVERHEAD_SHARE = 0.05  # of a time budget, kept for checkpoints and the display
 EVALUATIONS = 20  # evaluations planned over a run: enough for the plateau rule to see a trend

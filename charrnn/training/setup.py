@@ -33,6 +33,7 @@ from charrnn.training.board import check_installed
 from charrnn.training.distributed import SINGLE, World
 from charrnn.training.loop import Setup, Trainer
 from charrnn.training.progress import Reporter
+from charrnn.training.timing import Speed
 from charrnn.vocab import Vocab
 
 VALIDATION_BATCH = 64
@@ -206,11 +207,11 @@ def extend_vocab(model: CharRNN, old: Vocab, new: Vocab, dropout: float) -> Char
     return grown
 
 
-def measured_speed(config: dict) -> calibrate.Speed | None:
+def measured_speed(config: dict) -> Speed | None:
     """The speed a run measured of itself, as its config.json records it."""
     try:
         m = config["speed"]
-        return calibrate.Speed(positive_number(m["train"]), positive_number(m["eval"]))
+        return Speed(positive_number(m["train"]), positive_number(m["eval"]))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -332,7 +333,7 @@ def _replanned(stored: dict, plan, cfg: TrainConfig, mc: ModelConfig, words: Tex
     if start.world.is_writer:
         speed = measured_speed(stored)
         if speed is None and plan is not None:
-            speed = calibrate.Speed(plan.chars_per_sec, plan.eval_chars_per_sec)
+            speed = Speed(plan.chars_per_sec, plan.eval_chars_per_sec)
         elif speed is None:
             speed = calibrate.calibrate(start.device, mc, [mc.hidden_size], cfg.batch_size,
                                         cfg.seq_len, cfg.amp, calibrate.calibration_budget(
@@ -362,7 +363,7 @@ def _building(mc: ModelConfig, device: torch.device):
 
 
 def _build(start: Start, decided: Decided, words: Text, model: CharRNN, lock,
-           state: dict | None = None, measured: calibrate.Speed | None = None) -> Setup:
+           state: dict | None = None, measured: Speed | None = None) -> Setup:
     """The loop's Setup: the streams (a batch shrunk for a small text), the planned end, and
     the evaluations."""
     cfg, plan, world = decided.cfg, decided.plan, start.world

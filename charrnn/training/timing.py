@@ -4,10 +4,24 @@ plan's check, `charrnn info` and the calibration cache), and the display's recen
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
-from charrnn.training.calibrate import Speed
+from charrnn.threads import SHARE_MIN
+
+
+@dataclass
+class Speed:
+    train: float  # characters per second, training
+    eval: float  # characters per second, validation (forward only)
+    share: float = 1.0  # of the CPU time its threads asked for, what the timing got
+    cut: bool = False  # the wall-time cap ended the timing before its steps were done
+
+    @property
+    def clean(self) -> bool:
+        """Timed whole, with the CPU it asked for: worth keeping for the next run."""
+        return self.share >= SHARE_MIN and not self.cut
 
 
 class Timing:

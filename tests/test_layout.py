@@ -1,0 +1,117 @@
+"""The shape of the code, kept: no module over 400 lines, no class over 250, no function over
+60; no import circle; each folder imports only from the shared ground and the folders it
+builds on; and docs/development.md's module table names every module."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "charrnn"
+# what each part may import besides itself: the shared ground (charrnn/*.py) imports no folder
+MAY_IMPORT = {
+    "ground": set(),
+    "data": {"ground"},
+    "training": {"ground", "data"},
+    "interp": {"ground", "data"},
+    "evaluation": {"ground", "data", "interp", "training"},
+    "api": {"ground", "data", "interp", "training", "evaluation"},
+    "cli": {"ground", "data", "interp", "training", "evaluation", "api"},
+    "package": {"ground", "api"},  # charrnn/__init__.py, lazily
+    "main": {"cli"},
+}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def part(module: str) -> str:
+    parts = module.split(".")
+    if module == "charrnn":
+        return "package"
+    if module == "charrnn.__main__":
+        return "main"
+    if module == "charrnn.api":
+        return "api"
+    return parts[1] if (PACKAGE / parts[1]).is_dir() else "ground"
+
+
+def imports(module: str, path: Path, known: dict) -> set[str]:
+    """The charrnn modules `module` imports, anywhere in it (a function's lazy import too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known
+                     else node.module for a in node.names]
+        found |= {n for n in names if n in known and n != module}
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {m: imports(m, p, known) for m, p in known.items()}
+
+
+def test_the_graph_is_read_whole():
+    g = graph()
+    assert "charrnn.training.loop" in g["charrnn.training.setup"]
+    assert "charrnn.api" in g["charrnn.cli.sample"]  # a lazy import, inside a function
+
+
+def test_no_import_circle():
+    g, done, path = graph(), set(), []
+
+    def visit(m):
+        if m in path:
+            pytest.fail("import circle: " + " -> ".join(path[path.index(m):] + [m]))
+        if m in done:
+            return
+        path.append(m)
+        for n in sorted(g[m]):
+            visit(n)
+        path.pop()
+        done.add(m)
+
+    for m in sorted(g):
+        visit(m)
+
+
+def test_nothing_imports_upward():
+    upward = [f"{m} imports {n}" for m, ns in graph().items() for n in sorted(ns)
+              if part(n) != part(m) and part(n) not in MAY_IMPORT[part(m)]]
+    assert upward == []
+
+
+def test_sizes_stay_readable():
+    too_big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT)
+        if len(source.splitlines()) > 400:
+            too_big.append(f"{name}: {len(source.splitlines())} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                limit = 250 if isinstance(node, ast.ClassDef) else 60
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    too_big.append(f"{name}: {node.name} is {lines} lines")
+    assert too_big == []
+
+
+def test_the_module_table_names_every_module():
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| `(charrnn/[\w/]+\.py)` \|", text, re.MULTILINE)
+    on_disk = sorted(p.relative_to(ROOT).as_posix() for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py")
+    assert len(listed) == len(set(listed)), "a module is listed twice"
+    assert sorted(listed) == on_disk
