@@ -259,6 +259,43 @@ def test_calibration_keeps_to_its_wall_time_whatever_a_step_costs(cache_dir, mon
     assert any("not caching it" in line for line in said), said
 
 
+def test_real_calibration_beside_a_busy_core_keeps_to_its_wall_time(cache_dir):
+    """No mock: every candidate size at the default batch, timed on this machine while another
+    process keeps a core busy, within the calibration's time (plus the step it was inside)."""
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from charrnn.config import ModelConfig
+
+    base = ModelConfig(vocab_size=100, layers=2, hidden_size=64, embedding_size=64, dropout=0.0)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        said = []
+        start = time.perf_counter()
+        speeds = calibrate.calibrate(torch.device("cpu"), base, list(rule.HIDDEN_SIZES),
+                                     rule.BATCH_SIZE, rule.SEQ_LEN, False, 1.0, said.append)
+        took = time.perf_counter() - start
+    finally:
+        busy.kill()
+        busy.wait()
+    assert speeds and min(speeds) == 64  # the smallest is timed first
+    assert len(speeds) < len(rule.HIDDEN_SIZES)  # the 2x1024 does not fit in a second
+    step_64 = rule.BATCH_SIZE * rule.SEQ_LEN / speeds[64].train
+    assert took < 1.0 + 2 * step_64 + 0.5, (took, speeds)
+
+
+def test_a_calibration_with_no_time_left_times_nothing(cache_dir):
+    import torch
+
+    said = []
+    assert calibrate.calibrate(torch.device("cpu"), model_config(), [16, 32], 4, 16, False,
+                               -1.2, said.append) == {}
+    assert said == []  # (it once said "the time for calibrating (-1.2 s) ran out")
+
+
 def test_the_estimate_leaves_out_a_slow_moment():
     samples = [{"train": t, "eval": 3 * t} for t in (100.0, 10_000.0, 9_000.0, 11_000.0)]
     assert calibrate.estimate(samples).train == 10_000.0

@@ -100,8 +100,20 @@ def test_stop_ends_a_sample_at_the_stop_text(run):
     stop = next(ch for ch in full[5:] if ch.isalpha())  # a letter the sample does write
     cut = invoke("sample", run, "--seed", 5, "--length", 300, "--temp", 1.0, "--stop", stop)
     assert cut.stdout == full[: full.index(stop) + 1]  # ending at the stop, nothing after
-    blank = invoke("sample", run, "--stop", r"\n\n", "--length", 5, "--seed", 1)
-    assert blank.exit_code == 0
+
+
+def test_stop_at_a_blank_line_ends_at_the_first_one(tmp_path):
+    """On a corpus of paragraphs, `--stop '\\n\\n'` prints one paragraph and its blank line."""
+    corpus = tmp_path / "verse.txt"
+    corpus.write_text("so it goes\nand on\n\n" * 300)
+    result = invoke("train", corpus, "--out", tmp_path / "run", "--max-steps", 60,
+                    "--hidden-size", 32, "--layers", 1, "--lr", "0.01", "--seed", 1)
+    assert result.exit_code == 0, result.output
+    full = invoke("sample", tmp_path / "run", "--length", 400, "--seed", 2, "--temp", 0.5).stdout
+    assert "\n\n" in full  # the model does write blank lines
+    cut = invoke("sample", tmp_path / "run", "--length", 400, "--seed", 2, "--temp", 0.5,
+                 "--stop", r"\n\n")
+    assert cut.exit_code == 0 and cut.stdout == full[: full.index("\n\n") + 2]
 
 
 def test_novelty_says_the_longest_copied_stretch(run):
@@ -138,3 +150,19 @@ def test_info_tells_an_interrupted_run_from_a_finished_one(tmp_path):
     said = invoke("info", run, "--color", "never").stdout
     assert "20 of 20 planned; finished" in said and "loss, nats per character" in said
     assert "\x1b" not in said  # --color never: a chart without colour codes
+
+
+def test_every_setting_is_an_option_of_its_command():
+    """The commands name the settings they take (charrnn/cli/*.py); none is left out."""
+    import typer
+
+    from charrnn.cli import app
+    from charrnn.cli.base import option_settings
+    from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig
+
+    group = typer.main.get_command(app)
+    for command, classes in (("train", (ModelConfig, TrainConfig)), ("sample", (SampleConfig,)),
+                             ("inspect-cells", (InspectConfig,))):
+        taken = {p.name for p in group.commands[command].params}
+        missing = [f.name for cls in classes for f in option_settings(cls) if f.name not in taken]
+        assert missing == [], f"{command} does not take {missing}"

@@ -56,6 +56,37 @@ def test_sigkill_at_random_moments_always_leaves_a_resumable_run(write, tmp_path
         assert not list(run.glob(".*.tmp"))  # a save the kill cut short is cleaned up
 
 
+def test_a_run_killed_and_resumed_matches_an_uninterrupted_one_loss_for_loss(write, tmp_path,
+                                                                             cache_dir):
+    corpus = write("hamlet.txt", TEXT * 4)
+    env = {**os.environ, "CHARRNN_CACHE_DIR": str(cache_dir)}
+    args = ["--hidden-size", "128", "--layers", "2", "--batch-size", "16", "--seq-len", "32",
+            "--eval-every", "20", "--max-steps", "120", "--seed", "4", "--device", "cpu",
+            "--threads", "1"]
+    whole = subprocess.run([sys.executable, "-m", "charrnn", "train", str(corpus), "--out",
+                            str(tmp_path / "whole"), *args], env=env, capture_output=True,
+                           text=True)
+    assert whole.returncode == 0, whole.stderr
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(corpus), "--out",
+                             str(killed), *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(killed / checkpoint.METRICS, proc, timeout=120)
+    proc.kill()
+    proc.wait()
+    at = checkpoint.load_state(killed)["step"]
+    assert 0 < at < 120  # killed mid-run
+    resumed = invoke("train", "--resume", killed)
+    assert resumed.exit_code == 0, resumed.output
+
+    def losses(run):
+        return [(m["step"], m["train_loss"], m["val_loss"]) for m in
+                map(json.loads, (run / checkpoint.METRICS).read_text().splitlines())]
+
+    assert losses(killed) == losses(tmp_path / "whole")  # every evaluation, exactly
+    assert len(losses(killed)) == 6
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
                                        (signal.SIGHUP, 129)])
 def test_ctrl_c_sigterm_and_sighup_save_a_checkpoint_and_exit_128_plus_the_signal(

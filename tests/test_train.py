@@ -132,9 +132,21 @@ def test_an_existing_run_is_not_overwritten_silently(write, tmp_path):
 def test_resume_refuses_a_changed_corpus(write, tmp_path):
     corpus = write("fox.txt", TEXT)
     train_run(corpus, tmp_path / "run", max_steps=2)
+    before = (tmp_path / "run" / "latest.pt").read_bytes()
     corpus.write_text(TEXT.upper())
-    with pytest.raises(CharrnnError, match="changed"):
+    with pytest.raises(CharrnnError) as refused:
         train_run(None, tmp_path / "run", resume=True)
+    run = tmp_path / "run"
+    assert str(refused.value) == (
+        f"{run} trained on {corpus}, whose text is not here as it was (changed, moved, or a "
+        "folder or corpus not built on this machine); give it yourself to resume: charrnn "
+        f"train {corpus} --resume {run}")
+    with pytest.raises(CharrnnError) as refused:  # given on the command line: checked too
+        train_run(corpus, tmp_path / "run", resume=True)
+    assert str(refused.value) == (
+        f"{corpus} is not the text {run} trained on (it changed since, or it is another file), "
+        "so the run cannot resume exactly; give that text, or start a new run")
+    assert (run / "latest.pt").read_bytes() == before  # nothing of the run was touched
 
 
 def test_a_time_budget_ends_the_run_near_its_end(write, tmp_path):
@@ -214,6 +226,52 @@ def test_samples_while_training_are_kept_with_their_step_and_can_be_turned_off(w
     assert all(len(chunk.rstrip("\n")) > 0 for chunk in chunks)
     train_run(corpus, tmp_path / "quiet", max_steps=6, eval_every=3, sample_every=0)
     assert not (tmp_path / "quiet" / "samples.txt").exists()
+
+
+def test_float16_mixed_precision_scales_the_loss_and_resumes_exactly(write, tmp_path,
+                                                                     monkeypatch):
+    """--amp on a device without bfloat16 runs in float16 with loss scaling. A CPU has
+    bfloat16, so float16 is asked for here; torch's CPU float16 LSTM kernel does not exist, so
+    the vanilla RNN (which has one) is trained."""
+    from charrnn.training import step
+
+    monkeypatch.setattr(step, "amp_dtype", lambda device: torch.float16)
+    corpus = write("fox.txt", TEXT)
+    settings = dict(amp=True, max_steps=30, eval_every=10, lr=1e-2, batch_size=4, seq_len=32)
+
+    def stop_at_15(trainer):
+        if trainer.step == 15:
+            trainer.interrupt()
+
+    trainer, whole = train_run(corpus, tmp_path / "whole", model={"model": "rnn"}, **settings)
+    assert trainer.runner.amp_dtype == torch.float16 and trainer.runner.scaler.is_enabled()
+    assert 0 < trainer.runner.scaler.get_scale() < math.inf
+    losses = [loss for _, loss in whole.losses]
+    assert all(math.isfinite(loss) for loss in losses) and losses[-1] < losses[0]
+    state = checkpoint.load_state(tmp_path / "whole")
+    assert state["scaler"]["scale"] == trainer.runner.scaler.get_scale()  # saved, to resume
+    _, first = train_run(corpus, tmp_path / "split", model={"model": "rnn"}, callback=stop_at_15,
+                         **settings)
+    _, second = train_run(None, tmp_path / "split", resume=True)
+    assert first.losses + second.losses == whole.losses
+
+
+def test_samples_while_training_change_nothing_of_the_training(write, tmp_path):
+    corpus = write("fox.txt", TEXT)
+    for name, every in (("sampled", 1), ("quiet", 0)):
+        train_run(corpus, tmp_path / name, max_steps=12, eval_every=3, sample_every=every,
+                  model={"dropout": 0.2})  # dropout draws from the training's generator
+    assert (tmp_path / "sampled" / "samples.txt").exists()
+
+    def losses(name):
+        return [(m["step"], m["train_loss"], m["val_loss"]) for m in
+                map(json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())]
+
+    assert losses("sampled") == losses("quiet")
+    sampled, _, _ = checkpoint.load(tmp_path / "sampled")
+    quiet, _, _ = checkpoint.load(tmp_path / "quiet")
+    for (name, a), b in zip(sampled.state_dict().items(), quiet.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_a_sample_shown_while_training_has_no_raw_control_characters():

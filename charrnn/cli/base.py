@@ -124,13 +124,16 @@ def stdout_console(color: str) -> Console:
 CHOSEN = "[default: chosen for the budget, the corpus and the device]"
 
 
-def options(cls, only: tuple[str, ...] | None = None) -> list[inspect.Parameter]:
-    """The command-line options of a settings class, read from its fields' metadata."""
+def options(cls, names: tuple[str, ...]) -> list[inspect.Parameter]:
+    """The command-line options of the settings `names` of a settings class, read from its
+    fields' metadata (flag, default, check, help)."""
+    fields = {f.name: f for f in option_settings(cls)}
+    unknown = [n for n in names if n not in fields]
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no setting {', '.join(unknown)}")
     hints = typing.get_type_hints(cls)
     params = []
-    for f in option_settings(cls):
-        if only is not None and f.name not in only:
-            continue
+    for f in (fields[n] for n in names):
         m = f.metadata
         default = None if m["chosen"] or f.default is MISSING else f.default
         kind = str if m["parse"] else hints[f.name]
@@ -161,11 +164,12 @@ def settings(cls, values: dict, given: set[str] | None = None) -> dict:
 
 
 def command(*groups, name: str | None = None):
-    """Register `body(ctx, **values)` as a command whose options are its own (declared in its
-    signature) followed by those of the settings classes in `groups` ((class, only) pairs)."""
+    """Register `body(..., **values)` as a command whose options are its own (declared in its
+    signature) followed by the settings named in `groups` ((class, names) pairs), which arrive
+    in `values`: each is declared once, on its field in charrnn/config.py."""
     def register(body):
         own = list(inspect.signature(body, eval_str=True).parameters.values())[:-1]  # not **values
-        extra = [p for cls, only in groups for p in options(cls, only)]
+        extra = [p for cls, names in groups for p in options(cls, names)]
         body.__signature__ = inspect.Signature(own + extra)
         return app.command(name)(body)
     return register

@@ -21,8 +21,14 @@ from charrnn.cli.base import (
 from charrnn.config import InspectConfig, SampleConfig
 from charrnn.errors import CharrnnError, printable
 
+# besides its own options below, the inspection settings (declared on InspectConfig's fields)
+# and the two of sampling that a --prime's continuation uses
+INSPECT_OPTIONS = ("state", "layer", "cells", "top", "lang", "probes", "regexes", "gates",
+                   "surprisal", "feature", "match", "ablate", "max_memory", "device", "threads")
 
-@command((InspectConfig, None), (SampleConfig, ("temperature", "seed")), name="inspect-cells")
+
+@command((InspectConfig, INSPECT_OPTIONS), (SampleConfig, ("temperature", "seed")),
+         name="inspect-cells")
 def inspect_cells(
     run: RunArg,
     text: Annotated[Optional[Path], typer.Option("--text", help="Inspect this UTF-8 file "
@@ -112,26 +118,10 @@ def features_(
     say = stderr_console()
     learned = features.learn(run, model, vocab, config, layer, state, chars, count, steps,
                              lambda line: say.print(Text(printable(line))))
-    text, acts, frequency, labels = (learned.text, learned.acts, learned.frequency,
-                                     learned.labels)
     say.print(Text(printable(f"saved {learned.path}; paint one with `charrnn inspect-cells "
                              f"{shlex.quote(str(run))} --layer {layer} --state {state} "
                              "--feature N`")))
-    alive = [f for f in sorted(range(len(frequency)), key=lambda f: -frequency[f])
-             if frequency[f] > 0]
     with to_stdout():
-        for f in alive[:top]:
-            name, r = labels[f]
-            console.print(Text(f"feature {f}: fires on {frequency[f]:.1%} of characters; "
-                               f"follows probe {name} best (r = {r:+.2f})", style="bold"))
-            for at in acts[:, f].argsort(kind="stable")[::-1][:3]:
-                lo, hi = max(int(at) - 30, 0), min(int(at) + 10, len(text))
-                render.heatmap(console, render.View(f"  at character {int(at):,}",
-                                                    acts[lo:hi, f], 0.0,
-                                                    float(acts[:, f].max()) or 1.0),
-                               text[lo:hi])
-        dead = acts.shape[1] - len(alive)
-        if dead:
-            console.print(Text(f"{dead} feature(s) never fire on this text"))
+        render.features(console, learned, top)
 
 

@@ -19,8 +19,11 @@ from charrnn.cli.base import (
 from charrnn.config import SampleConfig
 from charrnn.errors import CharrnnError, printable
 
+# besides its own options below, the sampling settings (declared on SampleConfig's fields)
+SAMPLE_OPTIONS = ("temperature", "top_k", "top_p", "length", "seed")
 
-@command((SampleConfig, None))
+
+@command((SampleConfig, SAMPLE_OPTIONS))
 def sample(
     run: RunArg,
     argmax: Annotated[bool, typer.Option("--argmax", help="Always take the likeliest character "

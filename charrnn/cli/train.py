@@ -25,11 +25,22 @@ STOPPED = {"time": "the planned end of the time budget",
            "patience": "validation stopped improving, even after the learning rate decayed"}
 
 
-@command((ModelConfig, None), (TrainConfig, None))
+# The settings `charrnn train` takes besides its own options below, each declared once (flag,
+# default, check, help) on its field in charrnn/config.py; they arrive in `values`.
+MODEL_OPTIONS = ("model", "layers", "hidden_size", "embedding_size", "dropout")
+TRAIN_OPTIONS = (
+    "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay", "optimizer", "grad_clip",
+    "epochs", "max_steps", "time", "eval_every", "eval_chars", "tensorboard", "sample_every",
+    "patience", "lr_decay", "max_decays", "val_frac", "test_frac", "include", "exclude", "seed",
+    "device", "threads", "amp", "encoding", "errors")
+
+
+@command((ModelConfig, MODEL_OPTIONS), (TrainConfig, TRAIN_OPTIONS))
 def train(
     ctx: typer.Context,
     corpus: Annotated[Optional[str], typer.Argument(
-        help="A text file, or a built-in corpus name (python-stdlib). Optional with --resume.",
+        help="A text file, a folder of them, or a corpus name (charrnn corpus list). "
+        "Optional with --resume.",
         show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Run directory. [default: runs/<corpus name>]", show_default=False)] = None,
@@ -88,8 +99,8 @@ def _train(ctx, corpus, out, resume, init_from, overwrite, plan_from, world, val
         trainer = prepare.resume(resume, corpus, changes, reporter, world, started=base.STARTED)
     else:
         if corpus is None:
-            raise CharrnnError("give a CORPUS to train on (a text file or python-stdlib), or "
-                               "--resume RUN")
+            raise CharrnnError("give a CORPUS to train on (a text file, a folder, or a corpus "
+                               "name: see `charrnn corpus list`), or --resume RUN")
         cfg = TrainConfig(**settings(TrainConfig, values))
         trainer = prepare.new(corpus, out, cfg, settings(ModelConfig, values, given),
                               init_from=init_from, overwrite=overwrite, reporter=reporter,

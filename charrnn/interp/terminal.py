@@ -131,3 +131,23 @@ def saturation_table(rows_: list[tuple[int, str, float, float]]) -> Table:
         table.add_row(str(layer), gate, f"{left:.1%}", f"{right:.1%}",
                       f"{1 - left - right:.1%}")
     return table
+
+
+def features(console: Console, learned, top: int) -> None:
+    """`charrnn features`' listing: the `top` features of a learned dictionary by how often they
+    fire, each with its three strongest contexts painted and the probe it follows best."""
+    text, acts, frequency, labels = (learned.text, learned.acts, learned.frequency,
+                                     learned.labels)
+    alive = [f for f in sorted(range(len(frequency)), key=lambda f: -frequency[f])
+             if frequency[f] > 0]
+    for f in alive[:top]:
+        name, r = labels[f]
+        console.print(Text(f"feature {f}: fires on {frequency[f]:.1%} of characters; "
+                           f"follows probe {name} best (r = {r:+.2f})", style="bold"))
+        for at in acts[:, f].argsort(kind="stable")[::-1][:3]:
+            lo, hi = max(int(at) - 30, 0), min(int(at) + 10, len(text))
+            heatmap(console, View(f"  at character {int(at):,}", acts[lo:hi, f], 0.0,
+                                  float(acts[:, f].max()) or 1.0), text[lo:hi])
+    dead = acts.shape[1] - len(alive)
+    if dead:
+        console.print(Text(f"{dead} feature(s) never fire on this text"))

@@ -188,6 +188,8 @@ def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: 
                 break
             continue
         left = end - time.perf_counter()
+        if left <= 0:
+            break  # the time for calibrating is spent: plan from what is known
         if speeds:  # a step of this size takes about params/params_before as long
             last = max(speeds)
             ratio = parameters(mc) / parameters(_sized(mc, last))

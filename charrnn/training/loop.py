@@ -299,6 +299,7 @@ class Trainer:
                               f"continue with `{self.resume_command()}`")
         elif self.since_eval:
             validation.evaluate_and_save(self, self.meter.rate(self.step, self.clock()))
+        self.reporter.last(self.figures(self.meter.rate(self.step, self.clock())))
         pacing.learn_speed(self)
         if reason == "clock":
             self.reporter.warn(pacing.clock_stop_line(self))

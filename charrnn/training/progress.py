@@ -73,6 +73,9 @@ class Reporter:
         for line in lines:
             self.console.print(Text("  " + line[:200], style="dim"), soft_wrap=True)
 
+    def last(self, s: dict) -> None:
+        """The figures of the run's last step, once it has ended (a live display shows them)."""
+
     def finish(self) -> None:
         pass
 
@@ -96,16 +99,25 @@ class Silent(Reporter):
         pass
 
 
+class _BarAndFigures(Progress):
+    """The bar on one line and the run's figures on the next, so that neither is cut short on
+    an 80-column terminal."""
+
+    def get_renderables(self):
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            yield Text("  " + task.fields["figures"], overflow="ellipsis", no_wrap=True)
+
+
 class LiveReporter(Reporter):
     """A Rich progress bar with the current figures, redrawn in place on a terminal."""
 
     def __init__(self, console: Console | None = None):
         super().__init__(console)
-        self.progress = Progress(
+        self.progress = _BarAndFigures(
             TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
             TextColumn("{task.percentage:>3.0f}%", markup=False), TimeElapsedColumn(),
             TextColumn("eta {task.fields[eta]}", markup=False),
-            TextColumn("{task.fields[figures]}", markup=False),
             console=self.console, transient=False, refresh_per_second=4,
         )
         self.task = None
@@ -128,6 +140,9 @@ class LiveReporter(Reporter):
     def evaluation(self, r: dict) -> None:
         self.val = f" · val {r['val_loss']:.3f} ({r['val_bpc']:.2f} bpc)"
         super().evaluation(r)
+
+    def last(self, s: dict) -> None:
+        self.step(s)
 
     def finish(self) -> None:
         if self.task is not None:
