@@ -176,6 +176,27 @@ def test_a_time_budget_run_interrupted_and_resumed_matches_an_uninterrupted_one(
     assert first.losses + second.losses == whole.losses
 
 
+def test_a_raised_time_on_resume_is_planned_again_from_the_runs_own_speed(write, tmp_path,
+                                                                          measured):
+    corpus = write("moby.txt", TEXT)
+
+    def stop_at_25(trainer):
+        if trainer.step == 25:
+            trainer.interrupt()
+
+    trainer, first = train_run(corpus, tmp_path / "run", callback=stop_at_25, time=20.0,
+                               batch_size=4, seq_len=16, eval_every=10, patience=0)
+    before = trainer.setup.plan
+    assert first.stopped_by == "interrupted" and before.steps > 25
+    trainer, second = train_run(None, tmp_path / "run", resume=True, time=40.0)
+    after = trainer.setup.plan
+    assert after.seconds == 40.0 and second.stopped_by == "time"
+    assert second.step == after.steps and after.steps > 1.8 * before.steps  # twice the time
+    speed = json.loads((tmp_path / "run" / "config.json").read_text())["speed"]
+    assert after.chars_per_sec == pytest.approx(speed["train"], rel=0.2)  # its own speed
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["plan"]["seconds"] == 40
+
+
 def test_the_clock_stops_a_run_that_overruns_its_plan(write, tmp_path, measured, monkeypatch):
     from charrnn.training.loop import Trainer
 

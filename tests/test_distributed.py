@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def torchrun(cwd: Path, *args, nproc: int = 2, wait: bool = True, timeout: str = "60",
-             nodes: tuple[int, int, int] | None = None):
+             nodes: tuple[int, int, int] | None = None, env: dict | None = None):
     """`torchrun --nproc-per-node N -m charrnn train ARGS` as a user runs it (in its own process
     group, as in a terminal); the finished process, or the running one with wait=False. With
     `nodes` (node rank, of how many, port), one machine's launcher of a job on several."""
@@ -50,7 +50,7 @@ def torchrun(cwd: Path, *args, nproc: int = 2, wait: bool = True, timeout: str =
                    "127.0.0.1", "--master-port", str(nodes[2])])
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
                *where, "-m", "charrnn", "train", *[str(a) for a in args]]
-    env = {**os.environ, "CHARRNN_DIST_TIMEOUT": timeout, "PYTHONUNBUFFERED": "1"}
+    env = {**(env or os.environ), "CHARRNN_DIST_TIMEOUT": timeout, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     if wait:
@@ -267,19 +267,60 @@ def test_torchrun_mistakes_are_one_line_before_joining(write, tmp_path, env, arg
 
 
 def test_a_divergence_one_rank_sees_stops_every_rank_with_the_same_error(write, tmp_path):
-    """Between evaluations (here never reached) the loss is checked at each rank's own moments
-    of display; the ranks end with the divergence line, none with a lost peer's, and the last
-    checkpoint stays whole. (The ranks' clocks run close together here, so this run does not
-    show that the step is agreed; agreed_stop_reason makes it so wherever they drift.)"""
+    """Only rank 1 sees the loss explode (a sitecustomize makes its check fail from its fifth
+    look on); rank 0, which never sees it, stops at the same step with the same error, sent to
+    it with the step's agreement: not a lost peer's line, not a hang. The last checkpoint stays
+    whole."""
     corpus = write("hamlet.txt", TEXT)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    from charrnn.training import stopping\n"
+        "    looks = [0]\n"
+        "    def sane(loss, vocab_size, real=stopping.sane):\n"
+        "        looks[0] += 1\n"
+        "        return looks[0] < 5 and real(loss, vocab_size)\n"
+        "    stopping.sane = sane\n")
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p)
     job = torchrun(tmp_path, corpus, "--out", tmp_path / "run", "--batch-size", "8",
-                   "--max-steps", "100000", "--eval-every", "100000", *MODEL, "--lr", "1e6",
-                   "--grad-clip", "0")
+                   "--max-steps", "100000", "--eval-every", "100000", *MODEL,
+                   env={**os.environ, "PYTHONPATH": path})
     assert job.returncode != 0
-    said = [line for line in job.output.splitlines() if line.startswith("charrnn (rank")]
-    # rank 1's line may not come: torchrun stops it as soon as rank 0 has failed
-    assert any(line.startswith("charrnn (rank 0)") for line in said), job.output
-    assert all("error: training diverged at step" in line and "--lr" in line for line in said)
-    assert len({line.split("(loss")[0][len("charrnn (rank 0)"):] for line in said}) == 1
+    said = {line[len("charrnn (rank "):][0]: line for line in job.output.splitlines()
+            if line.startswith("charrnn (rank")}
+    assert "0" in said, job.output  # (rank 1's line may not come: torchrun stops it)
+    assert all("error: training diverged at step" in line and "--lr" in line
+               for line in said.values()), job.output
+    steps = {line.split("at step ")[1].split()[0] for line in said.values()}
+    assert len(steps) == 1  # the same step on every rank
     state = checkpoint.load_state(tmp_path / "run")  # the state saved at the start, whole
     assert state["step"] == 0 and all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_a_hung_rank_is_given_up_after_the_timeout_in_one_line(write, tmp_path):
+    """A rank that stops answering (SIGSTOP: alive, holding its connections) is given up by the
+    other once CHARRNN_DIST_TIMEOUT has passed, in one line that says how to resume."""
+    corpus = write("hamlet.txt", TEXT)
+    run = tmp_path / "run"
+    job = torchrun(tmp_path, corpus, "--out", run, "--batch-size", "8", "--max-steps", "100000",
+                   "--eval-every", "20", *MODEL, wait=False, timeout="6")
+    wait_for_lines(run / checkpoint.METRICS, 2, job)
+    hung = ranks(job)[1]
+    os.kill(hung, signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        lines = []
+        while not any(line.startswith("charrnn (rank 0): error") for line in lines):
+            line = job.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        waited = time.monotonic() - started
+    finally:
+        os.kill(hung, signal.SIGKILL)
+        job.communicate(timeout=120)
+    said = next(line for line in lines if line.startswith("charrnn (rank 0): error"))
+    assert "lost contact with the other processes" in said and f"--resume {run}" in said
+    assert 5 < waited < 6 + 20, waited  # the timeout, not before, and not forever
+    assert checkpoint.load_state(run)["step"] >= 20  # the last checkpoint, whole

@@ -115,3 +115,13 @@ def test_the_module_table_names_every_module():
                      if p.name != "__init__.py")
     assert len(listed) == len(set(listed)), "a module is listed twice"
     assert sorted(listed) == on_disk
+
+
+def test_every_promise_names_tests_that_exist():
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)`", text)
+    assert len(named) > 40
+    missing = [f"{f}::{t}" for f, t in named
+               if not re.search(rf"^def {t}\(", (ROOT / "tests" / f).read_text(encoding="utf-8"),
+                                re.MULTILINE)]
+    assert missing == []

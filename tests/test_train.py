@@ -149,6 +149,23 @@ def test_resume_refuses_a_changed_corpus(write, tmp_path):
     assert (run / "latest.pt").read_bytes() == before  # nothing of the run was touched
 
 
+def test_the_test_fraction_is_never_trained_or_validated_on(write, tmp_path):
+    """The last --test-frac of the text (here the only place a 'Z' occurs) reaches neither the
+    training windows nor the validation windows, and the model learns nothing of it."""
+    body = TEXT * 3
+    corpus = write("fox.txt", body + "Z" * (len(body) // 4))  # the last fifth: Zs alone
+    trainer, _ = train_run(corpus, tmp_path / "run", max_steps=40, eval_every=20,
+                           val_frac=0.1, test_frac=0.2, lr=1e-2)
+    z = trainer.vocab.chars.index("Z")
+    for streams in (trainer.train_streams, trainer.val_streams):
+        steps = [streams.window(i) for i in range(streams.windows)]
+        assert all((x != z).all() and (y != z).all() for x, y in steps)
+    model, vocab, _ = checkpoint.load(tmp_path / "run")
+    ids = torch.from_numpy(vocab.encode("The quick brown fox")).long()[None]
+    p = torch.softmax(model(ids)[0][0, -1], -1)
+    assert p[z] < 1 / len(vocab)  # 'Z' is no likelier than a guess: it was never seen
+
+
 def test_a_time_budget_ends_the_run_near_its_end(write, tmp_path):
     trainer, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", time=2.0)
     # its planned steps, or on a machine slower than calibrated, the clock's safety stop

@@ -283,6 +283,8 @@ def resume_command(run, processes: int = 1) -> str:
 def reason(e: BaseException) -> str:
     """What a failed collective says, without the backend's source paths and advice."""
     text = str(e)
+    if "Application timeout" in text:  # gloo's word for a peer silent past the timeout
+        return "timed out"
     for said in ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
                  "timed out", "Timed out"):
         if said in text:
@@ -297,4 +299,5 @@ def is_lost_peer(e: BaseException) -> bool:
     text = str(e)
     return isinstance(e, RuntimeError) and any(
         word in text for word in ("gloo", "Gloo", "NCCL", "Connection closed", "Connection reset",
-                                  "Broken pipe", "timed out", "Timed out"))
+                                  "Broken pipe", "timed out", "Timed out",
+                                  "Application timeout", "pair closure"))
