@@ -38,7 +38,7 @@ def main() -> None:
                             "1m", "--out", str(run), "--seed", "1"], check=True, env=env)
         shown = subprocess.run(
             [sys.executable, "-m", "charrnn", "inspect-cells", str(run), "--probe", "string",
-             "--top", "3", "--length", "700", "--offset", "2000", "--color", "always"],
+             "--top", "3", "--length", "600", "--color", "always"],
             check=True, env=env, capture_output=True, text=True).stdout
     from rich.console import Console
     from rich.text import Text

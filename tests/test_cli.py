@@ -23,6 +23,18 @@ def run(tmp_path_factory):
     return folder / "run"
 
 
+def test_every_evaluation_line_shows_the_training_speed(tmp_path):
+    import re
+
+    corpus = tmp_path / "romeo.txt"
+    corpus.write_text(TEXT)
+    result = invoke("train", corpus, "--out", tmp_path / "run", "--max-steps", 9,
+                    "--eval-every", 3, "--hidden-size", 16, "--layers", 1)
+    speeds = [int(m.replace(",", "")) for m in
+              re.findall(r"val loss .* ([\d,]+) chars/s", result.stderr)]
+    assert len(speeds) == 3 and all(speed > 0 for speed in speeds), result.stderr
+
+
 def test_train_writes_a_run_and_sample_streams_text_to_stdout(run):
     assert (run / "model.safetensors").exists()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3

@@ -328,7 +328,11 @@ def test_lone_surrogates_from_odd_bytes_train_and_sample(write, tmp_path):
     assert "\udce9" in json.loads((run / "config.json").read_text())["vocab"]
     sampled = invoke("sample", run, "--length", 300, "--seed", 0, "--temp", 1.5)
     assert sampled.exit_code == 0
-    assert invoke("sample", run, "--length", 300, "--seed", 0, "--safe").exit_code == 0
+    # a lone surrogate cannot be UTF-8: it is written as its escape, the rest as it is
+    assert sampled.stdout_bytes.decode("utf-8")  # valid UTF-8 throughout
+    assert re.search(r"\\udc(e9|ff|fe)", sampled.stdout), sampled.stdout
+    safe = invoke("sample", run, "--length", 300, "--seed", 0, "--temp", 1.5, "--safe")
+    assert safe.exit_code == 0 and "\\udc" not in safe.stdout and "\ufffd" in safe.stdout
 
 
 # ---------------------------------------------------------------------------------------------
