@@ -324,3 +324,20 @@ def test_a_hung_rank_is_given_up_after_the_timeout_in_one_line(write, tmp_path):
     assert "lost contact with the other processes" in said and f"--resume {run}" in said
     assert 5 < waited < 6 + 20, waited  # the timeout, not before, and not forever
     assert checkpoint.load_state(run)["step"] >= 20  # the last checkpoint, whole
+
+
+def test_a_time_budget_under_torchrun_is_planned_from_the_jobs_own_speed(write, tmp_path):
+    """The steps of a --time job follow the job's speed, timed on every rank with the gradients
+    exchanged, not N times one process's: the job ends at its planned end, inside its budget."""
+    corpus = write("hamlet.txt", TEXT)
+    job = torchrun(tmp_path, corpus, "--out", tmp_path / "run", "--time", "8s", *MODEL,
+                   "--batch-size", "8", "--seq-len", "16")
+    assert job.returncode == 0, job.output
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    plan, speed = config["plan"], config["speed"]
+    assert plan["seconds"] == 8 and speed is not None
+    assert 0.6 < plan["chars_per_sec"] / speed["train"] < 1.6  # planned from what it ran at
+    said = next(line for line in job.output.splitlines() if line.startswith("stopped at step"))
+    assert "the planned end of the time budget" in said, job.output
+    took = said.split(" after ")[1].split(" of a ")[0]
+    assert took in ("0:07", "0:08"), said  # between 0.9 and 1.05 of the budget

@@ -132,6 +132,28 @@ def test_ablating_the_found_cell_raises_the_loss_where_the_feature_is_used(brack
     assert bad.exit_code == 1 and "the model has layers 1 to 1 and cells 0 to 31" in bad.stderr
 
 
+def test_a_rare_feature_is_found_by_a_threshold_fitted_to_it_and_scored_by_auc():
+    """A feature on 2% of the characters (as inside-a-string is in kernel C), which one cell of
+    the layer carries through noise: a threshold at 0 on the -1/+1 fit says "never" (0.50); the
+    probe's threshold, chosen on the fitted part, finds it, and the AUC needs no threshold. A
+    layer of noise stays at chance on both."""
+    from charrnn.interp import layerprobe
+
+    rng = np.random.default_rng(0)
+    n, h = 20_000, 32
+    feature = (rng.random(n) < 0.02).astype(np.float32)
+    knows = rng.normal(size=(n, h))
+    knows[:, 5] += 2.5 * feature
+    noise = rng.normal(size=(n, h))
+    found, blind = layerprobe.probe_layers(np.stack([knows, noise]), feature)
+    assert 0.01 < found.positives / found.held < 0.03  # the count the score rests on
+    assert found.score > 0.85 and found.auc > 0.93
+    assert found.path[0][1] == [5] and found.path[0][2] > 0.85
+    assert 0.4 < blind.score < 0.6 and 0.4 < blind.auc < 0.6
+    said = layerprobe.score_line("string", found)
+    assert f"ROC AUC {found.auc:.2f}" in said and f"on at {found.positives:,} of" in said
+
+
 def test_the_layer_probe_scores_a_numeric_feature_by_held_out_r2():
     from charrnn.interp import layerprobe
 
