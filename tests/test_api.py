@@ -119,7 +119,7 @@ def test_match_finds_the_phrase_where_it_occurs(trained):
     assert all(b - a >= len(phrase) for a, b in zip(starts, starts[1:]))  # never overlapping
     assert all(0 <= s <= len(ins.text) - len(phrase) for s in starts)
     itself = trained.inspect(phrase).match(phrase)[0]  # a phrase is closest to itself
-    assert (itself.start, itself.distance) == (0, 0.0)
+    assert itself.start == 0 and itself.distance == pytest.approx(0, abs=1e-6)
 
 
 def test_an_inspection_shows_itself_in_a_notebook_escaped(trained):

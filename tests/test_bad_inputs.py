@@ -138,6 +138,7 @@ CASES = [
     ("features --features -3", "features run --features -3",
      "--features must be a whole number from 1 to"),
     ("features --layer 0", "features run --layer 0", "--layer 0 does not exist"),
+    ("explore off a terminal", "explore run", "needs a terminal"),
     ("--plan-from with a size flag", "train --plan-from run --hidden-size 8",
      "only --device, --threads or --tensorboard can change"),
     ("--out holds another program's config.json", "train york.txt --out theirs --overwrite",

@@ -203,3 +203,17 @@ def html(title: str, report: Report, ins: Inspection) -> str:
         console.print(t.table)
         summary += ["", t.heading] + console.export_text().rstrip().splitlines()
     return page.build(title, ins.text, report.views, glyphs, top_p, summary)
+
+
+def explorer_page(x, run: str) -> str:
+    """The explorer's view as the `--html` page: its cell, and what its panel says."""
+    report = Report()
+    report.views.append(cell_view(x.ins, x.state, x.layer, x.cell))
+    if x.probe is not None:
+        report.lines.append(f"probe {x.probe}: " + ", ".join(
+            f"{r.layer}:{r.cell} r {r.score:+.3f}" for r in x.ranking[:10]))
+    if x.selection is not None:
+        report.lines.append(f"selection {x.selection[0]}-{x.selection[1]}: " + ", ".join(
+            f"{r.layer}:{r.cell} {r.score:+.2f} sd" for r in x.selected))
+    report.lines.append(x.command(run))
+    return html(f"charrnn explore {run}", report, x.ins)

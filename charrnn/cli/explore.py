@@ -1,0 +1,83 @@
+"""`charrnn explore`: look inside a run interactively, on the full terminal."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn import threads
+from charrnn.cli.base import RunArg, command, settings
+from charrnn.config import InspectConfig, SampleConfig
+from charrnn.errors import CharrnnError
+
+# besides its own options below, these of inspect-cells (declared on InspectConfig's fields)
+EXPLORE_OPTIONS = ("state", "probes", "lang", "max_memory", "device", "threads")
+EXTRA = "pip install 'charrnn[explore]'"
+
+
+@command((InspectConfig, EXPLORE_OPTIONS), (SampleConfig, ("temperature", "seed")),
+         name="explore")
+def explore(
+    run: RunArg,
+    text: Annotated[Optional[Path], typer.Option("--text", help="Explore this UTF-8 file "
+                                                 "instead of the run's validation text.")] = None,
+    prime: Annotated[Optional[str], typer.Option("--prime", help="Explore this text and the "
+                                                 "model's continuation of it (--temperature, "
+                                                 "--seed).")] = None,
+    length: Annotated[int, typer.Option("--length", help="Characters to explore (with --prime: "
+                                        "to generate).")] = 10_000,
+    offset: Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
+                                        "characters.")] = 0,
+    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+    **values,
+):
+    """A full-screen view of one pass of a text through the model: move through cells, layers
+    and states, rank cells by a probe, select a stretch to see which cells behave differently
+    there and where else they do, and read what the model predicted at the cursor. Needs the
+    `explore` extra (Textual)."""
+    from charrnn import api
+    from charrnn.device import pick_device
+
+    if color not in ("auto", "always", "never"):
+        raise CharrnnError(f"--color must be auto, always or never, not {color!r}")
+    try:
+        from charrnn.interp import explore_app
+    except ImportError as e:
+        missing = (e.name or "textual").split(".")[0]
+        raise CharrnnError(f"charrnn explore needs Textual ({missing} is not installed): "
+                           f"{EXTRA}") from None
+    from charrnn.interp import views
+    from charrnn.interp.explorer import Explorer
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CharrnnError("charrnn explore needs a terminal; for a text report use "
+                           "`charrnn inspect-cells`")
+    request = InspectConfig(**settings(InspectConfig, values))
+    chosen = settings(SampleConfig, values)
+    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
+    if len(temperatures) > 1:
+        raise CharrnnError("explore takes one --temperature, not a list")
+    threads.configure(request.threads)
+    ins = api.load(run, pick_device(request.device)).inspect(
+        text_file=text, prime=prime, length=length, offset=offset,
+        temperature=temperatures[0], seed=chosen.get("seed"), max_memory=request.max_memory)
+    source = (["--text", str(text)] if text is not None else
+              ["--prime", prime] if prime is not None else [])
+    source += ["--length", str(length)] + (["--offset", str(offset)] if offset else [])
+    explorer = Explorer(ins, source)
+    if request.state:
+        ins.check(request.state)
+        explorer.state = request.state
+    if request.lang:
+        explorer.lang = request.lang
+    if request.probes:
+        explorer.set_probe(request.probes[0])
+    colour = color == "always" or (color == "auto" and not os.environ.get("NO_COLOR"))
+    name = shlex.quote(str(run))
+    explore_app.ExploreApp(explorer, name, colour,
+                           html=lambda x: views.explorer_page(x, name)).run()
