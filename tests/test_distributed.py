@@ -335,7 +335,7 @@ def test_a_time_budget_under_torchrun_is_planned_from_the_jobs_own_speed(write, 
     assert job.returncode == 0, job.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     plan, speed = config["plan"], config["speed"]
-    assert plan["seconds"] == 8 and speed is not None
+    assert plan["seconds"] == 8 and speed is not None, job.output
     assert 0.6 < plan["chars_per_sec"] / speed["train"] < 1.6  # planned from what it ran at
     said = next(line for line in job.output.splitlines() if line.startswith("stopped at step"))
     assert "the planned end of the time budget" in said, job.output

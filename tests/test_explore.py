@@ -200,6 +200,27 @@ def test_selecting_with_keys_ranks_cells_and_the_command_paints_the_same_cell(c_
     assert "layer 2 cell 0 · tanh(c), cell state" in painted.stdout
 
 
+def test_a_click_moves_the_cursor_and_a_drag_selects():
+    from charrnn.interp.explore_app import ExploreApp
+
+    x = Explorer(planted(TEXT), [])
+    app = ExploreApp(x, "run", True, html=lambda e: "")
+
+    async def drive():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.click("#text", offset=(4, 1))  # the second row, fifth character
+            clicked = x.cursor
+            await pilot.mouse_down("#text", offset=(6, 0))
+            await pilot.mouse_up("#text", offset=(11, 0))
+            await pilot.pause()
+            return clicked, x.selection, app.panel_text
+
+    clicked, selection, panel = asyncio.run(drive())
+    assert clicked == TEXT.index("\n") + 1 + 4
+    assert selection == (6, 12) and TEXT[6:12] == "<beta>"
+    assert "selection 6-12: cells apart" in panel and "2:3" in panel
+
+
 def test_hostile_text_keeps_the_layout_and_never_reaches_the_terminal_raw():
     from charrnn.interp.explore_app import ExploreApp
 

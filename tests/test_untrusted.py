@@ -363,10 +363,21 @@ COMMAND_LINES = {
 }
 
 
-def run_with_timeout(args, timeout=60):
-    """The command line in a fresh process: a hang fails the test instead of stopping it."""
-    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True,
-                          text=True, timeout=timeout)
+def start_fresh(args) -> subprocess.Popen:
+    """The command line in a fresh process, started (several run side by side)."""
+    return subprocess.Popen([sys.executable, "-m", "charrnn", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish_fresh(proc: subprocess.Popen, args, timeout=90) -> subprocess.CompletedProcess:
+    """Its result: a hang fails the test (the timeout) instead of stopping it."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def run_in_process(args):
@@ -383,6 +394,7 @@ def run_in_process(args):
 @pytest.mark.parametrize("name, kind, commands", RUN_DAMAGE,
                          ids=[f"{n} {k}" for n, k, _ in RUN_DAMAGE])
 def test_a_damaged_run_file_is_one_line_naming_it(good_run, tmp_path, name, kind, commands):
+    prepared = {}
     for command in commands:
         run = tmp_path / f"run-{command}"
         shutil.copytree(good_run, run)
@@ -390,8 +402,13 @@ def test_a_damaged_run_file_is_one_line_naming_it(good_run, tmp_path, name, kind
         damage(run / name, kind, outside)
         before = outside.read_bytes() if outside.exists() else None
         args = [str(run) if a == "{run}" else a for a in COMMAND_LINES[command]]
-        # a FIFO in a fresh process, whose hang the timeout ends; the rest here, quicker
-        result = run_with_timeout(args) if kind == "fifo" else run_in_process(args)
+        prepared[command] = (outside, before, args)
+    # a FIFO in fresh processes, all at once, whose hang the timeout ends; the rest here
+    started = {c: start_fresh(args) for c, (_, _, args) in prepared.items()} \
+        if kind == "fifo" else {}
+    for command, (outside, before, args) in prepared.items():
+        result = (finish_fresh(started[command], args) if kind == "fifo"
+                  else run_in_process(args))
         said = result.stderr.strip().splitlines()
         assert "Traceback" not in result.stderr, (command, result.stderr[-3000:])
         after = outside.read_bytes() if outside.exists() else None

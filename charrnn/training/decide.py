@@ -5,7 +5,7 @@ budget's plan of steps; under torchrun, the plan from the job's own speed."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import torch
 
@@ -97,8 +97,13 @@ def _shape(train_chars: int, given_train: dict, default_batch: int, world: World
 def job_plan(plan: planning.Plan, device: torch.device, mc: ModelConfig, cfg: TrainConfig,
              val_chars: int, world: World, started: float) -> planning.Plan:
     """A torchrun job's plan: the choice took N times one rank's speed; the steps follow the
-    job's own, timed on every rank at once with the gradients exchanged (the same everywhere)."""
+    job's own, timed on every rank at once with the gradients exchanged, as rank 0 measured it
+    (sent to every rank)."""
     speed = calibrate.measure(device, mc, cfg.batch_size // world.size, cfg.seq_len, cfg.amp,
                               world=world)
-    return replace(planning.plan(plan.seconds, speed, cfg, val_chars, time.monotonic() - started),
+    mine = replace(planning.plan(plan.seconds, speed, cfg, val_chars, time.monotonic() - started),
                    eval_chars=plan.eval_chars)
+    # each rank's clock read its own figure: rank 0's plan is the job's, or the ranks would
+    # stop (and check their plan) at different steps and wait on each other for ever
+    return planning.Plan.from_dict(world.broadcast_json(asdict(mine) if world.is_writer
+                                                        else None))
