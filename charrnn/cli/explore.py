@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.text import Text
 
 from charrnn import threads
-from charrnn.cli.base import RunArg, command, settings
+from charrnn.cli.base import RunArg, command, settings, stderr_console
 from charrnn.config import InspectConfig, SampleConfig
 from charrnn.errors import CharrnnError
 
@@ -63,6 +64,8 @@ def explore(
     if len(temperatures) > 1:
         raise CharrnnError("explore takes one --temperature, not a list")
     threads.configure(request.threads)
+    stderr_console().print(Text("running the text through the model once (every state of "
+                                "every cell kept)..."))
     ins = api.load(run, pick_device(request.device)).inspect(
         text_file=text, prime=prime, length=length, offset=offset,
         temperature=temperatures[0], seed=chosen.get("seed"), max_memory=request.max_memory)
