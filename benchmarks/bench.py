@@ -65,11 +65,12 @@ sys.path.insert(0, str(ROOT))
 
 from grid import stdlib_slice  # noqa: E402 - the slice the grid was measured on
 
-from charrnn import checkpoint, prepare  # noqa: E402
+from charrnn import checkpoint  # noqa: E402
 from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.output import TextOut  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
+from charrnn.training import setup as prepare  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"

@@ -125,3 +125,22 @@ def test_every_promise_names_tests_that_exist():
                if not re.search(rf"^def {t}\(", (ROOT / "tests" / f).read_text(encoding="utf-8"),
                                 re.MULTILINE)]
     assert missing == []
+
+
+def test_the_benchmarks_import_what_exists():
+    """Every `from charrnn... import name` of benchmarks/ and docs/ (lazy ones too) names a
+    module and a name that exist, so a move of the code cannot leave a benchmark behind."""
+    import importlib
+
+    wrong = []
+    for path in sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "docs").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("charrnn"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            wrong.append(f"{path.name}: from {node.module} import {alias.name}")
+    assert wrong == []

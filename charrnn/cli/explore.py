@@ -69,10 +69,7 @@ def explore(
     ins = api.load(run, pick_device(request.device)).inspect(
         text_file=text, prime=prime, length=length, offset=offset,
         temperature=temperatures[0], seed=chosen.get("seed"), max_memory=request.max_memory)
-    source = (["--text", str(text)] if text is not None else
-              ["--prime", prime] if prime is not None else [])
-    source += ["--length", str(length)] + (["--offset", str(offset)] if offset else [])
-    explorer = Explorer(ins, source)
+    explorer = Explorer(ins, _source(text, prime, length, offset))
     if request.state:
         ins.check(request.state)
         explorer.state = request.state
@@ -84,3 +81,10 @@ def explore(
     name = shlex.quote(str(run))
     explore_app.ExploreApp(explorer, name, colour,
                            html=lambda x: views.explorer_page(x, name)).run()
+
+
+def _source(text, prime, length: int, offset: int) -> list[str]:
+    """The inspect-cells arguments that give the same text."""
+    source = (["--text", str(text)] if text is not None else
+              ["--prime", prime] if prime is not None else [])
+    return source + ["--length", str(length)] + (["--offset", str(offset)] if offset else [])
