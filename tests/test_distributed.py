@@ -328,7 +328,9 @@ def test_a_hung_rank_is_given_up_after_the_timeout_in_one_line(write, tmp_path):
 
 def test_a_time_budget_under_torchrun_is_planned_from_the_jobs_own_speed(write, tmp_path):
     """The steps of a --time job follow the job's speed, timed on every rank with the gradients
-    exchanged, not N times one process's: the job ends at its planned end, inside its budget."""
+    exchanged, not N times one process's, and the same on every rank (each rank planning from
+    its own clock once made them stop at different steps and wait on each other for ever): the
+    job ends inside its budget."""
     corpus = write("hamlet.txt", TEXT)
     job = torchrun(tmp_path, corpus, "--out", tmp_path / "run", "--time", "8s", *MODEL,
                    "--batch-size", "8", "--seq-len", "16")
@@ -338,6 +340,7 @@ def test_a_time_budget_under_torchrun_is_planned_from_the_jobs_own_speed(write, 
     assert plan["seconds"] == 8 and speed is not None, job.output
     assert 0.6 < plan["chars_per_sec"] / speed["train"] < 1.6  # planned from what it ran at
     said = next(line for line in job.output.splitlines() if line.startswith("stopped at step"))
-    assert "the planned end of the time budget" in said, job.output
+    # at its planned end, or (on a machine busier than when it was timed) the clock's stop
+    assert "the planned end of the time budget" in said or "the clock" in said, job.output
     took = said.split(" after ")[1].split(" of a ")[0]
     assert took in ("0:07", "0:08"), said  # between 0.9 and 1.05 of the budget
