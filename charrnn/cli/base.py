@@ -107,9 +107,14 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def stdout_console(color: str) -> Console:
+def check_color(color: str) -> str:
     if color not in ("auto", "always", "never"):
         raise CharrnnError(f"--color must be auto, always or never, not {color!r}")
+    return color
+
+
+def stdout_console(color: str) -> Console:
+    check_color(color)
     if sys.stdout is None:  # file descriptor 1 was closed
         raise CharrnnError("stdout is closed; send it somewhere (a file, or /dev/null)")
     if color == "never":
@@ -182,3 +187,26 @@ def given_names(ctx: typer.Context) -> set[str]:
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory written by `charrnn train`.",
                                         show_default=False)]
+
+
+# The text that inspect-cells and explore look at: the same options, one pass of the model
+TextOpt = Annotated[Optional[Path], typer.Option(
+    "--text", help="This UTF-8 file instead of the run's validation text.")]
+PrimeOpt = Annotated[Optional[str], typer.Option(
+    "--prime", help="This text and the model's continuation of it (--temperature, --seed).")]
+LengthOpt = Annotated[int, typer.Option(
+    "--length", help="Characters to look at (with --prime: to generate).")]
+OffsetOpt = Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
+                                        "characters.")]
+
+
+def inspect_request(command: str, values: dict):
+    """(the inspection settings, the one --temperature, the --seed) a command was given."""
+    from charrnn.config import InspectConfig, SampleConfig
+
+    request = InspectConfig(**settings(InspectConfig, values))
+    chosen = settings(SampleConfig, values)
+    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
+    if len(temperatures) > 1:
+        raise CharrnnError(f"{command} takes one --temperature, not a list")
+    return request, temperatures[0], chosen.get("seed")

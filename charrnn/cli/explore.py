@@ -5,14 +5,23 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from charrnn import threads
-from charrnn.cli.base import RunArg, command, settings, stderr_console
+from charrnn.cli.base import (
+    LengthOpt,
+    OffsetOpt,
+    PrimeOpt,
+    RunArg,
+    TextOpt,
+    check_color,
+    command,
+    inspect_request,
+    stderr_console,
+)
 from charrnn.config import InspectConfig, SampleConfig
 from charrnn.errors import CharrnnError
 
@@ -25,15 +34,10 @@ EXTRA = "pip install 'charrnn[explore]'"
          name="explore")
 def explore(
     run: RunArg,
-    text: Annotated[Optional[Path], typer.Option("--text", help="Explore this UTF-8 file "
-                                                 "instead of the run's validation text.")] = None,
-    prime: Annotated[Optional[str], typer.Option("--prime", help="Explore this text and the "
-                                                 "model's continuation of it (--temperature, "
-                                                 "--seed).")] = None,
-    length: Annotated[int, typer.Option("--length", help="Characters to explore (with --prime: "
-                                        "to generate).")] = 10_000,
-    offset: Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
-                                        "characters.")] = 0,
+    text: TextOpt = None,
+    prime: PrimeOpt = None,
+    length: LengthOpt = 10_000,
+    offset: OffsetOpt = 0,
     color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
     **values,
 ):
@@ -44,8 +48,7 @@ def explore(
     from charrnn import api
     from charrnn.device import pick_device
 
-    if color not in ("auto", "always", "never"):
-        raise CharrnnError(f"--color must be auto, always or never, not {color!r}")
+    check_color(color)
     try:
         from charrnn.interp import explore_app
     except ImportError as e:
@@ -58,17 +61,13 @@ def explore(
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CharrnnError("charrnn explore needs a terminal; for a text report use "
                            "`charrnn inspect-cells`")
-    request = InspectConfig(**settings(InspectConfig, values))
-    chosen = settings(SampleConfig, values)
-    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
-    if len(temperatures) > 1:
-        raise CharrnnError("explore takes one --temperature, not a list")
+    request, temperature, seed = inspect_request("explore", values)
     threads.configure(request.threads)
     stderr_console().print(Text("running the text through the model once (every state of "
                                 "every cell kept)..."))
     ins = api.load(run, pick_device(request.device)).inspect(
         text_file=text, prime=prime, length=length, offset=offset,
-        temperature=temperatures[0], seed=chosen.get("seed"), max_memory=request.max_memory)
+        temperature=temperature, seed=seed, max_memory=request.max_memory)
     explorer = Explorer(ins, _source(text, prime, length, offset))
     if request.state:
         ins.check(request.state)

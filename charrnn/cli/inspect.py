@@ -11,10 +11,14 @@ from rich.text import Text
 
 from charrnn import threads
 from charrnn.cli.base import (
+    LengthOpt,
+    OffsetOpt,
+    PrimeOpt,
     RunArg,
+    TextOpt,
     app,
     command,
-    settings,
+    inspect_request,
     stderr_console,
     stdout_console,
 )
@@ -31,15 +35,10 @@ INSPECT_OPTIONS = ("state", "layer", "cells", "top", "lang", "probes", "regexes"
          name="inspect-cells")
 def inspect_cells(
     run: RunArg,
-    text: Annotated[Optional[Path], typer.Option("--text", help="Inspect this UTF-8 file "
-                                                 "instead of the run's validation text.")] = None,
-    prime: Annotated[Optional[str], typer.Option("--prime", help="Inspect this text and the "
-                                                 "model's continuation of it (--temperature, "
-                                                 "--seed).")] = None,
-    length: Annotated[int, typer.Option("--length", help="Characters to inspect (with --prime: "
-                                        "to generate).")] = 1000,
-    offset: Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
-                                        "characters.")] = 0,
+    text: TextOpt = None,
+    prime: PrimeOpt = None,
+    length: LengthOpt = 1000,
+    offset: OffsetOpt = 0,
     list_probes: Annotated[bool, typer.Option("--list-probes", help="List the probes and "
                                               "exit.")] = False,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the views to "
@@ -61,17 +60,13 @@ def inspect_cells(
         with to_stdout():
             views.list_probes(console, probes.PROBES.values())
         return
-    request = InspectConfig(**settings(InspectConfig, values))
-    chosen = settings(SampleConfig, values)
-    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
-    if len(temperatures) > 1:
-        raise CharrnnError("inspect-cells takes one --temperature, not a list")
+    request, temperature, seed = inspect_request("inspect-cells", values)
     if html_out is not None:
         check_new_file(html_out, "--html", force)
     threads.configure(request.threads)
     ins = api.load(run, pick_device(request.device)).inspect(
         text_file=text, prime=prime, length=length, offset=offset,
-        temperature=temperatures[0], seed=chosen.get("seed"), max_memory=request.max_memory,
+        temperature=temperature, seed=seed, max_memory=request.max_memory,
         ask=request)
     built = views.build(ins, request)
     with to_stdout():
