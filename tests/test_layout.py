@@ -1,6 +1,6 @@
-"""The shape of the code, kept: no module over 400 lines, no class over 250, no function over
-60; no import circle; each folder imports only from the shared ground and the folders it
-builds on; and docs/development.md's module table names every module."""
+"""The shape of the code, kept: no import circle; each folder imports only from the shared ground
+and the folders it builds on; and docs/development.md's module table names every module. Sizes
+(a module over 400 lines, a class over 250, a function over 60) are reported, not enforced."""
 
 import ast
 import re
@@ -92,20 +92,27 @@ def test_nothing_imports_upward():
     assert upward == []
 
 
-def test_sizes_stay_readable():
-    too_big = []
+def test_sizes_are_reported_not_enforced():
+    """Sizes are guides (a module of a few hundred lines, a class a screenful or a few), never
+    targets: a clear class is better than one cut into functions of an untyped object to pass
+    a count. So they are reported, with -rw, and only circles, upward imports and the module
+    table fail."""
+    import warnings
+
+    long = []
     for path in sorted(PACKAGE.rglob("*.py")):
         source = path.read_text(encoding="utf-8")
         name = path.relative_to(ROOT)
         if len(source.splitlines()) > 400:
-            too_big.append(f"{name}: {len(source.splitlines())} lines")
+            long.append(f"{name}: {len(source.splitlines())} lines")
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 limit = 250 if isinstance(node, ast.ClassDef) else 60
                 lines = node.end_lineno - node.lineno + 1
                 if lines > limit:
-                    too_big.append(f"{name}: {node.name} is {lines} lines")
-    assert too_big == []
+                    long.append(f"{name}: {node.name} is {lines} lines")
+    if long:
+        warnings.warn("longer than the guides: " + "; ".join(long), stacklevel=1)
 
 
 def test_the_module_table_names_every_module():
