@@ -11,7 +11,8 @@ built on it.
     ins.probe("depth")          # every cell of every layer by |r| with bracket depth
     ins.ablate("1:17")          # the loss each character gains with cell 17 held at its mean
     ins                         # in a notebook: the painted page, as `--html` writes it
-    run.eval()                  # the loss beside n-gram baselines
+    run.eval()                  # the loss beside n-gram baselines and compressors
+    run.sample(300, prime=open("mine.py").read(), adapt=True)   # in the style of the prime
     run.info()                  # what the run is, its plan and speed, its loss curves
 
 Settings go by their field names, as the command line's options say them with dashes
@@ -118,25 +119,48 @@ class Run:
 
     def stream(self, length: int = 1000, *, prime: str = "", temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               stop: str | None = None) -> Iterator[str]:
+               stop: str | None = None, adapt: bool = False, mix: bool = False
+               ) -> Iterator[str]:
         """Yield the characters of a sample as they are drawn (not the prime), ending at
-        `length` or once `stop` is written."""
-        from charrnn.sample import check_prime, until
+        `length` or once `stop` is written. `adapt`: the network first learns from the prime
+        (its weights on disk are unchanged); `mix`: draw from the network mixed with the counts
+        of its training text (and, with `adapt`, of the prime)."""
+        from charrnn.sample import check_prime, generate, seeded, until
 
         threads.configure()
         cfg = SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, length=length,
                            seed=seed)
         prime = check_prime(prime, self.vocab, drop_unknown=False)
-        return until(stop, self._draw(prime, cfg))
+        model, mixer = self.sampler(prime, adapt, mix)
+        return until(stop, generate(model, self.vocab, prime, cfg, seeded(cfg.seed),
+                                    mixer=mixer))
 
     def sample(self, length: int = 1000, **kw) -> str:
         """A sample as one string (the prime, if any, not included): see `stream`."""
         return "".join(self.stream(length, **kw))
 
-    def _draw(self, prime: str, cfg: SampleConfig) -> Iterator[str]:
-        from charrnn.sample import generate, seeded
+    def sampler(self, prime: str, adapt: bool = False, mix: bool = False, say=None,
+                warn=None):
+        """(the network to sample from, the mixer or None) for `stream`'s `adapt` and `mix`
+        (`warn`: where a mixture that cannot be had is said; by default, a Python warning)."""
+        from charrnn import adapt as adaptation
 
-        return generate(self.model, self.vocab, prime, cfg, seeded(cfg.seed))
+        model, ids = self.model, None
+        if adapt:
+            if not prime:
+                raise CharrnnError("--adapt learns from the prime, and there is none; give "
+                                   "--prime or --prime-file")
+            ids = self.vocab.encode(prime).astype(np.int64)
+            model = adaptation.learn(self.model, ids)
+        if not mix:
+            return model, None
+        from charrnn.evaluation import mixing
+
+        if warn is None:
+            import warnings
+
+            warn = lambda line: warnings.warn(line, stacklevel=3)  # noqa: E731
+        return model, mixing.mixer(self.model, self.config, self.vocab, ids, say, warn)
 
     def inspect(self, text: str | None = None, *, text_file: str | Path | None = None,
                 prime: str | None = None, length: int = 1000, offset: int = 0,
@@ -168,13 +192,15 @@ class Run:
             ins.answer(ask, held)
         return ins
 
-    def eval(self, text_file: str | Path | None = None) -> dict:
-        """The loss on `text_file` (by default the run's validation text) beside the uniform and
-        n-gram baselines: {"rows": [{"name", "about", "nats", "bits", "perplexity"}...]...}."""
+    def eval(self, text_file: str | Path | None = None, adapt: bool = True) -> dict:
+        """The loss on `text_file` (by default the run's validation text) beside the baselines,
+        as `charrnn eval` shows it: {"rows": [{"name", "about", "nats", "bits", "perplexity",
+        "adapts", "uses_training_text"}...]...}. `adapt`: with the rows that learn from the
+        text as they read it."""
         from charrnn.evaluation import evaluate
 
         threads.configure()
-        result = evaluate.evaluate(self.path, _path(text_file))
+        result = evaluate.evaluate(self.path, _path(text_file), adapting=adapt)
         result.pop("per_char")
         return result
 

@@ -12,6 +12,7 @@ logits (the tests check the text against one fused call per character).
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +28,7 @@ from charrnn.vocab import Vocab
 UNIFORM_BLOCK = 4096  # uniform numbers drawn per call to the generator
 PRIME_BLOCK = 4096  # prime characters fed per call of the model: memory bounded by the block
 MAX_PRIME = 1 << 22  # characters a --prime-file may hold (tens of MB at most in memory)
+MIXER_CONTEXT = 32  # characters before the next one a mixer is shown (its counts' longest)
 
 
 def distribution(logits: np.ndarray, cfg: SampleConfig) -> np.ndarray:
@@ -141,23 +143,29 @@ class Stepper:
 
 @torch.no_grad()
 def generate(model: CharRNN, vocab: Vocab, prime: str, cfg: SampleConfig,
-             generator: torch.Generator, stepper=None) -> Iterator[str]:
+             generator: torch.Generator, stepper=None, mixer=None) -> Iterator[str]:
     """Yield `cfg.length` characters, one at a time, continuing `prime` (not yielded).
-    `stepper` makes the per-character step from (model, state): Stepper unless given."""
+    `stepper` makes the per-character step from (model, state): Stepper unless given.
+    `mixer(logits, ids so far)` gives the log-probabilities to draw from instead of the
+    network's logits (sample --mix: charrnn/evaluation/mixing.py)."""
     model.eval()
     device = next(model.parameters()).device
-    ids = torch.from_numpy(start_ids(prime, vocab, generator))
+    start = start_ids(prime, vocab, generator)
+    ids = torch.from_numpy(start)
     state = None
     for block in ids.split(PRIME_BLOCK):  # the prime through the fused model, block by block
         logits, state = model(block[None].to(device), state)
     last = logits[0, -1].float().cpu().numpy()
     stepper = (stepper or Stepper)(model, state)
+    context = deque(start[-MIXER_CONTEXT:].tolist(), maxlen=MIXER_CONTEXT)
     for n in range(cfg.length):
         if n % UNIFORM_BLOCK == 0:  # uniforms in blocks: one call per block, bounded memory
             block = min(UNIFORM_BLOCK, cfg.length - n)
             uniforms = torch.rand(block, generator=generator, dtype=torch.float64).numpy()
-        i = draw(distribution(last, cfg), uniforms[n % UNIFORM_BLOCK])
+        scores = last if mixer is None else mixer(last, list(context))
+        i = draw(distribution(scores, cfg), uniforms[n % UNIFORM_BLOCK])
         yield vocab.chars[i]
+        context.append(i)
         if n + 1 < cfg.length:
             last = stepper.step(i)
 
@@ -183,12 +191,13 @@ def until(stop: str | None, chars: Iterator[str]) -> Iterator[str]:
 
 def write_samples(out, model: CharRNN, vocab: Vocab, prime: str, configs: list[SampleConfig],
                   count: int = 1, stop: str | None = None, heading=None, tick=None,
-                  keep: bool = False) -> str | None:
+                  keep: bool = False, mixer=None) -> str | None:
     """Write `count` samples for each of `configs` (one per temperature, each from the first's
     seed: the same text as separate calls) to `out`, each after the prime, all separated by a
     blank line; `heading(cfg)` is called before each temperature's when there are several, `tick()`
     after each character. The text ends as the model ended it: a closing newline is added only
-    for a terminal. With `keep`, return what was drawn (for --novelty); else nothing is kept."""
+    for a terminal. With `keep`, return what was drawn (for --novelty); else nothing is kept.
+    `mixer`: see `generate`."""
     seed = configs[0].seed if configs[0].seed is not None else int(torch.seed() % 2**63)
     kept: list[str] | None = [] if keep else None
     for k, cfg in enumerate(configs):
@@ -200,7 +209,7 @@ def write_samples(out, model: CharRNN, vocab: Vocab, prime: str, configs: list[S
             if n or k:
                 out.write("\n\n")
             out.write(prime)
-            for ch in until(stop, generate(model, vocab, prime, cfg, generator)):
+            for ch in until(stop, generate(model, vocab, prime, cfg, generator, mixer=mixer)):
                 out.write(ch)
                 if tick is not None:
                     tick()

@@ -57,7 +57,9 @@ def test_eval_puts_a_trained_model_beside_the_baselines(trained, monkeypatch):
     result = invoke("eval", trained / "run", "--json")
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)["rows"]}
-    assert set(rows) == {"charrnn", "uniform", "unigram"} | {f"{n}-gram" for n in range(2, 11)}
+    assert set(rows) == ({"charrnn", "uniform", "unigram"} | {f"{n}-gram" for n in range(2, 11)}
+                         | {"charrnn, adapting", "charrnn + counts", "charrnn + counts, adapting"}
+                         | {"bz2", "lzma", "zlib"})
     assert rows["charrnn"]["nats"] < rows["unigram"]["nats"] < rows["uniform"]["nats"]
     for r in rows.values():
         assert r["bits"] == pytest.approx(r["nats"] / np.log(2))

@@ -31,11 +31,16 @@ def eval_(
         "JSON-lines file (a new file; --force replaces one).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --per-char "
                                         "file.")] = False,
+    no_adapt: Annotated[bool, typer.Option("--no-adapt", help="Leave out the rows that learn "
+                                           "from the text as they read it (faster).")] = False,
 ):
-    """The run's loss on a text (nats and bits per character, perplexity), beside baselines on
-    the same text: uniform, and interpolated Kneser-Ney n-gram models (one discount per order,
-    Chen and Goodman 1998) with 0 to 9 characters of context, counted on the run's training
-    text. The counts are cached in the run directory."""
+    """The run's loss on a text (nats and bits per character, perplexity), beside what could be
+    had without the network. Rows: the network as trained; the network learning from the text
+    as it reads it (dynamic evaluation); both mixed with the counts of the training text (and,
+    adapting, of the text read so far); interpolated Kneser-Ney n-gram models (one discount per
+    order, Chen and Goodman 1998) with 0 to 9 characters of context, counted on the run's
+    training text; uniform; and bz2, lzma and zlib over the text alone. Each row says whether
+    it saw the training text and whether it adapts as it reads. The counts are cached."""
     import json
 
     from charrnn.evaluation import evaluate, views
@@ -45,8 +50,11 @@ def eval_(
     if per_char is not None:
         check_new_file(per_char, "--per-char", force)
     threads.configure()  # (CHARRNN_THREADS, or chosen for the load)
-    result = evaluate.evaluate(run, text, say=lambda line: stderr_console().print(
-        Text(printable(line)), soft_wrap=True))
+    def say(line: str) -> None:
+        stderr_console().print(Text(printable(line)), soft_wrap=True)
+
+    result = evaluate.evaluate(run, text, adapting=not no_adapt, say=say,
+                               warn=lambda line: say(f"warning: {line}"))
     ids, p, vocab = result.pop("per_char")
     if per_char is not None:
         evaluate.write_per_char(per_char, ids, p, vocab)

@@ -42,6 +42,12 @@ def sample(
     novelty: Annotated[bool, typer.Option("--novelty", help="Afterwards, say on stderr the "
                                           "longest stretch of the sample copied verbatim from "
                                           "the training text, and where it is.")] = False,
+    adapt: Annotated[bool, typer.Option("--adapt", help="First learn from the prime (a copy of "
+                                         "the model; the run is unchanged), so that the text "
+                                         "takes up its names, idioms and layout.")] = False,
+    mix: Annotated[bool, typer.Option("--mix", help="Draw from the model mixed with the counts "
+                                      "of its training text (and, with --adapt, of the "
+                                      "prime): likelier text, more of it copied.")] = False,
     safe: Annotated[bool, typer.Option("--safe", help="Show control characters (ESC, NUL...) "
                                        "as visible symbols instead of writing them raw.")]
     = False,
@@ -74,9 +80,13 @@ def sample(
     governor = threads.Governor(threads.configure(threads.parse(threads_)))
     run = api.load(run)
     prime = check_prime(prime, run.vocab, drop_unknown)
+    say = lambda line: stderr_console().print(Text(printable(line)), soft_wrap=True)  # noqa: E731
+    model, mixer = run.sampler(prime, adapt, mix, say=say, warn=lambda line: say(
+        f"warning: {line}"))
     with to_stdout():
-        drawn = write_samples(TextOut(sys.stdout, safe=safe), run.model, run.vocab, prime,
+        drawn = write_samples(TextOut(sys.stdout, safe=safe), model, run.vocab, prime,
                               configs, num_samples, stop, keep=novelty, tick=governor.tick,
+                              mixer=mixer,
                               heading=lambda cfg: stderr_console().print(
                                   Text(f"--- temperature {cfg.temperature:g} ---")))
     if drawn is not None:

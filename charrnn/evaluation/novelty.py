@@ -39,9 +39,10 @@ class Hashes:
         """The hash of the `length` characters from each position (the empty window: 0)."""
         if length == 0:
             return np.zeros(len(self.running), dtype=np.uint64)
-        count = len(self.running) - length
+        count = max(len(self.running) - length, 0)  # none longer than the text
         with np.errstate(over="ignore"):
-            return (self.running[length:] - self.running[:count]) * self.inverse[:count]
+            return (self.running[length:length + count] - self.running[:count]) * \
+                self.inverse[:count]
 
 
 def longest_copy(sample: np.ndarray, corpus: np.ndarray) -> Copy:

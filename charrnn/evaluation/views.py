@@ -15,16 +15,30 @@ from charrnn.training.distributed import resume_command
 
 
 def eval_table(result: dict) -> Table:
-    """The model's loss beside the baselines, one row each."""
-    table = Table(title=printable(f"{result['characters']:,} characters of {result['text']}; "
-                                  f"baselines counted on {result['training_characters']:,} "
-                                  "training characters"))
-    for column in ("model", "", "nats/char", "bits/char", "perplexity"):
-        table.add_column(column, justify="left" if column in ("model", "") else "right")
+    """The model's loss beside the baselines, one row each; what the rows mean below."""
+    from rich import box
+
+    table = Table(title=printable(f"loss per character on {result['characters']:,} characters "
+                                  f"of {result['text']}"), box=box.SIMPLE_HEAD,
+                  caption=EVAL_CAPTION.format(result["training_characters"]),
+                  caption_justify="left")
+    for column in ("model", "nats", "bits", "perplexity", "training", "adapts"):
+        table.add_column(column, no_wrap=column == "model",
+                         justify="right" if column in ("nats", "bits", "perplexity") else "left")
     for r in result["rows"]:
-        table.add_row(Text(r["name"]), Text(printable(r["about"])), f"{r['nats']:.4f}",
-                      f"{r['bits']:.4f}", f"{r['perplexity']:.3f}")
+        table.add_row(Text(printable(f"{r['name']} ({r['about']})" if r["about"] else
+                                     r["name"])), f"{r['nats']:.4f}", f"{r['bits']:.4f}",
+                      f"{r['perplexity']:.3f}" if r["perplexity"] < 1e6 else
+                      f"{r['perplexity']:.3g}", "seen" if r["uses_training_text"] else "-",
+                      "yes" if r["adapts"] else "-")
     return table
+
+
+EVAL_CAPTION = ("training: the row learned from the run's training text ({:,} characters); "
+                "adapts: it learns from the text as it reads it, each character predicted "
+                "first. + counts: mixed with the counts of the training text (adapting: and of "
+                "the text read so far); n-grams: interpolated Kneser-Ney; bz2, lzma, zlib: the "
+                "text alone, compressed.")
 
 
 def info_lines(facts: dict, run: Path) -> list[str]:

@@ -1,0 +1,189 @@
+"""A run's models side by side on one text, and their mixtures (charrnn/evaluation/mixture.py):
+
+- static: the network as trained, mixed with the counts of its training text;
+- adapting: the network learning as it reads (charrnn/adapt.py), mixed with the counts of its
+  training text and the counts of the text read so far.
+
+Each mixture's gate is fitted on the run's validation text, never on the text being scored, and
+kept in the cache beside the run's counts, keyed by the model's weights: a later evaluation of
+any text reads the same gate. When the text being scored is the validation text itself, each
+half is scored with gates fitted on the other half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from charrnn import adapt
+from charrnn.evaluation import counts, ngram
+from charrnn.evaluation.mixture import FIT_CHARS, Gate, features, fit
+from charrnn.fileio import atomic_write_text, read_json_object
+from charrnn.model import CharRNN
+
+OWN_ORDER = 16  # characters of context of the counts of the text read so far
+OWN_DISCOUNT = 0.6  # their one discount (chosen in benchmarks/adapt.py)
+KINDS = ("static", "adapting")
+GATES_FORMAT = 1
+
+
+@dataclass
+class Readings:
+    """What each model says of each character of one text (characters 1 .. N - 1)."""
+
+    static: adapt.Reading
+    counts: ngram.Scores
+    adapting: adapt.Reading | None = None
+    own: ngram.Scores | None = None
+
+    def inputs(self, kind: str) -> tuple[list[np.ndarray], np.ndarray]:
+        """(each model's probabilities, the gate's features) of the mixture `kind`."""
+        if kind == "static":
+            return ([self.static.p, self.counts.p],
+                    features(self.static.entropy, [(self.counts, counts.ORDER)]))
+        return ([self.adapting.p, self.counts.p, self.own.p],
+                features(self.adapting.entropy, [(self.counts, counts.ORDER),
+                                                 (self.own, OWN_ORDER)]))
+
+    def part(self, start: int, end: int) -> Readings:
+        """The readings of characters start .. end - 1 of the predicted ones."""
+        def cut(r):
+            if r is None:
+                return None
+            return type(r)(**{k: v[start:end] for k, v in vars(r).items()})
+        return Readings(cut(self.static), cut(self.counts), cut(self.adapting), cut(self.own))
+
+
+def read(model: CharRNN, ids: np.ndarray, levels: list[ngram.Table], vocab_size: int,
+         adapting: bool, workers: int = 1) -> Readings:
+    """Every model's reading of `ids` (the adapting ones only with `adapting`)."""
+    r = Readings(adapt.static(model, ids), ngram.score(levels, ids, vocab_size))
+    if adapting:
+        r.adapting = adapt.read(model, ids, adapt.Adaptation(), workers)
+        r.own = ngram.reading(ids, vocab_size, OWN_ORDER, OWN_DISCOUNT)
+    return r
+
+
+def weights_digest(model: CharRNN) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _gates_path(counts_key: str):
+    return counts.path_of(counts_key).with_suffix(".gates.json")
+
+
+def _entry(model: CharRNN, kind: str) -> str:
+    """What a gate depends on besides the counts: the weights, how the model adapts, the
+    counts of the text read so far, how much validation text it is fitted on."""
+    settings = [GATES_FORMAT, kind, weights_digest(model), repr(adapt.Adaptation()),
+                OWN_ORDER, OWN_DISCOUNT, FIT_CHARS, adapt.STREAM]
+    return hashlib.blake2b(json.dumps(settings).encode(), digest_size=16).hexdigest()
+
+
+def gate(kind: str, model: CharRNN, config: dict, vocab, levels, val_ids=None,
+         workers: int = 1) -> Gate:
+    """The gate of mixture `kind` for this run: from the cache, else fitted on the first
+    FIT_CHARS characters of its validation text (and kept)."""
+    name = counts.key(config, vocab)
+    path, entry = _gates_path(name), _entry(model, kind)
+    width = 2 + 3 * (1 if kind == "static" else 2)
+    models = 2 if kind == "static" else 3
+    cached = Gate.from_json(read_json_object(path).get(entry), models, width)
+    if cached is not None:
+        return cached
+    if val_ids is None:
+        _, val_ids = counts.training_ids(config, vocab)
+    part = np.asarray(val_ids[: FIT_CHARS + 1])
+    found = fit(*read(model, part, levels, len(vocab), kind == "adapting",
+                      workers).inputs(kind))
+    kept = read_json_object(path)
+    kept[entry] = found.to_json()
+    try:
+        atomic_write_text(path, json.dumps(kept) + "\n")
+    except OSError:
+        pass  # a cache we cannot write costs the next call its fitting, nothing else
+    return found
+
+
+def crossed(readings: Readings, kind: str) -> np.ndarray:
+    """Each character's probability under mixture `kind` with gates fitted on the other half
+    of the same text (the validation text scored with gates fitted on itself would flatter)."""
+    n = len(readings.static.p)
+    half = n // 2
+    out = np.empty(n)
+    for (a, b), (c, d) in (((0, half), (half, n)), ((half, n), (0, half))):
+        g = fit(*readings.part(c, d).inputs(kind))
+        ps, x = readings.part(a, b).inputs(kind)
+        out[a:b] = g.mix(ps, x)
+    return out
+
+
+def mixed(readings: Readings, kind: str, g: Gate) -> np.ndarray:
+    ps, x = readings.inputs(kind)
+    return g.mix(ps, x)
+
+
+class Mixer:
+    """A mixture's distribution over the next character, one character at a time (what
+    `sample --mix` draws from): given the network's logits and the ids so far, the log of the
+    mixed probabilities, for the sampler's temperature, top-k and top-p to act on."""
+
+    def __init__(self, g: Gate, levels: list[ngram.Table], vocab_size: int,
+                 own: list[ngram.Table] | None = None):
+        self.gate, self.levels, self.own, self.vocab_size = g, levels, own, vocab_size
+        self.longest = OWN_ORDER if own is not None else counts.ORDER
+
+    def __call__(self, logits: np.ndarray, context) -> np.ndarray:
+        z = np.asarray(logits, dtype=np.float64)
+        z = z - z.max()
+        p_net = np.exp(z)
+        p_net /= p_net.sum()
+        entropy = -float(np.dot(p_net, np.log(np.maximum(p_net, 1e-300))))
+        ps, x = [p_net], [1.0, entropy]
+        for levels, order in ((self.levels, counts.ORDER), (self.own, OWN_ORDER)):
+            if levels is None:
+                continue
+            p, depth, backoff, total = ngram.distribution(levels, context[-order:],
+                                                          self.vocab_size)
+            ps.append(p)
+            x += [depth / order, backoff, np.log1p(total) / 10]
+        with np.errstate(divide="ignore"):
+            return np.log(self.gate.mix(ps, np.asarray(x)))
+
+
+def mixer(model: CharRNN, config: dict, vocab, prime_ids: np.ndarray | None, say=None,
+          warn=None) -> Mixer | None:
+    """The mixture `sample --mix` draws from: the network (as trained, or adapted to the prime
+    when `prime_ids` is given) with the counts of the run's training text (and of the prime).
+    `model` is the run's network as trained: the gate is fitted for it. None, said in one line
+    (`warn`), where the counts cannot be had: the sample is then drawn from the network alone."""
+    from charrnn.errors import CharrnnError
+
+    try:
+        levels = counts.load(counts.key(config, vocab), len(vocab))
+    except counts.DamagedCounts as e:
+        if warn is not None:
+            warn(f"{e}; sampling without the mixture")
+        return None
+    try:
+        if levels is None:
+            levels = counts.of_run(config, vocab, say=say, warn=warn)
+        kind = "static" if prime_ids is None else "adapting"
+        g = gate(kind, model, config, vocab, levels, workers=torch.get_num_threads())
+    except CharrnnError as e:
+        if warn is not None:
+            warn(f"--mix needs the counts of the run's training text: {e}; sampling without "
+                 "the mixture")
+        return None
+    own = (ngram.own_levels(np.asarray(prime_ids), OWN_ORDER, OWN_DISCOUNT)
+           if prime_ids is not None else None)
+    return Mixer(g, levels, len(vocab), own)
+
