@@ -12,7 +12,6 @@ logits (the tests check the text against one fused call per character).
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 from typing import Iterator
 
@@ -157,15 +156,17 @@ def generate(model: CharRNN, vocab: Vocab, prime: str, cfg: SampleConfig,
         logits, state = model(block[None].to(device), state)
     last = logits[0, -1].float().cpu().numpy()
     stepper = (stepper or Stepper)(model, state)
-    context = deque(start[-MIXER_CONTEXT:].tolist(), maxlen=MIXER_CONTEXT)
+    context = start[-MIXER_CONTEXT:].tolist()  # (trimmed now and then, not every step)
     for n in range(cfg.length):
         if n % UNIFORM_BLOCK == 0:  # uniforms in blocks: one call per block, bounded memory
             block = min(UNIFORM_BLOCK, cfg.length - n)
             uniforms = torch.rand(block, generator=generator, dtype=torch.float64).numpy()
-        scores = last if mixer is None else mixer(last, list(context))
+        scores = last if mixer is None else mixer(last, context)
         i = draw(distribution(scores, cfg), uniforms[n % UNIFORM_BLOCK])
         yield vocab.chars[i]
         context.append(i)
+        if len(context) > 2 * MIXER_CONTEXT:
+            del context[:-MIXER_CONTEXT]
         if n + 1 < cfg.length:
             last = stepper.step(i)
 

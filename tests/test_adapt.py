@@ -66,12 +66,12 @@ def test_no_character_is_predicted_from_the_text_after_it(kind, monkeypatch):
     rng = np.random.default_rng(1)
     text = rng.integers(0, 6, 1500)
     train = rng.integers(0, 6, 3000)
-    levels = ngram.levels(*ngram.count(train, 4), 4)
+    counted = ngram.kneser_ney(*ngram.count(train, 4), 4)
     gate = Gate(((0.3, -0.2, 0.5, -1.0, 0.7, 0.0, 0.0, 0.0),
                  (-0.4, 0.1, 0.2, 0.3, -0.5, 1.0, -0.3, 0.2)))
 
     def everything(ids):
-        r = mixing.Readings(adapt.static(model, ids), ngram.score(levels, ids, 6),
+        r = mixing.Readings(adapt.static(model, ids), ngram.score(counted, ids, 6),
                             adapt.read(model, ids, adapt.Adaptation(), workers=2),
                             ngram.reading(ids, 6, mixing.OWN_ORDER, mixing.OWN_DISCOUNT))
         x = features(r.adapting.entropy, [(r.counts, 4), (r.own, mixing.OWN_ORDER)])
@@ -121,7 +121,7 @@ def test_the_counts_of_the_text_read_so_far_are_those_of_its_beginning():
     ids[::3] = 2
     scores = ngram.reading(ids, 4, 5, 0.6)
     for i in (1, 2, 7, 100, 799):
-        p, depth, _, total = ngram.distribution(ngram.own_levels(ids[:i], 5, 0.6), ids[:i], 4)
+        p, depth, _, total = ngram.distribution(ngram.own_model(ids[:i], 5, 0.6), ids[:i], 4)
         assert p.sum() == pytest.approx(1.0)
         assert p[ids[i]] == pytest.approx(scores.p[i - 1], abs=1e-12)
         assert (depth, total) == (scores.depth[i - 1], scores.total[i - 1])

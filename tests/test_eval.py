@@ -26,8 +26,8 @@ def test_kneser_ney_of_order_2_finds_the_entropy_of_an_order_2_chain():
     train, test = ids[:170_000], ids[170_000:]
     truth = -np.log(table[test[:-2], test[1:-1], test[2:]]).mean()
     raw, continuation = ngram.count(train, 5)
-    losses = [ngram.loss(ngram.probabilities(ngram.levels(raw, continuation, order), test, 6)[1:])
-              for order in range(6)]
+    losses = [ngram.loss(ngram.probabilities(ngram.kneser_ney(raw, continuation, order), test,
+                                             6)[1:]) for order in range(6)]
     assert abs(losses[2] - truth) < 0.01  # order 2 knows what the chain knows
     assert losses[0] > losses[1] > losses[2] + 0.2  # less context knows less
     assert min(losses[3:]) > losses[2] - 0.005  # more context learns nothing more (noise only)
@@ -37,7 +37,7 @@ def test_probabilities_are_a_distribution():
     ids, _ = markov_text(20_000, vocab=4)
     raw, continuation = ngram.count(ids[:15_000], 3)
     for order in range(4):
-        lv = ngram.levels(raw, continuation, order)
+        lv = ngram.kneser_ney(raw, continuation, order)
         context = ids[15_000:15_010]
         total = sum(ngram.probabilities(lv, np.append(context, c), 4)[-1] for c in range(4))
         assert total == pytest.approx(1.0, abs=1e-9)

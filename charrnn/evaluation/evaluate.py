@@ -58,10 +58,10 @@ def evaluate(run: Path, text_file: Path | None = None, adapting: bool = True, or
         raise CharrnnError(f"{what} has fewer than 2 characters; there is nothing to predict")
     workers = threads.configure().count  # streams read side by side, a thread each
     baselines, counted = _baselines(run, train_ids, ids, len(vocab), orders, say)
-    levels = counts.of_run(config, vocab, train_ids, say, warn, counted)
+    counted_model = counts.of_run(config, vocab, train_ids, say, warn, counted)
     if say is not None and adapting:
         say(f"reading {len(ids):,} characters as the model learns from them")
-    readings = mixing.read(model, ids, levels, len(vocab), adapting, workers)
+    readings = mixing.read(model, ids, counted_model, len(vocab), adapting, workers)
     rows = [_row("charrnn", _name(model), readings.static.p, False)]
     kinds = ("static", "adapting") if adapting else ("static",)
     if adapting:
@@ -70,7 +70,7 @@ def evaluate(run: Path, text_file: Path | None = None, adapting: bool = True, or
         if text_file is None:  # the validation text: scored with gates fitted on its other half
             p = mixing.crossed(readings, kind)
         else:
-            gate = mixing.gate(kind, model, config, vocab, levels, val_ids, workers)
+            gate = mixing.gate(kind, model, config, vocab, counted_model, val_ids, workers)
             p = mixing.mixed(readings, kind, gate)
         rows.append(_row(*MIXTURES[kind], p, kind == "adapting"))
     rows += baselines
@@ -143,7 +143,7 @@ def _baselines(run: Path, train_ids, ids, vocab_size, orders, say):
         say(f"counting n-grams of orders {min(orders)} to {max(orders)} on "
             f"{len(train_ids):,} training characters (cached in {path} afterwards)")
     raw, continuation = ngram.count(train_ids, max(orders))
-    losses = [ngram.loss(ngram.probabilities(ngram.levels(raw, continuation, order), ids,
+    losses = [ngram.loss(ngram.probabilities(ngram.kneser_ney(raw, continuation, order), ids,
                                              vocab_size)) for order in orders]
     try:
         atomic_write_text(path, json.dumps({key: losses}) + "\n")  # the latest text only

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,10 +59,11 @@ class Readings:
         return Readings(cut(self.static), cut(self.counts), cut(self.adapting), cut(self.own))
 
 
-def read(model: CharRNN, ids: np.ndarray, levels: list[ngram.Table], vocab_size: int,
+def read(model: CharRNN, ids: np.ndarray, counted: ngram.Model, vocab_size: int,
          adapting: bool, workers: int = 1) -> Readings:
-    """Every model's reading of `ids` (the adapting ones only with `adapting`)."""
-    r = Readings(adapt.static(model, ids), ngram.score(levels, ids, vocab_size))
+    """Every model's reading of `ids` (the adapting ones only with `adapting`): the network's,
+    and the count model's of the training text, `counted`."""
+    r = Readings(adapt.static(model, ids), ngram.score(counted, ids, vocab_size))
     if adapting:
         r.adapting = adapt.read(model, ids, adapt.Adaptation(), workers)
         r.own = ngram.reading(ids, vocab_size, OWN_ORDER, OWN_DISCOUNT)
@@ -88,7 +90,7 @@ def _entry(model: CharRNN, kind: str) -> str:
     return hashlib.blake2b(json.dumps(settings).encode(), digest_size=16).hexdigest()
 
 
-def gate(kind: str, model: CharRNN, config: dict, vocab, levels, val_ids=None,
+def gate(kind: str, model: CharRNN, config: dict, vocab, counted: ngram.Model, val_ids=None,
          workers: int = 1) -> Gate:
     """The gate of mixture `kind` for this run: from the cache, else fitted on the first
     FIT_CHARS characters of its validation text (and kept)."""
@@ -102,7 +104,7 @@ def gate(kind: str, model: CharRNN, config: dict, vocab, levels, val_ids=None,
     if val_ids is None:
         _, val_ids = counts.training_ids(config, vocab)
     part = np.asarray(val_ids[: FIT_CHARS + 1])
-    found = fit(*read(model, part, levels, len(vocab), kind == "adapting",
+    found = fit(*read(model, part, counted, len(vocab), kind == "adapting",
                       workers).inputs(kind))
     kept = read_json_object(path)
     kept[entry] = found.to_json()
@@ -136,27 +138,40 @@ class Mixer:
     `sample --mix` draws from): given the network's logits and the ids so far, the log of the
     mixed probabilities, for the sampler's temperature, top-k and top-p to act on."""
 
-    def __init__(self, g: Gate, levels: list[ngram.Table], vocab_size: int,
-                 own: list[ngram.Table] | None = None):
-        self.gate, self.levels, self.own, self.vocab_size = g, levels, own, vocab_size
+    def __init__(self, g: Gate, counted: ngram.Model, vocab_size: int,
+                 own: ngram.Model | None = None):
+        self.gate, self.counted, self.own, self.vocab_size = g, counted, own, vocab_size
+        self.memos = ({}, {})  # the lowest levels' distributions, by context, of each model
         self.longest = OWN_ORDER if own is not None else counts.ORDER
 
     def __call__(self, logits: np.ndarray, context) -> np.ndarray:
+        # a few numpy calls on vectors of the vocabulary's size, the rest in Python floats: at
+        # one character a call, each numpy call's fixed cost is what counts
         z = np.asarray(logits, dtype=np.float64)
         z = z - z.max()
         p_net = np.exp(z)
-        p_net /= p_net.sum()
-        entropy = -float(np.dot(p_net, np.log(np.maximum(p_net, 1e-300))))
+        total = float(p_net.sum())
+        p_net /= total
+        entropy = math.log(total) - float(np.dot(p_net, z))  # -sum p log p, p = e^z / total
         ps, x = [p_net], [1.0, entropy]
-        for levels, order in ((self.levels, counts.ORDER), (self.own, OWN_ORDER)):
-            if levels is None:
+        for counted, order, memo in ((self.counted, counts.ORDER, self.memos[0]),
+                                     (self.own, OWN_ORDER, self.memos[1])):
+            if counted is None:
                 continue
-            p, depth, backoff, total = ngram.distribution(levels, context[-order:],
-                                                          self.vocab_size)
+            p, depth, backoff, seen = ngram.distribution(counted, context[-order:],
+                                                         self.vocab_size, memo)
             ps.append(p)
-            x += [depth / order, backoff, np.log1p(total) / 10]
-        with np.errstate(divide="ignore"):
-            return np.log(self.gate.mix(ps, np.asarray(x)))
+            x += [depth / order, backoff, math.log1p(seen) / 10]
+        scores = [0.0] + [sum(a * b for a, b in zip(row, x)) for row in self.gate.coefficients]
+        top = max(scores)
+        weights = [math.exp(v - top) for v in scores]
+        whole = sum(weights)
+        mixed = p_net  # (a fresh array of ours: mixed in place)
+        mixed *= weights[0] / whole
+        for p, w in zip(ps[1:], weights[1:]):
+            p *= w / whole  # (each a fresh array too)
+            mixed += p
+        return np.log(mixed, out=mixed)  # never log 0: the counts give every character some
 
 
 def mixer(model: CharRNN, config: dict, vocab, prime_ids: np.ndarray | None, say=None,
@@ -168,22 +183,22 @@ def mixer(model: CharRNN, config: dict, vocab, prime_ids: np.ndarray | None, say
     from charrnn.errors import CharrnnError
 
     try:
-        levels = counts.load(counts.key(config, vocab), len(vocab))
+        counted = counts.load(counts.key(config, vocab), len(vocab))
     except counts.DamagedCounts as e:
         if warn is not None:
             warn(f"{e}; sampling without the mixture")
         return None
     try:
-        if levels is None:
-            levels = counts.of_run(config, vocab, say=say, warn=warn)
+        if counted is None:
+            counted = counts.of_run(config, vocab, say=say, warn=warn)
         kind = "static" if prime_ids is None else "adapting"
-        g = gate(kind, model, config, vocab, levels, workers=torch.get_num_threads())
+        g = gate(kind, model, config, vocab, counted, workers=torch.get_num_threads())
     except CharrnnError as e:
         if warn is not None:
             warn(f"--mix needs the counts of the run's training text: {e}; sampling without "
                  "the mixture")
         return None
-    own = (ngram.own_levels(np.asarray(prime_ids), OWN_ORDER, OWN_DISCOUNT)
+    own = (ngram.own_model(np.asarray(prime_ids), OWN_ORDER, OWN_DISCOUNT)
            if prime_ids is not None else None)
-    return Mixer(g, levels, len(vocab), own)
+    return Mixer(g, counted, len(vocab), own)
 

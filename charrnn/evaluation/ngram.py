@@ -12,14 +12,14 @@ order the counts are the n-grams' own; below it they are continuation counts, th
 distinct characters seen before the shorter n-gram; every level mixes in the one below with the
 weight its discount frees, down to the uniform distribution over the vocabulary.
 
-Each order's counts are a `Table` grouped by context: the characters seen after a context, and
-their counts, are one slice. So the whole distribution after a context costs one look-up per
-order (what sampling from a mixture needs), and a character's probability one more.
+Each order's counts are counted as a `Table` grouped by context, and a model's levels are
+packed into one `Model`: the whole distribution after a context costs one look-up for all its
+levels (what sampling from a mixture needs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,49 +32,90 @@ CHAR_BITS = 21  # a row's key is (its context's rank << CHAR_BITS) | its charact
 
 @dataclass
 class Table:
-    """The counts of one order k: the k-grams seen, grouped by their (k-1)-character context."""
+    """The counts of one order k, as counted: the k-grams seen, grouped by their (k-1)-character
+    context (a `Model` packs the levels of one model for look-ups)."""
 
     contexts: np.ndarray  # (C,) uint64: the contexts' hashes, sorted
     starts: np.ndarray  # (C + 1,) int64: context j's k-grams are rows starts[j] .. starts[j+1]-1
     chars: np.ndarray  # (G,) int32: each k-gram's last character, ascending within a context
     counts: np.ndarray  # (G,) float64: raw counts at the top order, continuation counts below
     discount: float
-    totals: np.ndarray = field(init=False, repr=False)  # (C,) sum of the context's counts
-    types: np.ndarray = field(init=False, repr=False)  # (C,) how many k-grams follow it
-    _keys: np.ndarray | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.types = np.diff(self.starts).astype(np.float64)
-        self.totals = (np.add.reduceat(self.counts, self.starts[:-1]) if len(self.contexts)
-                       else np.zeros(0))
+
+def _salt(level: int) -> int:
+    """What a context's hash is xored with to tag it with its level (1 ..) in a Model."""
+    return (level * 0xD6E8FEB86659FD93 + 0x2545F4914F6CDD1D) & MASK
+
+
+class Model:
+    """An interpolated count model: the levels of one model (orders 1 .. L, low to high), packed
+    into one sorted array of contexts, each tagged with its level, and their rows (character,
+    count) in the same order. So one look-up finds the contexts of every level after a text
+    (what sampling from a mixture needs), and a character's count one more."""
+
+    def __init__(self, keys, starts, levels_of, chars, counts, discounts):
+        self.keys = keys  # (C,) uint64, ascending: context hash ^ _salt(its level)
+        self.starts = starts  # (C + 1,) int64: context j's rows are starts[j] .. starts[j+1]-1
+        self.levels_of = levels_of  # (C,) uint8: each context's level
+        self.chars = chars  # (G,) int32: ascending within a context
+        self.counts = counts  # (G,) float64
+        self.discounts = np.asarray(discounts, dtype=np.float64)  # (L,)
+        self.types = np.diff(starts).astype(np.float64)
+        self.totals = np.add.reduceat(counts, starts[:-1]) if len(keys) else np.zeros(0)
+        discount = self.discounts[levels_of.astype(np.int64) - 1]  # each context's
+        self.freed = discount * self.types / np.maximum(self.totals, 1e-300)  # left to below
+        # each row's own term of the interpolation, (count - D) / total of its context
+        self.values = (counts - np.repeat(discount, np.diff(starts))) / \
+            np.repeat(np.maximum(self.totals, 1e-300), np.diff(starts))
+        self.salts = np.array([_salt(k) for k in range(1, len(discounts) + 1)], dtype=np.uint64)
+        self._row_keys = None
 
     @property
-    def keys(self) -> np.ndarray:
-        """(G,) int64, ascending: (rank of the row's context << CHAR_BITS) | its character."""
-        if self._keys is None:
-            ranks = np.repeat(np.arange(len(self.contexts), dtype=np.int64),
-                              np.diff(self.starts))
-            self._keys = (ranks << CHAR_BITS) | self.chars.astype(np.int64)
-        return self._keys
+    def order(self) -> int:
+        return len(self.discounts) - 1
 
-    def find(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rank, seen) of each context hash: where it is in `contexts`, and whether it is."""
-        at = np.minimum(np.searchsorted(self.contexts, contexts), max(len(self.contexts) - 1, 0))
-        seen = (self.contexts[at] == contexts) if len(self.contexts) else \
-            np.zeros(len(contexts), dtype=bool)
-        return at, seen
+    @classmethod
+    def pack(cls, levels: list[Table]) -> Model:
+        tagged, level_of, first, lengths, offset = [], [], [], [], 0
+        for k, t in enumerate(levels, start=1):
+            tagged.append(t.contexts ^ np.uint64(_salt(k)))
+            level_of.append(np.full(len(t.contexts), k, dtype=np.uint8))
+            first.append(t.starts[:-1] + offset)
+            lengths.append(np.diff(t.starts))
+            offset += len(t.chars)
+        order = np.argsort(np.concatenate(tagged), kind="stable")
+        keys = np.concatenate(tagged)[order]
+        first, lengths = np.concatenate(first)[order], np.concatenate(lengths)[order]
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        rows = np.repeat(first - starts[:-1], lengths) + np.arange(starts[-1])
+        return cls(keys, starts, np.concatenate(level_of)[order],
+                   np.concatenate([t.chars for t in levels])[rows].astype(np.int32),
+                   np.concatenate([t.counts for t in levels])[rows].astype(np.float64),
+                   [t.discount for t in levels])
 
-    def count_of(self, ranks: np.ndarray, chars: np.ndarray) -> np.ndarray:
+    def _find(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rank, seen) of each tagged context: where it is in `keys`, and whether it is."""
+        if not len(self.keys):
+            return np.zeros(len(queries), dtype=np.int64), np.zeros(len(queries), dtype=bool)
+        at = self.keys.searchsorted(queries)
+        at[at == len(self.keys)] = 0
+        return at, self.keys[at] == queries
+
+    def _count_of(self, ranks: np.ndarray, chars: np.ndarray) -> np.ndarray:
         """The count of each (context rank, character) pair; 0 where it was never seen."""
-        keys = self.keys
+        if self._row_keys is None:  # (rank << CHAR_BITS) | character: ascending, row by row
+            ranks_of_rows = np.repeat(np.arange(len(self.keys), dtype=np.int64),
+                                      np.diff(self.starts))
+            self._row_keys = (ranks_of_rows << CHAR_BITS) | self.chars.astype(np.int64)
         queries = (ranks.astype(np.int64) << CHAR_BITS) | chars.astype(np.int64)
-        at = np.minimum(np.searchsorted(keys, queries), max(len(keys) - 1, 0))
-        return np.where(keys[at] == queries, self.counts[at], 0.0) if len(keys) else \
-            np.zeros(len(queries))
+        at = np.minimum(np.searchsorted(self._row_keys, queries), max(len(self.chars) - 1, 0))
+        return np.where(self._row_keys[at] == queries, self.counts[at], 0.0) if \
+            len(self.chars) else np.zeros(len(queries))
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.contexts, self.starts, self.chars, self.counts))
+        return sum(a.nbytes for a in (self.keys, self.starts, self.levels_of, self.chars,
+                                      self.counts))
 
 
 def _discount(counts: np.ndarray) -> float:
@@ -130,6 +171,11 @@ def levels(raw: list[Table], continuation: list[Table], order: int) -> list[Tabl
     return continuation[:order] + [raw[order]]
 
 
+def kneser_ney(raw: list[Table], continuation: list[Table], order: int) -> Model:
+    """The interpolated Kneser-Ney model of `order`, packed for look-ups."""
+    return Model.pack(levels(raw, continuation, order))
+
+
 @dataclass
 class Scores:
     """What a count model says of each predicted character (characters 1 .. N - 1)."""
@@ -140,7 +186,7 @@ class Scores:
     total: np.ndarray  # (N - 1,) how often that context was counted
 
 
-def score(levels: list[Table], ids: np.ndarray, vocab_size: int) -> Scores:
+def score(model: Model, ids: np.ndarray, vocab_size: int) -> Scores:
     """P(ids[i] | what came before in `ids`) for i = 1 .. len(ids) - 1, and what the counts know
     of each context (for the mixture's gate); a context that reaches before the start of `ids`
     is shortened to what there is."""
@@ -151,63 +197,93 @@ def score(levels: list[Table], ids: np.ndarray, vocab_size: int) -> Scores:
     depth = np.zeros(n - 1, dtype=np.int64)
     backoff, total = np.ones(n - 1), np.zeros(n - 1)
     positions = np.arange(1, n)  # the predicted characters
-    for k, level in enumerate(levels, start=1):
+    for k, discount in enumerate(model.discounts, start=1):
         # the k-gram ending at i starts at i - k + 1; positions without room keep the lower p
         start = positions - k + 1
         ok = np.flatnonzero(start >= 0)
-        rank, seen = level.find(h.windows(k - 1)[start[ok]])
+        rank, seen = model._find(h.windows(k - 1)[start[ok]] ^ model.salts[k - 1])
         ok, rank = ok[seen], rank[seen]
         if len(ok) == 0:
             break  # no longer context is seen either
-        t, types = level.totals[rank], level.types[rank]
-        c = level.count_of(rank, ids[positions[ok]])
-        freed = level.discount * types / t
-        p[ok] = np.maximum(c - level.discount, 0.0) / t + freed * p[ok]
+        t, freed = model.totals[rank], model.freed[rank]
+        c = model._count_of(rank, ids[positions[ok]])
+        p[ok] = np.maximum(c - discount, 0.0) / t + freed * p[ok]
         depth[ok], backoff[ok], total[ok] = k - 1, freed, t
     return Scores(p, depth, backoff, total)
 
 
-def probabilities(levels: list[Table], ids: np.ndarray, vocab_size: int) -> np.ndarray:
+def probabilities(model: Model, ids: np.ndarray, vocab_size: int) -> np.ndarray:
     """P(ids[i] | what came before in `ids`) for i = 1 .. len(ids) - 1."""
-    return score(levels, ids, vocab_size).p
+    return score(model, ids, vocab_size).p
 
 
-def distribution(levels: list[Table], context, vocab_size: int):
+MEMO_LEVELS = 3  # the lowest levels' distribution is kept per context by `distribution`
+MEMO_MOST = 1 << 15  # contexts kept at most (a few MB)
+
+
+def distribution(model: Model, context, vocab_size: int, memo: dict | None = None):
     """(the whole distribution over the next character after `context` (ids, oldest first),
-    the longest context seen, its backoff weight, its total): one look-up per order, from the
-    shortest context up, ending at the first context never seen (no longer one is)."""
-    h = 0  # the hash of the context so far (Hashes.windows'), grown one older character a level
-    found = []  # (level, its slice of rows, total, backoff) of each context seen
-    for k, level in enumerate(levels, start=1):
-        if k > 1:
-            if k - 1 > len(context):
-                break
-            h = (int(context[len(context) - k + 1]) + 1 + B * h) & MASK
-        j = int(level.contexts.searchsorted(np.uint64(h)))
-        if j >= len(level.contexts) or int(level.contexts[j]) != h:
-            break
-        a, b = level.starts[j: j + 2].tolist()
-        t = level.totals[j].item()
-        found.append((level, a, b, t, level.discount * (b - a) / t))
-    if not found:
+    the longest context seen, its backoff weight, its total): one look-up for every level,
+    which counts up to the first context never seen (no longer one is). `memo` keeps the
+    distribution of the lowest levels per context, which a text meets again and again."""
+    levels = min(len(model.discounts), len(context) + 1)
+    hashes, h = [0], 0  # each level's context hash (Hashes.windows'), one older character more
+    for k in range(2, levels + 1):
+        h = (int(context[len(context) - k + 1]) + 1 + B * h) & MASK
+        hashes.append(h)
+    rank, seen = model._find(np.array(hashes, dtype=np.uint64) ^ model.salts[:levels])
+    seen = seen.tolist()
+    found = seen.index(False) if False in seen else levels
+    if found == 0:
         return np.full(vocab_size, 1.0 / vocab_size), 0, 1.0, 0.0
-    # p = u * prod(backoffs) + sum_k (the backoffs above k) * (counts_k - D_k) / t_k at k's chars
-    above = np.cumprod([1.0] + [f[4] for f in found[:0:-1]])[::-1]  # level k: prod over > k
-    chars = np.concatenate([level.chars[a:b] for level, a, b, _, _ in found])
-    values = np.concatenate([(level.counts[a:b] - level.discount) * (w / t)
-                             for (level, a, b, t, _), w in zip(found, above)])
-    p = np.bincount(chars, np.maximum(values, 0.0), minlength=vocab_size)
-    p += above[0] * found[0][4] / vocab_size
-    return p, len(found) - 1, found[-1][4], found[-1][3]
+    rank = rank[:found]
+    freed, t = model.freed[rank].tolist(), model.totals[rank].tolist()
+    low = min(found, MEMO_LEVELS) if memo is not None else 0
+    base = None
+    if low:
+        key = (low, tuple(context[len(context) - low + 1:]) if low > 1 else ())
+        base = memo.get(key)
+        if base is None:
+            base = _interpolate(model, rank[:low], freed[:low], vocab_size)
+            if len(memo) >= MEMO_MOST:
+                memo.clear()
+            memo[key] = base
+    if low == found:
+        p = base.copy()
+    else:
+        p = _interpolate(model, rank[low:], freed[low:], vocab_size, low, base)
+    return p, found - 1, freed[-1], t[-1]
 
 
-def own_levels(ids: np.ndarray, order: int, discount: float) -> list[Table]:
+def _interpolate(model: Model, rank, freed: list, vocab_size: int, low: int = 0,
+                 below=None) -> np.ndarray:
+    """The distribution of levels low + 1 .. low + len(rank) (the contexts `rank`) over the
+    distribution `below` of the levels under them (the uniform one when none):
+    p = below * prod(freed) + sum_k (the freed weights above k) * (counts_k - D_k) / t_k."""
+    above = [1.0] * len(freed)
+    for k in range(len(freed) - 2, -1, -1):
+        above[k] = above[k + 1] * freed[k + 1]
+    first, last = model.starts[rank], model.starts[rank + 1]
+    lengths = last - first
+    ends = lengths.cumsum()
+    rows = np.arange(int(ends[-1])) + np.repeat(first - (ends - lengths), lengths)
+    p = np.bincount(model.chars[rows], model.values[rows] * np.repeat(above, lengths),
+                    minlength=vocab_size)
+    weight = above[0] * freed[0]
+    if below is None:
+        p += weight / vocab_size
+    else:
+        p += weight * below
+    return p
+
+
+def own_model(ids: np.ndarray, order: int, discount: float) -> Model:
     """The count model of a text itself (what `reading` scores as it reads): its raw counts at
     every order up to `order`, one discount for all (interpolated absolute discounting)."""
     raw, _ = count(ids, order)
     for table in raw:
         table.discount = discount
-    return raw
+    return Model.pack(raw)
 
 
 def reading(ids: np.ndarray, vocab_size: int, order: int, discount: float) -> Scores:
