@@ -43,8 +43,8 @@ class Adaptation:
 
     rule: str = "rms"  # rms: Krause's normalised step; sgd: the plain gradient step
     segment: int = 64  # characters scored, then learned from, at a time
-    lr: float = 0.002  # step size
-    decay: float = 0.0  # pull back towards the trained weights, per step
+    lr: float = 1e-3  # step size
+    decay: float = 1e-3  # pull back towards the trained weights, per step
     beta: float = 0.99  # how slowly the mean of the squared gradients forgets
     eps: float = 1e-5  # keeps the normalised step bounded where the gradient is ~0
 

@@ -122,9 +122,9 @@ class Run:
                stop: str | None = None, adapt: bool = False, mix: bool = False
                ) -> Iterator[str]:
         """Yield the characters of a sample as they are drawn (not the prime), ending at
-        `length` or once `stop` is written. `adapt`: the network first learns from the prime
-        (its weights on disk are unchanged); `mix`: draw from the network mixed with the counts
-        of its training text (and, with `adapt`, of the prime)."""
+        `length` or once `stop` is written. `adapt`: learn from the prime first, the network as
+        `eval`'s adapting row does (its weights on disk are unchanged), and draw from it mixed
+        with the prime's own counts; `mix`: mixed with the counts of the training text too."""
         from charrnn.sample import check_prime, generate, seeded, until
 
         threads.configure()
@@ -152,7 +152,7 @@ class Run:
                                    "--prime or --prime-file")
             ids = self.vocab.encode(prime).astype(np.int64)
             model = adaptation.learn(self.model, ids)
-        if not mix:
+        if not (adapt or mix):
             return model, None
         from charrnn.evaluation import mixing
 
@@ -160,7 +160,7 @@ class Run:
             import warnings
 
             warn = lambda line: warnings.warn(line, stacklevel=3)  # noqa: E731
-        return model, mixing.mixer(self.model, self.config, self.vocab, ids, say, warn)
+        return model, mixing.mixer(self.model, self.config, self.vocab, ids, mix, say, warn)
 
     def inspect(self, text: str | None = None, *, text_file: str | Path | None = None,
                 prime: str | None = None, length: int = 1000, offset: int = 0,

@@ -43,8 +43,9 @@ def sample(
                                           "longest stretch of the sample copied verbatim from "
                                           "the training text, and where it is.")] = False,
     adapt: Annotated[bool, typer.Option("--adapt", help="First learn from the prime (a copy of "
-                                         "the model; the run is unchanged), so that the text "
-                                         "takes up its names, idioms and layout.")] = False,
+                                         "the model reads it; the run is unchanged) and mix in "
+                                         "its counts, so that the text takes up its names, "
+                                         "idioms and layout.")] = False,
     mix: Annotated[bool, typer.Option("--mix", help="Draw from the model mixed with the counts "
                                       "of its training text (and, with --adapt, of the "
                                       "prime): likelier text, more of it copied.")] = False,

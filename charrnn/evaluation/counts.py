@@ -122,7 +122,10 @@ def training_ids(config: dict, vocab: Vocab):
     validation text, from the corpus if it is here and is that text."""
     from charrnn.interp.inspection import run_corpus
 
-    corpus = run_corpus(config)
+    try:
+        corpus = run_corpus(config)
+    except CharrnnError as e:  # (its advice is inspect-cells')
+        raise CharrnnError(str(e).split("; pass --text")[0]) from None
     train, val = corpus.split(config.get("train", {}))
     train_ids = vocab.remap(np.asarray(train[:NGRAM_CHARS]), corpus.vocab).astype(np.int64)
     val_ids = vocab.remap(np.asarray(val), corpus.vocab).astype(np.int64)

@@ -2,7 +2,9 @@
 
 - static: the network as trained, mixed with the counts of its training text;
 - adapting: the network learning as it reads (charrnn/adapt.py), mixed with the counts of its
-  training text and the counts of the text read so far.
+  training text and the counts of the text read so far;
+- own: the network learning as it reads, mixed with the counts of the text read so far only
+  (what `sample --adapt` draws from, the text read being the prime).
 
 Each mixture's gate is fitted on the run's validation text, never on the text being scored, and
 kept in the cache beside the run's counts, keyed by the model's weights: a later evaluation of
@@ -27,8 +29,9 @@ from charrnn.fileio import atomic_write_text, read_json_object
 from charrnn.model import CharRNN
 
 OWN_ORDER = 16  # characters of context of the counts of the text read so far
-OWN_DISCOUNT = 0.6  # their one discount (chosen in benchmarks/adapt.py)
-KINDS = ("static", "adapting")
+OWN_DISCOUNT = 0.5  # their one discount (both chosen in benchmarks/adapt.py)
+KINDS = ("static", "adapting", "own")
+MODELS = {"static": 2, "adapting": 3, "own": 2}  # each mixture's models, the network's first
 GATES_FORMAT = 1
 
 
@@ -37,7 +40,7 @@ class Readings:
     """What each model says of each character of one text (characters 1 .. N - 1)."""
 
     static: adapt.Reading
-    counts: ngram.Scores
+    counts: ngram.Scores | None  # the training text's, where it was counted
     adapting: adapt.Reading | None = None
     own: ngram.Scores | None = None
 
@@ -46,6 +49,9 @@ class Readings:
         if kind == "static":
             return ([self.static.p, self.counts.p],
                     features(self.static.entropy, [(self.counts, counts.ORDER)]))
+        if kind == "own":
+            return ([self.adapting.p, self.own.p],
+                    features(self.adapting.entropy, [(self.own, OWN_ORDER)]))
         return ([self.adapting.p, self.counts.p, self.own.p],
                 features(self.adapting.entropy, [(self.counts, counts.ORDER),
                                                  (self.own, OWN_ORDER)]))
@@ -59,11 +65,12 @@ class Readings:
         return Readings(cut(self.static), cut(self.counts), cut(self.adapting), cut(self.own))
 
 
-def read(model: CharRNN, ids: np.ndarray, counted: ngram.Model, vocab_size: int,
+def read(model: CharRNN, ids: np.ndarray, counted: ngram.Model | None, vocab_size: int,
          adapting: bool, workers: int = 1) -> Readings:
     """Every model's reading of `ids` (the adapting ones only with `adapting`): the network's,
-    and the count model's of the training text, `counted`."""
-    r = Readings(adapt.static(model, ids), ngram.score(counted, ids, vocab_size))
+    and the count model's of the training text, `counted` (if given)."""
+    r = Readings(adapt.static(model, ids),
+                 ngram.score(counted, ids, vocab_size) if counted is not None else None)
     if adapting:
         r.adapting = adapt.read(model, ids, adapt.Adaptation(), workers)
         r.own = ngram.reading(ids, vocab_size, OWN_ORDER, OWN_DISCOUNT)
@@ -90,21 +97,20 @@ def _entry(model: CharRNN, kind: str) -> str:
     return hashlib.blake2b(json.dumps(settings).encode(), digest_size=16).hexdigest()
 
 
-def gate(kind: str, model: CharRNN, config: dict, vocab, counted: ngram.Model, val_ids=None,
-         workers: int = 1) -> Gate:
+def gate(kind: str, model: CharRNN, config: dict, vocab, counted: ngram.Model | None,
+         val_ids=None, workers: int = 1) -> Gate:
     """The gate of mixture `kind` for this run: from the cache, else fitted on the first
     FIT_CHARS characters of its validation text (and kept)."""
     name = counts.key(config, vocab)
     path, entry = _gates_path(name), _entry(model, kind)
-    width = 2 + 3 * (1 if kind == "static" else 2)
-    models = 2 if kind == "static" else 3
-    cached = Gate.from_json(read_json_object(path).get(entry), models, width)
+    models = MODELS[kind]
+    cached = Gate.from_json(read_json_object(path).get(entry), models, 2 + 3 * (models - 1))
     if cached is not None:
         return cached
     if val_ids is None:
         _, val_ids = counts.training_ids(config, vocab)
     part = np.asarray(val_ids[: FIT_CHARS + 1])
-    found = fit(*read(model, part, counted, len(vocab), kind == "adapting",
+    found = fit(*read(model, part, counted, len(vocab), kind != "static",
                       workers).inputs(kind))
     kept = read_json_object(path)
     kept[entry] = found.to_json()
@@ -138,7 +144,7 @@ class Mixer:
     `sample --mix` draws from): given the network's logits and the ids so far, the log of the
     mixed probabilities, for the sampler's temperature, top-k and top-p to act on."""
 
-    def __init__(self, g: Gate, counted: ngram.Model, vocab_size: int,
+    def __init__(self, g: Gate, counted: ngram.Model | None, vocab_size: int,
                  own: ngram.Model | None = None):
         self.gate, self.counted, self.own, self.vocab_size = g, counted, own, vocab_size
         self.memos = ({}, {})  # the lowest levels' distributions, by context, of each model
@@ -174,31 +180,38 @@ class Mixer:
         return np.log(mixed, out=mixed)  # never log 0: the counts give every character some
 
 
-def mixer(model: CharRNN, config: dict, vocab, prime_ids: np.ndarray | None, say=None,
-          warn=None) -> Mixer | None:
-    """The mixture `sample --mix` draws from: the network (as trained, or adapted to the prime
-    when `prime_ids` is given) with the counts of the run's training text (and of the prime).
-    `model` is the run's network as trained: the gate is fitted for it. None, said in one line
-    (`warn`), where the counts cannot be had: the sample is then drawn from the network alone."""
+def mixer(model: CharRNN, config: dict, vocab, prime_ids: np.ndarray | None, mix: bool,
+          say=None, warn=None) -> Mixer | None:
+    """The mixture a sample is drawn from: with `mix`, the network with the counts of the run's
+    training text; with `prime_ids` (sample --adapt: the network adapted to the prime), with
+    the counts of the prime too. `model` is the run's network as trained, the gate's key. None,
+    said in one line (`warn`), where the counts or the gate cannot be had: the sample is then
+    drawn from the network alone."""
     from charrnn.errors import CharrnnError
 
+    kind = ("adapting" if mix else "own") if prime_ids is not None else "static"
+    name = counts.key(config, vocab)
     try:
-        counted = counts.load(counts.key(config, vocab), len(vocab))
-    except counts.DamagedCounts as e:
-        if warn is not None:
-            warn(f"{e}; sampling without the mixture")
-        return None
-    try:
-        if counted is None:
+        counted = counts.load(name, len(vocab)) if mix else None
+        if mix and counted is None:
             counted = counts.of_run(config, vocab, say=say, warn=warn)
-        kind = "static" if prime_ids is None else "adapting"
-        g = gate(kind, model, config, vocab, counted, workers=torch.get_num_threads())
-    except CharrnnError as e:
+        val_ids = None
+        if _gate_missing(name, model, kind):
+            _, val_ids = counts.training_ids(config, vocab)
+            if say is not None:
+                say("fitting how the models are mixed, on the run's validation text (once; "
+                    f"cached in {_gates_path(name).parent})")
+        g = gate(kind, model, config, vocab, counted, val_ids, torch.get_num_threads())
+    except CharrnnError as e:  # (DamagedCounts among them)
         if warn is not None:
-            warn(f"--mix needs the counts of the run's training text: {e}; sampling without "
-                 "the mixture")
+            what = "the counts of the run's training text" if mix else "its validation text"
+            warn(f"{e}; sampling without the mixture ({'--mix' if mix else '--adapt'} needs "
+                 f"{what})")
         return None
     own = (ngram.own_model(np.asarray(prime_ids), OWN_ORDER, OWN_DISCOUNT)
            if prime_ids is not None else None)
     return Mixer(g, counted, len(vocab), own)
 
+
+def _gate_missing(name: str, model: CharRNN, kind: str) -> bool:
+    return _entry(model, kind) not in read_json_object(_gates_path(name))

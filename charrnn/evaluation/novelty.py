@@ -35,6 +35,12 @@ class Hashes:
             weighted = (np.asarray(ids, dtype=np.uint64) + np.uint64(1)) * powers
             self.running = np.concatenate([[np.uint64(0)], np.cumsum(weighted)])
 
+    def at(self, positions: np.ndarray, length: int) -> np.ndarray:
+        """The hash of the `length` characters from each of `positions`."""
+        with np.errstate(over="ignore"):
+            return (self.running[positions + length] - self.running[positions]) * \
+                self.inverse[positions]
+
     def windows(self, length: int) -> np.ndarray:
         """The hash of the `length` characters from each position (the empty window: 0)."""
         if length == 0:
@@ -46,32 +52,43 @@ class Hashes:
 
 
 def longest_copy(sample: np.ndarray, corpus: np.ndarray) -> Copy:
-    """The longest stretch of `sample` found verbatim in `corpus` (both arrays of ids)."""
+    """The longest stretch of `sample` found verbatim in `corpus` (both arrays of ids).
+
+    The length doubles while some window of the sample is among the corpus's, then is halved
+    back to the longest; the corpus positions still in the running are only those whose
+    shorter window matched, so after the first few lengths only a handful are looked at."""
     if len(sample) == 0 or len(corpus) == 0:
         return Copy(0, 0, 0)
     s, c = Hashes(sample), Hashes(corpus)
 
-    def found(length: int) -> Copy | None:
-        ours = s.windows(length)
-        theirs = c.windows(length)
-        hit = np.isin(ours, theirs)
-        for i in np.flatnonzero(hit):  # check the ids: a hash match is only a candidate
-            for j in np.flatnonzero(theirs == ours[i]):
-                if np.array_equal(sample[i:i + length], corpus[j:j + length]):
-                    return Copy(length, int(i), int(j))
-        return None
+    def matching(length: int, where: np.ndarray) -> np.ndarray:
+        """The positions of `where` whose corpus window of `length` the sample has too."""
+        where = where[where + length <= len(corpus)]
+        keys = np.unique(s.windows(length))
+        theirs = c.at(where, length)
+        at = np.minimum(np.searchsorted(keys, theirs), len(keys) - 1)
+        return where[keys[at] == theirs]
 
-    best, lo, hi = found(1) or Copy(0, 0, 0), 1, min(len(sample), len(corpus))
-    if best.length == 0:
-        return best
-    while lo < hi:  # the longest length with a copy, found by halving
+    where = matching(1, np.arange(len(corpus)))
+    if not len(where):
+        return Copy(0, 0, 0)
+    lo, hi = 1, 2
+    while hi <= len(sample) and len(found := matching(hi, where)):
+        lo, hi, where = hi, 2 * hi, found
+    hi = min(hi - 1, len(sample))
+    while lo < hi:  # the longest length with a copy, between lo (found) and hi
         mid = (lo + hi + 1) // 2
-        hit = found(mid)
-        if hit is not None:
-            best, lo = hit, mid
+        found = matching(mid, where)
+        if len(found):
+            lo, where = mid, found
         else:
             hi = mid - 1
-    return best
+    ours = s.windows(lo)
+    for j in where:  # check the ids: a hash match is only a candidate
+        for i in np.flatnonzero(ours == c.at(np.array([j]), lo)[0]):
+            if np.array_equal(sample[i:i + lo], corpus[j:j + lo]):
+                return Copy(lo, int(i), int(j))
+    return Copy(0, 0, 0)  # (hash collisions alone: as good as never)
 
 
 def line(config: dict, text: str) -> str:

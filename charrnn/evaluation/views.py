@@ -68,7 +68,8 @@ def info_lines(facts: dict, run: Path) -> list[str]:
         f"time         {elapsed:.0f} s" if elapsed is not None and math.isfinite(elapsed)
         else "time         -",
         (f"best         validation loss {best:.4f} nats/char ({facts['best_val_bpc']:.3f} "
-         "bits/char)") if best is not None else "best         no evaluation yet",
+         "bits/char): the network as trained, `charrnn eval`'s first row; eval adds it "
+         "adapting and mixed") if best is not None else "best         no evaluation yet",
         "checkpoints  " + ", ".join(f"{k} ({v / 1e6:,.1f} MB)" if v >= 1e5 else
                                     f"{k} ({v / 1e3:,.1f} KB)"
                                     for k, v in facts["checkpoints"].items()),

@@ -1,0 +1,184 @@
+"""The tables of docs/ rendered from the results files under benchmarks/results/.
+
+    python benchmarks/render.py           # rewrite every table in docs/ from its results file
+    python benchmarks/render.py --check   # say which tables differ from their results (exit 1)
+
+A table in a page sits between two markers naming its results file and its table:
+
+    <!-- results: adapt.json rows -->
+    | ... |
+    <!-- end results -->
+
+and is exactly what `TABLES[name](results)` renders; tests/test_docs.py fails when it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MARKED = re.compile(r"(<!-- results: (\S+) (\S+) -->\n)(.*?)(<!-- end results -->)", re.S)
+
+
+def _source(r: dict) -> str:
+    return (f"*{r['machine']}, {r['date']}, commit {r['commit']}: `{r['command']}`*\n")
+
+
+def _adapt_rows(r: dict) -> str:
+    code, prose = r["code"], r.get("prose")
+    names = [row["name"] for row in code["rows"]]
+    prose_rows = {row["name"]: row["nats"] for row in prose["rows"]} if prose else {}
+    lines = [f"| model | held-out code ({code['characters']:,} characters) | tiny Shakespeare "
+             f"validation ({prose['characters']:,} characters) | saw the training text | "
+             "adapts as it reads |" if prose else "| model | held-out code | saw the training "
+             "text | adapts as it reads |",
+             "|---|---|---|---|---|" if prose else "|---|---|---|---|"]
+    by_name = {row["name"]: row for row in code["rows"]}
+    best = code["best"]
+    for name in names:
+        row = by_name[name]
+        nats = f"**{row['nats']:.3f}**" if row["nats"] == best else f"{row['nats']:.3f}"
+        cells = [name, nats]
+        if prose:
+            p = prose_rows.get(name)
+            cells.append("" if p is None else (f"**{p:.3f}**" if p == prose["best"] else
+                                               f"{p:.3f}"))
+        cells += ["yes" if row["uses_training_text"] else "no",
+                  "yes" if row["adapts"] else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    models = (f"code: {r['train_code']['model']}" if "train_code" in r else "") + \
+        (f"; prose: {r['train_prose']['model']}" if "train_prose" in r else "")
+    return "\n".join(lines) + f"\n\nnats per character; the runs: {models}.\n" + _source(r)
+
+
+def _adapt_targets(r: dict) -> str:
+    t, code, prose = r["targets"], r["code"], r.get("prose")
+    rows = [("held-out code: best charrnn row below the network as trained",
+             code["below_static"], t["code_below_static"]),
+            ("held-out code: below the best n-gram", code["below_ngram"],
+             t["code_below_ngram"]),
+            ("held-out code: below bz2", code["below_bz2"], t["code_below_bz2"])]
+    if prose:
+        rows.append(("tiny Shakespeare: best charrnn row below the network as trained",
+                     prose["below_static"], t["prose_below_static"]))
+    s = r["streams"]
+    rows.append(("parallel streams against one sequential reading (nats, at most)",
+                 s["parallel_nats"] - s["sequential_nats"], t["streams_within"]))
+    a = r["adapt_speed"]
+    rows.append((f"adapting a {a['model']}, streams on {a['cores']} cores (chars/s)",
+                 a["streams_chars_per_s"], t["adapt_chars_per_s"]))
+    if "mix_speed" in r:
+        rows.append((f"sampling a {r['mix_speed']['model']} with --mix, against plain "
+                     "sampling", r["mix_speed"]["ratio"], t["mix_speed_ratio"]))
+    rows.append(("--adapt on a 20 KB prime: its new names, against without --adapt",
+                 r["prime"]["ratio"], t["adapt_name_ratio"]))
+    lines = ["| what | measured | target | met |", "|---|---|---|---|"]
+    for what, value, target in rows:
+        at_most = "at most" in what
+        met = value <= target if at_most else value >= target
+        shown = f"{value:,.0f}" if value >= 1000 else f"{value:.3f}"
+        lines.append(f"| {what} | {shown} | {'<=' if at_most else '>='} {target:,} | "
+                     f"{'yes' if met else '**no**'} |")
+    return "\n".join(lines) + "\n\n" + _source(r)
+
+
+def _adapt_details(r: dict) -> str:
+    g, s, a, p = r["code_gate"], r["streams"], r["adapt_speed"], r["prime"]
+    lines = ["| measurement | figure |", "|---|---|",
+             f"| mixture, one fixed weight / the gate / a 16-unit two-layer gate (held-out "
+             f"code, nats) | {g['static_fixed']:.3f} / {g['static_gate']:.3f} / "
+             f"{g['static_mlp16']:.3f} |",
+             f"| adapting mixture, fixed weights / the gate / a 16-unit two-layer gate | "
+             f"{g['adapting_fixed']:.3f} / {g['adapting_gate']:.3f} / "
+             f"{g['adapting_mlp16']:.3f} |",
+             f"| held-out code in {s['streams']} parallel streams / in one sequential reading "
+             f"(nats) | {s['parallel_nats']:.4f} / {s['sequential_nats']:.4f} |",
+             f"| the same, seconds | {s['parallel_s']:.1f} / {s['sequential_s']:.1f} |",
+             f"| adapting a {a['model']}: streams on {a['cores']} cores / one stream on one "
+             f"thread (chars/s) | {a['streams_chars_per_s']:,.0f} / "
+             f"{a['one_stream_chars_per_s']:,.0f} |"]
+    if "mix_speed" in r:
+        m = r["mix_speed"]
+        lines.append(f"| sampling a {m['model']}: plain / --mix (chars/s) | "
+                     f"{m['plain_chars_per_s']:,.0f} / {m['mix_chars_per_s']:,.0f} |")
+    u, c = p["name_uses"], p["mean_longest_copy"]
+    lines += [f"| uses of the prime's {p['names_only_in_prime']} new names in {p['samples']} "
+              f"continuations of {p['length']:,} characters: plain / --adapt / --mix / "
+              f"--adapt --mix | {u['plain']} / {u['adapt']} / {u['mix']} / {u['adapt_mix']} |",
+              f"| the longest stretch copied from the training text, mean of the same "
+              f"continuations (characters) | {c['plain']:.1f} / {c['adapt']:.1f} / "
+              f"{c['mix']:.1f} / {c['adapt_mix']:.1f} |"]
+    return "\n".join(lines) + "\n\n" + _source(r)
+
+
+def _adapt_tune(r: dict) -> str:
+    t = r["tune"]
+    runs = list(t["characters"])
+    lines = ["| rule | step size | segment | decay | " + " | ".join(
+        f"{name}: adapting / final" for name in runs) + " | mean final |",
+        "|---|---|---|---|" + "---|" * len(runs) + "---|"]
+    for row in t["adaptation"]:
+        chosen = all(row[k] == t["chosen_adaptation"][k] for k in t["chosen_adaptation"])
+        cells = [row["rule"], f"{row['lr']:g}", str(row["segment"]), f"{row['decay']:g}"]
+        cells += [f"{row[n]['adapting']:.4f} / {row[n]['final']:.4f}" for n in runs]
+        cells.append(f"**{row['mean_final']:.4f}**" if chosen else f"{row['mean_final']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| the text's own counts: order | discount | " + " | ".join(runs) +
+              " | mean final |", "|---|---|" + "---|" * len(runs) + "---|"]
+    for row in t["own_counts"]:
+        chosen = (row["order"], row["discount"]) == (t["chosen_own"]["order"],
+                                                     t["chosen_own"]["discount"])
+        cells = [str(row["order"]), f"{row['discount']:g}"]
+        cells += [f"{row[n]:.4f}" for n in runs]
+        cells.append(f"**{row['mean_final']:.4f}**" if chosen else f"{row['mean_final']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    static = ", ".join(f"{n} {v:.4f}" for n, v in t["static"].items())
+    speeds = ", ".join(f"segment {k}: {v:,.0f} chars/s" for k, v in
+                       t["segment_chars_per_s"].items())
+    return ("\n".join(lines) + f"\n\nOn the first {min(t['characters'].values()):,} to "
+            f"{max(t['characters'].values()):,} characters of each run's validation text "
+            f"(the network as trained: {static}). Adapting a 2x128 LSTM: {speeds} (target "
+            f"{r['targets']['adapt_chars_per_s']:,}). Chosen (bold): of the settings fast "
+            f"enough, the cheapest within {t['tolerance']} nats of the best.\n" + _source(r))
+
+
+TABLES = {"rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
+          "tune": _adapt_tune}
+
+
+def render(text: str) -> str:
+    """`text` with every marked table rendered from its results file."""
+    def one(m: re.Match) -> str:
+        results = json.loads((RESULTS / m.group(2)).read_text())
+        return m.group(1) + TABLES[m.group(3)](results) + m.group(5)
+    return MARKED.sub(one, text)
+
+
+def pages() -> list[Path]:
+    return sorted([*(ROOT / "docs").glob("*.md"), ROOT / "README.md"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    stale = []
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        new = render(text)
+        if new != text:
+            stale.append(page.relative_to(ROOT).as_posix())
+            if not args.check:
+                page.write_text(new, encoding="utf-8")
+    verb = "differ from their results" if args.check else "rewritten"
+    print(f"{', '.join(stale)}: {verb}" if stale else "every table matches its results")
+    sys.exit(1 if stale and args.check else 0)
+
+
+if __name__ == "__main__":
+    main()
