@@ -150,8 +150,20 @@ def _adapt_tune(r: dict) -> str:
             f"enough, the cheapest within {t['tolerance']} nats of the best.\n\n" + _source(r))
 
 
-TABLES = {"rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
-          "tune": _adapt_tune}
+def _residual(r: dict) -> str:
+    lines = ["| same size, same loop, same wall-clock budget | nats on the second half of the "
+             "validation text | steps |", "|---|---|---|",
+             f"| the network alone | {r['plain_nats']:.3f} | {r['plain_steps']:,} |",
+             f"| the counts alone (10-gram Kneser-Ney) | {r['counts_nats']:.3f} | |",
+             f"| the network mixed with the counts by charrnn's gate | "
+             f"**{r['plain_mixed_nats']:.3f}** | {r['plain_steps']:,} |",
+             f"| trained against the counts (residual), after {r['counting_seconds']:.0f} s of "
+             f"counting | {r['residual_nats']:.3f} | {r['residual_steps']:,} |"]
+    return "\n".join(lines) + "\n\n" + _source(r)
+
+
+TABLES = {"residual": _residual, "rows": _adapt_rows, "targets": _adapt_targets,
+          "details": _adapt_details, "tune": _adapt_tune}
 
 
 def render(text: str) -> str:
