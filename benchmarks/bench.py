@@ -70,7 +70,7 @@ from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig
 from charrnn.model import CharRNN  # noqa: E402
 from charrnn.output import TextOut  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
-from charrnn.training import setup as prepare  # noqa: E402
+from charrnn.training import prepare  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 TINYSHAKESPEARE = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -403,7 +403,7 @@ def full_validation_loss(run: Path, corpus: Path) -> float:
     """The best model's loss on the whole last 10% of the corpus. A run validates on at most
     what its plan allows (fewer characters for short budgets), so runs are compared here."""
     from charrnn.data.corpus import split
-    from charrnn.training.batches import Streams
+    from charrnn.engine.streams import Streams
 
     model, vocab, _ = checkpoint.load(run)
     _, val = split(vocab.encode(corpus.read_text(encoding="utf-8")), 0.1)
@@ -447,7 +447,7 @@ def bench_budget(folder: Path, quick: bool) -> dict:
     machine: one core, with a neighbour on the other."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from charrnn.training.rule import HIDDEN_SIZES
+    from charrnn.budget.rule import HIDDEN_SIZES
 
     corpora = [TINYSHAKESPEARE] + ([] if quick else [stdlib_slice(folder)])
     budgets = [20, 45] if quick else [45, 120, 240]

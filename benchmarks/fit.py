@@ -2,7 +2,7 @@
 
     python benchmarks/fit.py          # print the check of every candidate rule, write grid/fit.json
 
-The rule (charrnn/training/rule.py): the largest size that can train on at least k characters for
+The rule (charrnn/budget/rule.py): the largest size that can train on at least k characters for
 each recurrent parameter within the budget, where pass n over the corpus counts
 exp(-(n - 1) / r) of new text. Its two constants are fitted here by what matters: for time
 budgets on machines of several speeds, each candidate size trains on the characters its speed
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from charrnn.config import ModelConfig  # noqa: E402
-from charrnn.training import rule  # noqa: E402
+from charrnn.budget import rule  # noqa: E402
 
 GRID = ROOT / "benchmarks" / "grid" / "grid.jsonl"
 OUT = ROOT / "benchmarks" / "grid" / "fit.json"

@@ -9,7 +9,7 @@ Each point trains one model for a fixed number of characters D (steps x batch x 
 not for a fixed time: the best validation loss for (corpus, size, dropout, D) does not depend on
 how fast the machine is, or on what else ran beside it. A machine's speed enters only at run
 time, when the calibrated throughput turns a time budget into D for each candidate size
-(charrnn/training/calibrate.py). benchmarks/fit.py reads the file and fits the rule.
+(charrnn/budget/calibrate.py). benchmarks/fit.py reads the file and fits the rule.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def train(corpus: str | Path | None = None, *, out: str | Path | None = None,
     file, a folder or a corpus name; `resume`, `init_from`, `plan_from`: a run to continue, to
     start from, or to repeat. `settings`: any option of `charrnn train` by its field name
     (`time="2m"`, `hidden_size=256`, `max_steps=500`, `seed=1`...)."""
-    from charrnn.training import setup
+    from charrnn.training import prepare
     from charrnn.training.progress import Reporter, quiet_reporter, reporter_for
 
     model_settings, train_settings = split_settings(settings)
@@ -56,17 +56,17 @@ def train(corpus: str | Path | None = None, *, out: str | Path | None = None,
     if len(starts) > 1:
         raise CharrnnError(f"{' and '.join(starts)} do not go together; choose one")
     if plan_from is not None:
-        trainer = setup.repeat(Path(plan_from), _text(corpus), _path(out),
+        trainer = prepare.repeat(Path(plan_from), _text(corpus), _path(out),
                                {**model_settings, **train_settings}, overwrite=overwrite,
                                reporter=reporter)
     elif resume is not None:
-        trainer = setup.resume(Path(resume), _text(corpus),
+        trainer = prepare.resume(Path(resume), _text(corpus),
                                {**model_settings, **train_settings}, reporter)
     else:
         if corpus is None:
             raise CharrnnError("give a corpus to train on (a text file, a folder or a corpus "
                                "name), or resume=RUN")
-        trainer = setup.new(_text(corpus), _path(out), TrainConfig(**train_settings),
+        trainer = prepare.new(_text(corpus), _path(out), TrainConfig(**train_settings),
                             model_settings, init_from=_path(init_from), overwrite=overwrite,
                             reporter=reporter)
     outcome = trainer.run_loop()

@@ -224,7 +224,7 @@ def save_state(run: Path, state: dict) -> None:
 STATE_KEYS = {"format_version", "model", "optimizer", "step", "epoch", "window", "elapsed",
               "schedule", "since_eval", "hidden", "scaler", "rng",
               "world_size", "rank_rng",  # (from a torchrun job, see train.py)
-              "threads"}
+              "threads", "pacing"}
 
 
 def state_limit(c: ModelConfig, batch_size: int, eval_every: int | None) -> int:

@@ -29,7 +29,7 @@ def setting(default=MISSING, help: str = "", *, flags: tuple[str, ...] = (), cho
             default_factory=MISSING):
     """A dataclass field that is also a command-line option: `help` is its text; `flags` its
     spellings (default --field-name); `chosen`: left out, it is chosen
-    (charrnn/training/rule.py), so the option's default is None; `parse` turns the typed text
+    (charrnn/budget/rule.py), so the option's default is None; `parse` turns the typed text
     into the value; `shown` replaces the default the help shows; `metavar` names the value in
     the help."""
     meta = {"help": help, "flags": flags, "chosen": chosen, "parse": parse, "shown": shown,
@@ -140,7 +140,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     """How a run is trained; saved in config.json and restored by --resume. A setting left at
-    None is chosen for the budget, the corpus and the device (charrnn/training/rule.py)."""
+    None is chosen for the budget, the corpus and the device (charrnn/budget/rule.py)."""
 
     batch_size: int | None = setting(None, "Contiguous streams trained side by side.",
                                      chosen=True)

@@ -36,7 +36,7 @@ class PlannedClock:
         return lambda: self.tick(trainer)
 
     def tick(self, trainer) -> float:
-        plan, s = trainer.setup.plan, trainer.train_streams
+        plan, s = trainer.plan, trainer.train_streams
         per_step = s.batch * s.seq_len / plan.chars_per_sec if plan else 1e-3
         per_eval = plan.eval_chars / plan.eval_chars_per_sec if plan else 1e-3
         now = (trainer.step, trainer.evaluations)
@@ -78,7 +78,7 @@ def quiet():
 def train_run(corpus_path, run, model=None, resume=False, callback=None, **train):
     """Train through the library with quiet output; return (trainer, outcome)."""
     from charrnn.config import TrainConfig
-    from charrnn.training import setup as prepare
+    from charrnn.training import prepare
 
     if resume:
         trainer = prepare.resume(run, str(corpus_path) if corpus_path else None, train, quiet())

@@ -6,9 +6,9 @@ import pytest
 from conftest import PlannedClock, train_run
 
 from charrnn import checkpoint
-from charrnn.training import calibrate, rule
-from charrnn.training import plan as planning
-from charrnn.training.timing import Speed
+from charrnn.budget import calibrate, rule
+from charrnn.budget import plan as planning
+from charrnn.budget.speed import Speed
 
 CHOSEN = {"layers": None, "hidden_size": None, "embedding_size": None, "dropout": None}
 TEXT = "Call me Ishmael. Some years ago, never mind how long precisely.\n" * 80
@@ -76,13 +76,13 @@ def test_the_plan_fills_the_budget_and_keeps_evaluation_to_a_small_share():
     from charrnn.config import TrainConfig
 
     cfg = TrainConfig(batch_size=32, seq_len=64, lr=4e-3)
-    p = planning.plan(240, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
+    p = planning.first_plan(240, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
     evaluation = planning.EVALUATIONS * p.eval_chars / 60_000
     training = p.steps * 32 * 64 / 20_000
     assert evaluation <= planning.EVAL_SHARE * 240 + 1e-9
     assert 0.85 * 240 <= training + evaluation <= 240
     assert p.eval_every == p.steps // planning.EVALUATIONS
-    short = planning.plan(10, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
+    short = planning.first_plan(10, Speed(train=20_000, eval=60_000), cfg, val_chars=111_000)
     assert short.eval_chars < p.eval_chars  # a short budget validates on less text
 
 
@@ -92,10 +92,20 @@ def test_the_plan_fills_the_budget_and_keeps_evaluation_to_a_small_share():
 
 @pytest.fixture
 def measured(monkeypatch):
-    """Replace the timing of a size by a fixed speed, and the training loop's clock by one that
-    runs at the planned speed; record which sizes were timed."""
+    """Replace the timing of a size by a fixed speed, the training loop's clock by one that
+    runs at the planned speed, and the set-up's by one that stands still (a few milliseconds
+    more or less of set-up would change the budget left, so the re-plans); record which sizes
+    were timed."""
+    import time
+    from types import SimpleNamespace
+
+    from charrnn.budget import decide
+    from charrnn.training import prepare
     from charrnn.training.loop import Trainer
 
+    still = SimpleNamespace(monotonic=lambda: 0.0, perf_counter=time.perf_counter)
+    monkeypatch.setattr(prepare, "time", still)
+    monkeypatch.setattr(decide, "time", still)
     calls = []
     monkeypatch.setattr(Trainer, "clock", PlannedClock())
 
@@ -121,7 +131,7 @@ def test_calibration_is_cached_so_the_next_run_starts_at_once_and_chooses_the_sa
     config = json.loads((tmp_path / "a" / checkpoint.CONFIG).read_text())
     assert config["choice"]["chosen"] == ["layers", "hidden_size", "embedding_size", "dropout",
                                           "lr"]
-    assert config["plan"]["steps"] == first.setup.total_steps
+    assert config["plan"]["steps"] == first.plan.steps
     assert config["model"]["hidden_size"] == first.model.config.hidden_size
 
 
@@ -153,7 +163,6 @@ def test_a_damaged_calibration_cache_is_rebuilt(write, tmp_path, cache_dir, meas
 
 def test_same_seed_under_a_time_budget_gives_the_same_losses(write, tmp_path, measured):
     corpus = write("moby.txt", TEXT)
-    # (a budget long enough that the few ms the set-up takes cannot change the planned steps)
     settings = dict(time=20.0, batch_size=4, seq_len=16, eval_every=10, patience=0)
     _, a = train_run(corpus, tmp_path / "a", callback=lambda t: None, **settings)
     _, b = train_run(corpus, tmp_path / "b", callback=lambda t: None, **settings)
@@ -187,12 +196,12 @@ def test_a_raised_time_on_resume_is_planned_again_from_the_runs_own_speed(write,
 
     trainer, first = train_run(corpus, tmp_path / "run", callback=stop_at_25, time=5.0,
                                batch_size=4, seq_len=16, eval_every=10, patience=0)
-    before = trainer.setup.plan
-    assert first.stopped_by == "interrupted" and before.steps > 25
+    before = trainer.plan
+    assert first.stopped_by == "interrupted" and before.end > 25
     trainer, second = train_run(None, tmp_path / "run", resume=True, time=10.0)
-    after = trainer.setup.plan
+    after = trainer.plan
     assert after.seconds == 10.0 and second.stopped_by == "time"
-    assert second.step == after.steps and after.steps > 1.8 * before.steps  # twice the time
+    assert second.step == after.end and after.end > 1.8 * before.end  # twice the time
     speed = json.loads((tmp_path / "run" / "config.json").read_text())["speed"]
     assert after.chars_per_sec == pytest.approx(speed["train"], rel=0.2)  # its own speed
     assert json.loads((tmp_path / "run" / "config.json").read_text())["plan"]["seconds"] == 10
@@ -204,14 +213,14 @@ def test_the_clock_stops_a_run_that_overruns_its_plan(write, tmp_path, measured,
     clock = PlannedClock()
     monkeypatch.setattr(Trainer, "clock", clock)
 
-    def slow_down(trainer):  # once the plan is checked, the machine gets ten times slower
-        if trainer.setup.plan.checked_at is not None:
+    def slow_down(trainer):  # late in the run, after the last re-plan but one, the machine
+        if trainer.step >= 0.9 * trainer.pacer.end:  # gets ten times slower, suddenly
             clock.slower = 10.0
 
     trainer, outcome = train_run(write("moby.txt", TEXT), tmp_path / "run", time=20.0,
                                  batch_size=4, seq_len=16, callback=slow_down)
-    plan = trainer.setup.plan
-    assert outcome.stopped_by == "clock" and outcome.step < trainer.setup.total_steps
+    plan = trainer.plan
+    assert outcome.stopped_by == "clock" and outcome.step < trainer.pacer.end
     assert plan.clock_limit <= trainer.elapsed < plan.clock_limit + 1.0
     assert plan.clock_limit <= plan.seconds * (1 + planning.CLOCK_MARGIN)
     assert (tmp_path / "run" / checkpoint.WEIGHTS).exists()  # it ends with an evaluation
@@ -261,7 +270,7 @@ def test_calibration_keeps_to_its_wall_time_whatever_a_step_costs(cache_dir, mon
 
     import torch
 
-    from charrnn.training.step import StepRunner
+    from charrnn.engine.step import StepRunner
 
     step = StepRunner.step
 
@@ -347,8 +356,8 @@ def test_a_planted_slow_entry_is_corrected_by_the_next_run(write, tmp_path, cach
     # a planted 100x-slow (or worse) entry: the run plans a few steps from it...
     trainer, outcome = train_run(corpus, tmp_path / "a", model=sizes, time=6.0, batch_size=4,
                                  seq_len=16, sample_every=0, eval_every=None)
-    plan = trainer.setup.plan
-    assert plan.first_steps is not None and plan.steps > 10 * plan.first_steps  # ...and re-plans
+    plan = trainer.plan
+    assert plan.replans and plan.end > 10 * plan.steps  # ...and re-plans
     assert outcome.stopped_by in ("time", "clock")  # (the clock: a loaded machine's tests)
     learned = calibrate.cached(key)
     assert learned.train > 100 * 50.0  # the cache now holds what the run measured
@@ -357,20 +366,20 @@ def test_a_planted_slow_entry_is_corrected_by_the_next_run(write, tmp_path, cach
     # the next run plans from it at once
     second, _ = train_run(corpus, tmp_path / "b", model=sizes, time=6.0, batch_size=4,
                           seq_len=16, sample_every=0, eval_every=None)
-    assert second.setup.plan.chars_per_sec == pytest.approx(learned.train)
+    assert second.plan.chars_per_sec == pytest.approx(learned.train)
 
 
 # ---------------------------------------------------------------------------------------------
 # The budget honoured
 
 
-def test_a_run_slower_than_planned_plans_again_once_and_ends_inside_its_budget(
+def test_a_run_slower_than_planned_plans_again_and_ends_inside_its_budget(
         write, tmp_path, measured, monkeypatch):
     import time
     from types import SimpleNamespace
 
-    from charrnn.training import decide
-    from charrnn.training import setup as prepare
+    from charrnn.budget import decide
+    from charrnn.training import prepare
     from charrnn.training.loop import Trainer
 
     # set-up takes no time, so that every run has the same budget left for its loop
@@ -381,9 +390,9 @@ def test_a_run_slower_than_planned_plans_again_once_and_ends_inside_its_budget(
     corpus = write("moby.txt", TEXT)
     settings = dict(time=20.0, batch_size=4, seq_len=16, patience=0, sample_every=0)
     trainer, whole = train_run(corpus, tmp_path / "whole", callback=lambda t: None, **settings)
-    plan = trainer.setup.plan
-    assert plan.first_steps is not None and plan.checked_at < plan.steps
-    assert plan.steps == pytest.approx(plan.first_steps / 2, rel=0.1)  # half the steps...
+    plan = trainer.plan
+    assert plan.replans and plan.replans[0].at < plan.end
+    assert plan.end == pytest.approx(plan.steps / 2, rel=0.1)  # half the steps...
     assert whole.stopped_by == "time"
     assert trainer.elapsed <= plan.seconds  # ...so it ends inside the budget
     recorded = json.loads((tmp_path / "whole" / checkpoint.CONFIG).read_text())["plan"]
@@ -391,14 +400,14 @@ def test_a_run_slower_than_planned_plans_again_once_and_ends_inside_its_budget(
 
     # killed after the re-plan, resumed: it follows the recorded plan, loss for loss
     def stop(t):
-        if t.step == plan.checked_at + 7:
+        if t.step == plan.replans[0].at + 7:
             t.interrupt()
 
     monkeypatch.setattr(Trainer, "clock", PlannedClock(slower=2.0))
     _, first = train_run(corpus, tmp_path / "split", callback=stop, **settings)
     monkeypatch.setattr(Trainer, "clock", PlannedClock(slower=2.0))
     resumed, second = train_run(None, tmp_path / "split", resume=True)
-    assert resumed.setup.plan == plan
+    assert resumed.plan == plan
     assert first.losses + second.losses == whole.losses
 
 
@@ -415,13 +424,13 @@ def test_a_run_of_steps_keeps_its_evaluations_to_a_small_share():
 def test_a_time_budget_run_is_repeated_exactly_from_its_recorded_plan(write, tmp_path):
     from conftest import quiet
 
-    from charrnn.training import setup as prepare
+    from charrnn.training import prepare
 
     corpus = write("moby.txt", TEXT)
     _, first = train_run(corpus, tmp_path / "a", time=3.0, batch_size=4, seq_len=16,
                          sample_every=0)
     again = prepare.repeat(tmp_path / "a", None, tmp_path / "b", reporter=quiet())
-    assert again.setup.plan.repeat and again.model.config == again.model.config
+    assert again.plan.repeat and again.model.config == again.model.config
     second = again.run_loop()
     if first.stopped_by == "time":  # (not stopped early by the clock on a loaded machine)
         assert second.step == first.step

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from charrnn.engine.streams import Streams, fit_batch
 from charrnn.errors import CharrnnError
-from charrnn.training.batches import Streams, fit_batch
 
 
 def test_streams_are_contiguous_and_cover_the_split():

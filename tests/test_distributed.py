@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 import charrnn
 from charrnn import checkpoint
+from charrnn.engine.distributed import World
+from charrnn.engine.streams import Streams
 from charrnn.errors import CharrnnError
-from charrnn.training.batches import Streams
-from charrnn.training.distributed import World
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
                                 or not torch.distributed.is_gloo_available(),
@@ -333,7 +333,7 @@ def test_a_time_budget_under_torchrun_is_planned_from_the_jobs_own_speed(write, 
     job ends inside its budget."""
     corpus = write("hamlet.txt", TEXT)
     job = torchrun(tmp_path, corpus, "--out", tmp_path / "run", "--time", "8s", *MODEL,
-                   "--batch-size", "8", "--seq-len", "16")
+                   "--batch-size", "8", "--seq-len", "16", "--patience", "0")
     assert job.returncode == 0, job.output
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     plan, speed = config["plan"], config["speed"]

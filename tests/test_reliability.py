@@ -247,7 +247,7 @@ def test_resume_in_the_middle_of_a_plateau_continues_it_exactly(write, tmp_path)
                                  "stopped": False}
     from conftest import quiet
 
-    from charrnn.training import setup as prepare
+    from charrnn.training import prepare
     resumed = prepare.resume(tmp_path / "run", reporter=quiet())
     assert resumed.elapsed == saved["elapsed"] > 0 and resumed.schedule == first.schedule
     after = resumed.run_loop()

@@ -6,21 +6,24 @@ import math
 import pytest
 from conftest import train_run
 
+from charrnn.budget.pacer import Pacer
 from charrnn.training.schedule import Schedule
 
 TEXT = "It was the best of times, it was the worst of times.\n" * 60
 
 
 def test_warm_up_then_a_cosine_over_the_planned_steps():
-    s = Schedule(lr=1.0, total_steps=110, warmup_steps=10, min_lr_frac=0.1)
-    assert s.lr_at(0) == pytest.approx(0.1) and s.lr_at(9) == pytest.approx(1.0)
-    assert s.lr_at(10) == pytest.approx(1.0)
-    assert s.lr_at(60) == pytest.approx(0.55)  # halfway down the cosine
-    assert s.lr_at(110) == pytest.approx(0.1) and s.lr_at(500) == pytest.approx(0.1)
+    s = Schedule(lr=1.0, warmup_steps=10, min_lr_frac=0.1)
+    pacer = Pacer(None, 110, 10, 10, 100)  # a run of 110 steps: no plan, no re-plan
+    lr_at = lambda step: s.lr_at(step, pacer.progress(step))  # noqa: E731
+    assert lr_at(0) == pytest.approx(0.1) and lr_at(9) == pytest.approx(1.0)
+    assert lr_at(10) == pytest.approx(1.0)
+    assert lr_at(60) == pytest.approx(0.55)  # halfway down the cosine
+    assert lr_at(110) == pytest.approx(0.1) and lr_at(500) == pytest.approx(0.1)
 
 
 def test_a_scripted_sequence_of_validation_losses_decays_the_rate_and_stops():
-    s = Schedule(lr=1.0, total_steps=10**6, warmup_steps=0, patience=2, lr_decay=0.5,
+    s = Schedule(lr=1.0, warmup_steps=0, patience=2, lr_decay=0.5,
                  max_decays=2)
     script = [(3.0, 1.0, False), (3.1, 1.0, False), (3.0, 0.5, False),  # plateau: decay
               (2.5, 0.5, False),  # a new best: the count starts again, the rate stays
@@ -34,23 +37,23 @@ def test_a_scripted_sequence_of_validation_losses_decays_the_rate_and_stops():
 
 
 def test_patience_0_never_decays_and_never_stops():
-    s = Schedule(lr=1.0, total_steps=100, patience=0)
+    s = Schedule(lr=1.0, patience=0)
     for _ in range(50):
         s.observe(5.0)
     assert s.scale == 1.0 and not s.stopped
 
 
 def test_observe_says_whether_the_loss_is_the_best_so_far():
-    s = Schedule(lr=1.0, total_steps=100)
+    s = Schedule(lr=1.0)
     assert s.observe(2.0) and not s.observe(2.0) and s.observe(1.99999)
     assert s.best == 1.99999
 
 
 def test_the_state_round_trips():
-    s = Schedule(lr=1.0, total_steps=100, patience=1)
+    s = Schedule(lr=1.0, patience=1)
     for loss in (3.0, 3.0, 2.0, 2.5):
         s.observe(loss)
-    t = Schedule(lr=1.0, total_steps=100, patience=1)
+    t = Schedule(lr=1.0, patience=1)
     t.load_state_dict(json.loads(json.dumps(s.state_dict())))
     assert t == s
 

@@ -106,7 +106,7 @@ def test_init_from_keeps_old_rows_and_adds_new_characters(write, tmp_path):
     from conftest import quiet
 
     from charrnn.config import TrainConfig
-    from charrnn.training import setup as prepare
+    from charrnn.training import prepare
 
     train_run(write("ab.txt", "abab\n" * 100), tmp_path / "base", max_steps=10, eval_every=10)
     base, base_vocab, _ = checkpoint.load(tmp_path / "base")
@@ -170,7 +170,7 @@ def test_a_time_budget_ends_the_run_near_its_end(write, tmp_path):
     trainer, outcome = train_run(write("fox.txt", TEXT), tmp_path / "run", time=2.0)
     # its planned steps, or on a machine slower than calibrated, the clock's safety stop
     assert outcome.stopped_by in ("time", "clock")
-    assert trainer.elapsed < trainer.setup.plan.clock_limit + 1.0  # one evaluation past it
+    assert trainer.elapsed < trainer.plan.clock_limit + 1.0  # one evaluation past it
 
 
 def test_a_plateau_decays_the_learning_rate_then_stops_the_run(write, tmp_path):
@@ -250,7 +250,7 @@ def test_float16_mixed_precision_scales_the_loss_and_resumes_exactly(write, tmp_
     """--amp on a device without bfloat16 runs in float16 with loss scaling. A CPU has
     bfloat16, so float16 is asked for here; torch's CPU float16 LSTM kernel does not exist, so
     the vanilla RNN (which has one) is trained."""
-    from charrnn.training import step
+    from charrnn.engine import step
 
     monkeypatch.setattr(step, "amp_dtype", lambda device: torch.float16)
     corpus = write("fox.txt", TEXT)

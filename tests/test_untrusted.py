@@ -186,7 +186,7 @@ def test_resume_checks_a_huge_config_against_the_weights_before_allocating(run_c
     # 2 x 8000 LSTM: a billion parameters, 4 GB, if it were built before the check
     edit_config(run_copy, lambda c: c["model"].update(hidden_size=8000))
     # the peak from /proc (VmHWM starts afresh at exec; ru_maxrss would inherit pytest's)
-    code = ("import re, sys\nfrom charrnn.training import setup as prepare\n"
+    code = ("import re, sys\nfrom charrnn.training import prepare\n"
             "try:\n    prepare.resume(sys.argv[1])\nexcept Exception as e:\n    print(e)\n"
             "print(re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1])")
     out = subprocess.run([sys.executable, "-c", code, str(run_copy)], capture_output=True,

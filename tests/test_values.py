@@ -157,7 +157,7 @@ def test_the_dropout_line_counts_the_batch_the_small_corpus_allows(write, tmp_pa
     assert result.exit_code == 0, result.output
     import json
 
-    from charrnn.training.batches import fit_batch
+    from charrnn.engine.streams import fit_batch
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     batch, seq, _ = fit_batch(1800, 32, 64)  # what the 1,800 training characters hold
     assert batch < 32

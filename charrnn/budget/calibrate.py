@@ -14,15 +14,15 @@ from pathlib import Path
 
 import torch
 
+from charrnn.budget.rule import LR, parameters
+from charrnn.budget.speed import Speed
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.device import name_of, synchronize
+from charrnn.engine.distributed import SINGLE, World
+from charrnn.engine.step import StepRunner
 from charrnn.fileio import atomic_write_text, positive_number, read_json_object
 from charrnn.model import CharRNN
 from charrnn.threads import SHARE_MIN
-from charrnn.training.distributed import SINGLE, World
-from charrnn.training.rule import LR, parameters
-from charrnn.training.step import StepRunner
-from charrnn.training.timing import Speed
 
 CALIBRATION_SHARE, CALIBRATION_MAX_S = 0.05, 15.0  # of the budget, at most, in wall time
 CACHE_FORMAT = 3

@@ -1,30 +1,30 @@
 """Every setting a new run leaves open, decided for its budget, its corpus and its device: the
-model by the rule (charrnn/training/rule.py) from this device's calibrated speeds, and a time
+model by the rule (charrnn/budget/rule.py) from this device's calibrated speeds, and a time
 budget's plan of steps; under torchrun, the plan from the job's own speed."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import torch
 
+from charrnn.budget import calibrate, rule
+from charrnn.budget.plan import Plan, first_plan
+from charrnn.budget.speed import Speed
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.device import name_of
-from charrnn.training import calibrate, rule
-from charrnn.training import plan as planning
-from charrnn.training.batches import fit_batch
-from charrnn.training.distributed import SINGLE, World
-from charrnn.training.progress import Reporter
-from charrnn.training.timing import Speed
+from charrnn.engine.distributed import SINGLE, World
+from charrnn.engine.streams import fit_batch
 
 SIZE_FLAGS = ("layers", "hidden_size", "embedding_size", "dropout")
 
 
 def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val_chars: int,
-           device: torch.device, reporter: Reporter, world: World = SINGLE,
+           device: torch.device, say, world: World = SINGLE,
            started: float | None = None):
-    """Every setting the user left open, for the budget: (cfg, model config, plan, choice). In a
+    """Every setting the user left open, for the budget: (cfg, model config, plan, choice);
+    `say(line)` tells what is timed. In a
     torchrun job, the device is timed on one rank's share of the batch, and the job's speed
     taken as that many times it (the gradients' exchange is timed later, for the plan), and the
     default batch is rounded up to a multiple of the ranks."""
@@ -41,7 +41,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
 
     def timed(mc: ModelConfig, sizes: list[int], too_big=None):
         speeds = calibrate.calibrate(device, mc, sizes, batch // world.size, seq, cfg.amp,
-                                     deadline - time.perf_counter(), reporter.say,
+                                     deadline - time.perf_counter(), say,
                                      *([too_big] if too_big else []))
         return {h: replace(v, train=v.train * world.size, eval=v.eval * world.size)
                 for h, v in speeds.items()}
@@ -78,7 +78,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
         speed = speeds[mc.hidden_size]
         if mc.dropout and not base.dropout:  # dropout was chosen: time the model as it will be
             speed = timed(mc, [mc.hidden_size]).get(mc.hidden_size, speed)
-        plan = planning.plan(seconds, speed, cfg, val_chars, time.monotonic() - started)
+        plan = first_plan(seconds, speed, cfg, val_chars, time.monotonic() - started)
     return cfg, mc, plan, {"reason": choice.reason if choice.chosen else "",
                            "chosen": choice.chosen, "chars": choice.chars}
 
@@ -94,16 +94,16 @@ def _shape(train_chars: int, given_train: dict, default_batch: int, world: World
     return batch, seq
 
 
-def job_plan(plan: planning.Plan, device: torch.device, mc: ModelConfig, cfg: TrainConfig,
-             val_chars: int, world: World, started: float) -> planning.Plan:
+def job_plan(plan: Plan, device: torch.device, mc: ModelConfig, cfg: TrainConfig,
+             val_chars: int, world: World, started: float) -> Plan:
     """A torchrun job's plan: the choice took N times one rank's speed; the steps follow the
     job's own, timed on every rank at once with the gradients exchanged, as rank 0 measured it
     (sent to every rank)."""
     speed = calibrate.measure(device, mc, cfg.batch_size // world.size, cfg.seq_len, cfg.amp,
                               world=world)
-    mine = replace(planning.plan(plan.seconds, speed, cfg, val_chars, time.monotonic() - started),
+    mine = replace(first_plan(plan.seconds, speed, cfg, val_chars, time.monotonic() - started),
                    eval_chars=plan.eval_chars)
     # each rank's clock read its own figure: rank 0's plan is the job's, or the ranks would
     # stop (and check their plan) at different steps and wait on each other for ever
-    return planning.Plan.from_dict(world.broadcast_json(asdict(mine) if world.is_writer
+    return Plan.from_dict(world.broadcast_json(mine.to_dict() if world.is_writer
                                                         else None))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from charrnn.config import ModelConfig
 
 if TYPE_CHECKING:
-    from charrnn.training.timing import Speed
+    from charrnn.budget.speed import Speed
 
 HIDDEN_SIZES = (64, 128, 192, 256, 384, 512, 768, 1024)  # the candidates, smallest first
 LAYERS = 2

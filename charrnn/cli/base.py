@@ -72,15 +72,22 @@ class Group(TyperGroup):
 
 
 def _fail(message: str, code: int):
-    from charrnn.training.distributed import launched, rank_label
+    from charrnn.engine.distributed import launched, rank_label
 
     print(f"charrnn{rank_label()}: error: {printable(message)}", file=sys.stderr)
     if launched():
         # a torchrun rank whose peers may be gone: tearing down its process group could wait
-        # for them, or abort; what it wrote is whole (atomic), so leave at once
+        # for them, or abort; what it wrote is whole (atomic), so leave at once. Every rank but
+        # 0 first gives rank 0 a moment: an error the ranks agreed on is then said by rank 0
+        # before torchrun, seeing another rank fail, stops it
         sys.stderr.flush()
+        if os.environ.get("RANK", "0").strip() not in ("", "0"):
+            time.sleep(FOLLOWER_WAIT_S)
         os._exit(code)
     sys.exit(code)
+
+
+FOLLOWER_WAIT_S = 1.0
 
 
 STARTED = time.monotonic()  # a time budget counts from the command's start (set in main)

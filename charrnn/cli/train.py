@@ -59,7 +59,7 @@ def train(
 
     Under torchrun (`torchrun --nproc-per-node N -m charrnn train ...`) the N processes train
     one model with DistributedDataParallel, each on its share of the --batch-size streams."""
-    from charrnn.training import distributed
+    from charrnn.engine import distributed
 
     world = distributed.join(values["device"])
     clean = False  # every rank finished its collectives
@@ -77,7 +77,7 @@ def train(
 
 
 def _train(ctx, corpus, out, resume, init_from, overwrite, plan_from, world, values, where):
-    from charrnn.training import setup as prepare
+    from charrnn.training import prepare
     from charrnn.training.progress import Silent, fmt_duration, reporter_for
 
     given = given_names(ctx)
@@ -110,7 +110,7 @@ def _train(ctx, corpus, out, resume, init_from, overwrite, plan_from, world, val
     if outcome.stopped_by == "interrupted":
         # the shell's convention for a process stopped by a signal: 128 + its number
         raise typer.Exit(128 + (outcome.signal or signal.SIGINT))
-    plan = trainer.setup.plan
+    plan = outcome.plan
     took = fmt_duration(outcome.seconds) + (f" of a {fmt_duration(plan.seconds)} budget"
                                             if plan else "")
     reporter.say(f"stopped at step {outcome.step} ({STOPPED[outcome.stopped_by]}) after {took}; "

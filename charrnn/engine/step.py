@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from charrnn.config import TrainConfig
 from charrnn.device import amp_dtype
+from charrnn.engine.distributed import SINGLE, World
 from charrnn.model import CharRNN, State, detach
-from charrnn.training.distributed import SINGLE, World
 
 
 def make_optimizer(model: CharRNN, cfg: TrainConfig, device: torch.device):

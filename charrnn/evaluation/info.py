@@ -47,7 +47,9 @@ def gather(run: Path) -> dict:
                      "processes": int(s.get("world_size", 1))}  # (more under torchrun)
         except Exception as e:  # noqa: BLE001 - a damaged state is reported, not fatal
             state = {"error": str(e).splitlines()[0][:200]}
-    planned = plan.get("steps") or train.get("max_steps")
+    replans = plan.get("replans") if isinstance(plan.get("replans"), list) else []
+    planned = ((replans[-1].get("steps") if replans and isinstance(replans[-1], dict) else None)
+               or plan.get("steps") or train.get("max_steps"))
     step = state.get("step", curves[-1]["step"] if curves else 0)
     best = config.get("best_val_loss")
     return {
@@ -80,7 +82,7 @@ def gather(run: Path) -> dict:
 
 def _check_fields(config: dict, path: Path) -> None:
     """The parts of a config.json that `info` shows, checked: a stranger's may hold anything."""
-    from charrnn.training.plan import Plan
+    from charrnn.budget.plan import Plan
 
     def bad(field: str, value) -> CharrnnError:
         return CharrnnError(f"{path} is corrupted ({field} is {str(value)[:40]!r}); train the "

@@ -10,8 +10,8 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.engine.distributed import resume_command
 from charrnn.errors import printable
-from charrnn.training.distributed import resume_command
 
 
 def eval_table(result: dict) -> Table:
@@ -83,10 +83,12 @@ def plan_lines(facts: dict, run: Path) -> list[str]:
     """What `charrnn info` says of a run's plan and speed, and how to repeat it."""
     plan, speed, lines = facts["plan"], facts["speed"], []
     if plan:
-        line = f"plan         {plan.get('seconds', 0):g} s as {plan.get('steps', 0):,} steps"
-        if plan.get("first_steps"):
-            line += (f" (planned again at step {plan.get('checked_at'):,}, from "
-                     f"{plan['first_steps']:,})")
+        replans = plan.get("replans") or []
+        end = replans[-1]["steps"] if replans else plan.get("steps", 0)
+        line = f"plan         {plan.get('seconds', 0):g} s as {end:,} steps"
+        if replans:
+            line += (f" (planned again at {len(replans)} evaluation"
+                     f"{'s' if len(replans) != 1 else ''}, from {plan.get('steps', 0):,})")
         if plan.get("repeat"):
             line += ", repeated from another run"
         lines.append(line)

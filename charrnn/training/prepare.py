@@ -1,6 +1,6 @@
 """Setting a run up for the training loop: a new run, a resumed one, one that starts from
 another run's weights, or one that repeats another's plan. Settings the user left open are
-decided here (charrnn/training/decide.py), and everything that can be wrong is checked before
+decided here (charrnn/budget/decide.py), and everything that can be wrong is checked before
 the run directory is touched.
 
 In a torchrun job every rank prepares the same run: rank 0 alone reads and writes the run
@@ -20,20 +20,21 @@ import numpy as np
 import torch
 
 from charrnn import checkpoint, rundir, threads
+from charrnn.budget import calibrate, decide, rule
+from charrnn.budget.plan import EVAL_CHARS, Plan, eval_settings, first_plan
+from charrnn.budget.speed import Speed
 from charrnn.config import SEEDS, ModelConfig, TrainConfig, flag
 from charrnn.data.corpus import Corpus
 from charrnn.device import name_of, pick_device
+from charrnn.engine.distributed import SINGLE, World
+from charrnn.engine.streams import Streams, fit_batch
 from charrnn.errors import CharrnnError
 from charrnn.fileio import positive_number
 from charrnn.model import CharRNN
-from charrnn.training import calibrate, decide, rule, text
-from charrnn.training import plan as planning
-from charrnn.training.batches import Streams, fit_batch
+from charrnn.training import text
 from charrnn.training.board import check_installed
-from charrnn.training.distributed import SINGLE, World
 from charrnn.training.loop import Setup, Trainer
 from charrnn.training.progress import Reporter
-from charrnn.training.timing import Speed
 from charrnn.vocab import Vocab
 
 VALIDATION_BATCH = 64
@@ -70,7 +71,7 @@ class Decided:
 
     cfg: TrainConfig
     model: ModelConfig
-    plan: planning.Plan | None
+    plan: Plan | None
     choice: dict  # what was chosen and why, recorded in config.json
 
 
@@ -248,15 +249,15 @@ def _decide(decided: Decided | None, cfg: TrainConfig, given: dict, words: Text,
     world = start.world
     if decided is None and world.is_writer:
         decided = Decided(*decide.decide(cfg, given, len(words.vocab), len(words.train),
-                                         len(words.val), start.device, start.reporter, world,
+                                         len(words.val), start.device, start.reporter.say, world,
                                          start.started))
     if not world.distributed:
         return decided
     d = world.broadcast_json({"train": asdict(decided.cfg), "model": decided.model.to_dict(),
-                              "plan": decided.plan and asdict(decided.plan),
+                              "plan": decided.plan and decided.plan.to_dict(),
                               "choice": decided.choice} if world.is_writer else None)
     cfg, mc = TrainConfig.from_dict(d["train"]), ModelConfig(**d["model"])
-    plan = d["plan"] and planning.Plan.from_dict(d["plan"])
+    plan = d["plan"] and Plan.from_dict(d["plan"])
     if plan is not None and not plan.repeat:
         plan = decide.job_plan(plan, start.device, mc, cfg, len(words.val), world, start.started)
     return Decided(cfg, mc, plan, d["choice"])
@@ -291,7 +292,7 @@ def _stored_settings(stored: dict, overrides: dict | None, where: Path, then: st
     """(cfg, plan) of a config.json, with `overrides`; damage is one line ending `then`."""
     try:
         cfg = TrainConfig.from_dict({**stored["train"], **(overrides or {})})
-        plan = planning.Plan.from_dict(stored["plan"]) if stored.get("plan") else None
+        plan = Plan.from_dict(stored["plan"]) if stored.get("plan") else None
     except (TypeError, KeyError, ValueError) as e:
         raise CharrnnError(f"{where} is corrupted ({e}); {then}") from None
     if not cfg.decided:
@@ -327,7 +328,7 @@ def _say_new_world(start: Start, cfg: TrainConfig, saved: int) -> None:
 
 
 def _replanned(stored: dict, plan, cfg: TrainConfig, mc: ModelConfig, words: Text,
-               start: Start) -> planning.Plan:
+               start: Start) -> Plan:
     """A new --time for a resumed run, planned from the run's own speed (or, for a run that
     has none, the one it was planned with, or one measured now) and its evaluation set."""
     if start.world.is_writer:
@@ -338,12 +339,12 @@ def _replanned(stored: dict, plan, cfg: TrainConfig, mc: ModelConfig, words: Tex
             speed = calibrate.calibrate(start.device, mc, [mc.hidden_size], cfg.batch_size,
                                         cfg.seq_len, cfg.amp, calibrate.calibration_budget(
                                             cfg.time), start.reporter.say)[mc.hidden_size]
-        kept = plan.eval_chars if plan is not None else cfg.eval_chars or planning.EVAL_CHARS
-        plan = replace(planning.plan(cfg.time, speed, cfg, len(words.val),
+        kept = plan.eval_chars if plan is not None else cfg.eval_chars or EVAL_CHARS
+        plan = replace(first_plan(cfg.time, speed, cfg, len(words.val),
                                      time.monotonic() - start.started), eval_chars=kept)
     if start.world.distributed:
-        plan = planning.Plan.from_dict(start.world.broadcast_json(
-            asdict(plan) if start.world.is_writer else None))
+        plan = Plan.from_dict(start.world.broadcast_json(
+            plan.to_dict() if start.world.is_writer else None))
     return plan
 
 
@@ -376,21 +377,21 @@ def _build(start: Start, decided: Decided, words: Text, model: CharRNN, lock,
             raise CharrnnError(f"the training text ({len(words.train):,} characters) is too "
                                f"small to divide among {world.size} processes; train it in one")
     train_streams = Streams(words.train, batch, seq, world.share(batch)).to(start.device)
-    stops = [n for n in (cfg.max_steps, plan and plan.steps,
+    stops = [n for n in (cfg.max_steps,
                          cfg.epochs and math.ceil(cfg.epochs * train_streams.windows)) if n]
-    total = max(min(stops), 1)
+    total = max(min(stops), 1) if stops else None  # (a time budget's end: its plan's)
     if plan is not None:  # the plan says when to evaluate, and on how much
         eval_chars = plan.eval_chars
     else:  # a budget of steps or epochs: its evaluations are budgeted by characters
-        eval_every, eval_chars = planning.eval_settings(total, batch * seq, len(words.val),
-                                                        cfg.eval_every, cfg.eval_chars)
+        eval_every, eval_chars = eval_settings(total, batch * seq, len(words.val),
+                                               cfg.eval_every, cfg.eval_chars)
         cfg = replace(cfg, eval_every=eval_every, eval_chars=eval_chars)
     eval_ids = words.val[:eval_chars]
     eb, et, _ = fit_batch(len(eval_ids), VALIDATION_BATCH, seq)
     val_streams = Streams(eval_ids, eb, et, world.share(eb, equal=False)).to(start.device)
     return Setup(run=start.run, cfg=cfg, model=model, vocab=words.vocab, corpus=words.corpus,
                  device=start.device, train_streams=train_streams, val_streams=val_streams,
-                 total_steps=total, plan=plan, choice=decided.choice, lock=lock,
+                 steps=total, plan=plan, choice=decided.choice, lock=lock,
                  resume_state=state, world=world,
                  threads=start.cpu or threads.Threads(1, 1, False, "as given"),
                  started=start.started, measured=measured)

@@ -178,4 +178,22 @@ def start_line(t) -> str:
     text = c.source if Path(c.source or ".").is_dir() else c.path
     return (f"training {mc.layers}x{mc.hidden_size} {mc.model} ({n_params:,} parameters) on "
             f"{text} ({len(c.ids):,} characters, {len(t.vocab)} distinct) with {where}; batch "
-            f"{s.batch} x {s.seq_len}; {t.setup.total_steps:,} steps planned; run in {t.run}")
+            f"{s.batch} x {s.seq_len}; {t.pacer.end:,} steps planned; run in {t.run}")
+
+
+class Throughput:
+    """Characters per second over the last few seconds, not the whole run (the display's)."""
+
+    def __init__(self, chars_per_step: int, step: int, clock=time.monotonic,
+                 window: float = 5.0):
+        self.chars_per_step, self.window = chars_per_step, window
+        self.t, self.step = clock(), step
+        self.last = 0.0  # the rate over the last whole window
+
+    def rate(self, step: int, now: float) -> float:
+        if step == self.step:  # (just after a new window began)
+            return self.last
+        rate = (step - self.step) * self.chars_per_step / max(now - self.t, 1e-9)
+        if now - self.t >= self.window:
+            self.t, self.step, self.last = now, step, rate
+        return rate

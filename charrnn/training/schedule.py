@@ -2,7 +2,8 @@
 the clock, so a run is reproducible and resumes exactly.
 
 The rate warms up linearly, then follows a cosine from `lr` down to `lr * min_lr_frac` over the
-planned steps. On top of that plan it reacts to validation, as char-rnn's learning_rate_decay
+fraction of the planned run done (the budget's `Pacer.progress`: a re-plan bends it, never
+jumps it). On top of that plan it reacts to validation, as char-rnn's learning_rate_decay
 did: after `patience` evaluations without a new best, the rate is multiplied by `lr_decay`; and
 after `max_decays` such decays in a row have brought no new best, the run stops. A long run on a
 small corpus that starts to overfit while the cosine is still high thus lowers its rate at once
@@ -21,17 +22,11 @@ MIN_IMPROVEMENT = 1e-4
 @dataclass
 class Schedule:
     lr: float  # peak learning rate, reached after warm-up
-    total_steps: int  # the planned length of the run: the cosine ends here
     warmup_steps: int = 50
     min_lr_frac: float = 0.05  # the cosine ends at lr * min_lr_frac
     patience: int = 3  # evaluations without a new best before the rate decays; 0: never
     lr_decay: float = 0.5  # what a plateau multiplies the rate by
     max_decays: int = 2  # stop once this many decays in a row brought no new best
-    # a plan made again at step `bend_at` (charrnn/training/plan.py): the cosine followed
-    # `first_total` up to it, and from there goes on, from where it was, to end at the new
-    # total_steps
-    bend_at: int | None = None
-    first_total: int | None = None
     # what validation has done so far (saved with the run, restored by --resume)
     scale: float = 1.0  # the product of the decays so far
     best: float = math.inf
@@ -39,21 +34,12 @@ class Schedule:
     decays_since_best: int = 0
     stopped: bool = False
 
-    def lr_at(self, step: int) -> float:
+    def lr_at(self, step: int, progress: float) -> float:
+        """The rate at `step`, `progress` (0 to 1) of the way through the planned run."""
         if step < self.warmup_steps:
             return self.lr * self.scale * (step + 1) / self.warmup_steps
-        cosine = 0.5 * (1 + math.cos(math.pi * self.progress(step)))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
         return self.lr * self.scale * (self.min_lr_frac + (1 - self.min_lr_frac) * cosine)
-
-    def progress(self, step: int) -> float:
-        """How far along the cosine `step` is, from 0 to 1."""
-        w = self.warmup_steps
-        first = max((self.first_total or self.total_steps) - w, 1)
-        if self.bend_at is None or step <= self.bend_at:
-            return min(max(step - w, 0) / first, 1.0)
-        done = min(max(self.bend_at - w, 0) / first, 1.0)
-        rest = max(self.total_steps - self.bend_at, 1)
-        return min(done + (1 - done) * (step - self.bend_at) / rest, 1.0)
 
     def observe(self, val_loss: float) -> bool:
         """Take one validation loss; return whether it is the best so far."""

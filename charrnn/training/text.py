@@ -12,8 +12,8 @@ import numpy as np
 from charrnn import checkpoint
 from charrnn.config import TrainConfig
 from charrnn.data import corpus as corpora
+from charrnn.engine.distributed import SINGLE, World
 from charrnn.errors import CharrnnError
-from charrnn.training.distributed import SINGLE, World
 from charrnn.training.progress import Reporter
 from charrnn.vocab import Vocab
 
