@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.budget import rule  # noqa: E402
+from charrnn.config import ModelConfig  # noqa: E402
 
 GRID = ROOT / "benchmarks" / "grid" / "grid.jsonl"
 OUT = ROOT / "benchmarks" / "grid" / "fit.json"
