@@ -131,3 +131,25 @@ def test_the_learning_rate_ends_at_the_schedules_last_and_never_jumps(write, tmp
     steps = [abs(b - a) for a, b in zip(falling, falling[1:])]
     assert max(steps) < 5 * (cfg.lr / len(falling))  # no jump: a few average steps at most
     assert seen[-1] == pytest.approx(cfg.lr * cfg.min_lr_frac, rel=1e-6)
+
+
+def test_the_last_evaluation_after_the_planned_end_records_no_steps_never_taken(
+        write, tmp_path, drifting):
+    """A run with the user's --eval-every longer than the run evaluates once, after it stopped
+    at its planned end; the machine, faster by then, left time over. That evaluation must not
+    plan more steps (it once did, and --plan-from then trained past where the run ended)."""
+    from conftest import quiet
+
+    from charrnn.training import prepare
+
+    corpus = write("moby.txt", TEXT)
+    drifting(lambda f: 1.0 if f < 0.05 else 3.0)
+    settings = {**SETTINGS, "eval_every": 10**6}
+    trainer, whole = train_run(corpus, tmp_path / "whole", **settings)
+    assert whole.stopped_by == "time" and whole.step == trainer.plan.end
+    recorded = Plan.from_dict(json.loads((tmp_path / "whole" / checkpoint.CONFIG).read_text())
+                              ["plan"])
+    assert recorded.end == whole.step
+    again = prepare.repeat(tmp_path / "whole", None, tmp_path / "again", reporter=quiet())
+    repeated = again.run_loop()
+    assert repeated.step == whole.step and repeated.losses == whole.losses

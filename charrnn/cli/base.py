@@ -3,22 +3,16 @@ the consoles, and the settings' options read from the settings classes (charrnn/
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import time
-import types
-import typing
-from dataclasses import MISSING
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
 from charrnn.config import (
-    flag,
     option_settings,
 )
 from charrnn.errors import CharrnnError, describe_os_error, os_reason, printable
@@ -74,13 +68,14 @@ class Group(TyperGroup):
 def _fail(message: str, code: int):
     from charrnn.engine.distributed import launched, rank_label
 
-    print(f"charrnn{rank_label()}: error: {printable(message)}", file=sys.stderr)
+    # one write: the lines of torchrun's ranks, on one stderr, are not cut into each other
+    sys.stderr.write(f"charrnn{rank_label()}: error: {printable(message)}\n")
+    sys.stderr.flush()
     if launched():
         # a torchrun rank whose peers may be gone: tearing down its process group could wait
         # for them, or abort; what it wrote is whole (atomic), so leave at once. Every rank but
         # 0 first gives rank 0 a moment: an error the ranks agreed on is then said by rank 0
         # before torchrun, seeing another rank fail, stops it
-        sys.stderr.flush()
         if os.environ.get("RANK", "0").strip() not in ("", "0"):
             time.sleep(FOLLOWER_WAIT_S)
         os._exit(code)
@@ -130,36 +125,7 @@ def stdout_console(color: str) -> Console:
 
 
 # ---------------------------------------------------------------------------------------------
-# Options: a settings class's fields declare their own (charrnn/config.py); these are the rest
-
-
-CHOSEN = "[default: chosen for the budget, the corpus and the device]"
-
-
-def options(cls, names: tuple[str, ...]) -> list[inspect.Parameter]:
-    """The command-line options of the settings `names` of a settings class, read from its
-    fields' metadata (flag, default, check, help)."""
-    fields = {f.name: f for f in option_settings(cls)}
-    unknown = [n for n in names if n not in fields]
-    if unknown:
-        raise TypeError(f"{cls.__name__} has no setting {', '.join(unknown)}")
-    hints = typing.get_type_hints(cls)
-    params = []
-    for f in (fields[n] for n in names):
-        m = f.metadata
-        default = None if m["chosen"] or f.default is MISSING else f.default
-        kind = str if m["parse"] else hints[f.name]
-        if default is None and typing.get_origin(kind) is not typing.Union:
-            kind = Optional[kind]  # also turns `int | None` into what typer reads
-        elif isinstance(kind, types.UnionType):
-            kind = Optional[next(a for a in typing.get_args(kind) if a is not type(None))]
-        note = CHOSEN if m["chosen"] else f"[default: {m['shown']}]" if m["shown"] else ""
-        option = typer.Option(*(m["flags"] or (flag(f.name),)), help=f"{m['help']} {note}".strip(),
-                              show_default=not note and default is not None,
-                              metavar=m["metavar"])
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                        annotation=Annotated[kind, option]))
-    return params
+# Settings: each declared on its field (charrnn/config.py), each option typed in cli/options.py
 
 
 def settings(cls, values: dict, given: set[str] | None = None) -> dict:
@@ -175,45 +141,15 @@ def settings(cls, values: dict, given: set[str] | None = None) -> dict:
     return out
 
 
-def command(*groups, name: str | None = None):
-    """Register `body(..., **values)` as a command whose options are its own (declared in its
-    signature) followed by the settings named in `groups` ((class, names) pairs), which arrive
-    in `values`: each is declared once, on its field in charrnn/config.py."""
-    def register(body):
-        own = list(inspect.signature(body, eval_str=True).parameters.values())[:-1]  # not **values
-        extra = [p for cls, names in groups for p in options(cls, names)]
-        body.__signature__ = inspect.Signature(own + extra)
-        return app.command(name)(body)
-    return register
-
-
 def given_names(ctx: typer.Context) -> set[str]:
     return {name for name in ctx.params
             if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
 
 
-RunArg = Annotated[Path, typer.Argument(help="A run directory written by `charrnn train`.",
-                                        show_default=False)]
-
-
-# The text that inspect-cells and explore look at: the same options, one pass of the model
-TextOpt = Annotated[Optional[Path], typer.Option(
-    "--text", help="This UTF-8 file instead of the run's validation text.")]
-PrimeOpt = Annotated[Optional[str], typer.Option(
-    "--prime", help="This text and the model's continuation of it (--temperature, --seed).")]
-LengthOpt = Annotated[int, typer.Option(
-    "--length", help="Characters to look at (with --prime: to generate).")]
-OffsetOpt = Annotated[int, typer.Option("--offset", help="Where the stretch starts, in "
-                                        "characters.")]
-
-
-def inspect_request(command: str, values: dict):
-    """(the inspection settings, the one --temperature, the --seed) a command was given."""
+def inspect_request(values: dict):
+    """(the inspection settings, the --temperature, the --seed) among a command's `values`."""
     from charrnn.config import InspectConfig, SampleConfig
 
     request = InspectConfig(**settings(InspectConfig, values))
     chosen = settings(SampleConfig, values)
-    temperatures = chosen.pop("temperature", [SampleConfig.temperature])
-    if len(temperatures) > 1:
-        raise CharrnnError(f"{command} takes one --temperature, not a list")
-    return request, temperatures[0], chosen.get("seed")
+    return request, chosen.get("temperature", SampleConfig.temperature), chosen.get("seed")

@@ -38,7 +38,7 @@ from charrnn.engine.step import StepRunner
 from charrnn.engine.streams import Streams
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.model import CharRNN, State
-from charrnn.training import state, stopping
+from charrnn.training import resumable, stopping
 from charrnn.training.board import Board
 from charrnn.training.progress import Reporter, Throughput, start_line
 from charrnn.training.schedule import Schedule
@@ -248,9 +248,11 @@ class Trainer:
     # -----------------------------------------------------------------------------------------
     # Evaluations
 
-    def _evaluate(self) -> None:
-        """The validation loss and what follows it: the plan made again, the best weights, the
-        latest state, a metrics line, the display, TensorBoard, a sample."""
+    def _evaluate(self, last: bool = False) -> None:
+        """The validation loss and what follows it: the plan made again (not at the `last`
+        evaluation, after the run stopped: a re-plan there would record steps never taken,
+        which --plan-from would then take), the best weights, the latest state, a metrics
+        line, the display, TensorBoard, a sample."""
         began = self.clock()
         record = self.figures(self.meter.rate(self.step, began))
         val_loss = validation_loss(self.model, self.val_streams, self.device, self.world,
@@ -266,7 +268,7 @@ class Trainer:
         self.evaluations += 1
         # planned again before the state is saved: a run killed after its config is written
         # resumes from the state before, and finds this re-plan recorded
-        replanned = self._replan(evaluated, write=False)
+        replanned = not last and self._replan(evaluated, write=False)
         latest = self._capture()
         if self.world.is_writer:
             with self.saving():
@@ -383,13 +385,13 @@ class Trainer:
         """The state --resume restores (a collective in a torchrun job: every rank's hidden
         states and random number generators are gathered; rank 0 writes them)."""
         self.read_losses()
-        return state.capture(self.model, self.runner, self.world, self.hidden,
-                             state.Position(self.step, self.epoch, self.window, self.elapsed),
+        return resumable.capture(self.model, self.runner, self.world, self.hidden,
+                             resumable.Position(self.step, self.epoch, self.window, self.elapsed),
                              self.schedule.state_dict(), self.since_eval, self.governor.threads,
                              self.pacer.state_dict())
 
     def _restore(self, saved: dict) -> None:
-        r = state.restore(saved, self.runner, self.world, self.train_streams, self.hidden,
+        r = resumable.restore(saved, self.runner, self.world, self.train_streams, self.hidden,
                           self.device, self.cfg.seed, self.run)
         self.step, self.epoch, self.window = r.position.step, r.position.epoch, r.position.window
         self.elapsed = r.position.elapsed
@@ -400,7 +402,7 @@ class Trainer:
         self.first_step = self.step + 1
 
     def config_dict(self) -> dict:
-        return state.config_record(self.setup, self.cfg, self.model, self.vocab, self.plan,
+        return resumable.config_record(self.setup, self.cfg, self.model, self.vocab, self.plan,
                                    self.best_val_loss, self.step, self.measured)
 
     def save_latest(self) -> None:
@@ -457,7 +459,7 @@ class Trainer:
             self.reporter.say(f"interrupted at step {self.step}: saved {self.run}; "
                               f"continue with `{self.resume_command()}`")
         elif self.since_eval:
-            self._evaluate()
+            self._evaluate(last=True)
         self.reporter.last(self.figures(self.meter.rate(self.step, self.clock())))
         self._learn_speed()
         if reason == "clock":
