@@ -45,35 +45,54 @@ def train(corpus: str | Path | None = None, *, out: str | Path | None = None,
     file, a folder or a corpus name; `resume`, `init_from`, `plan_from`: a run to continue, to
     start from, or to repeat. `settings`: any option of `charrnn train` by its field name
     (`time="2m"`, `hidden_size=256`, `max_steps=500`, `seed=1`...)."""
-    from charrnn.training import prepare
-    from charrnn.training.progress import Reporter, quiet_reporter, reporter_for
+    from charrnn.training.progress import quiet_reporter, reporter_for
 
-    model_settings, train_settings = split_settings(settings)
-    reporter = reporter_for() if progress else quiet_reporter()
-    assert isinstance(reporter, Reporter)
-    starts = [name for name, v in (("resume", resume), ("init_from", init_from),
-                                   ("plan_from", plan_from)) if v is not None]
-    if len(starts) > 1:
-        raise CharrnnError(f"{' and '.join(starts)} do not go together; choose one")
-    if plan_from is not None:
-        trainer = prepare.repeat(Path(plan_from), _text(corpus), _path(out),
-                               {**model_settings, **train_settings}, overwrite=overwrite,
-                               reporter=reporter)
-    elif resume is not None:
-        trainer = prepare.resume(Path(resume), _text(corpus),
-                               {**model_settings, **train_settings}, reporter)
-    else:
-        if corpus is None:
-            raise CharrnnError("give a corpus to train on (a text file, a folder or a corpus "
-                               "name), or resume=RUN")
-        trainer = prepare.new(_text(corpus), _path(out), TrainConfig(**train_settings),
-                            model_settings, init_from=_path(init_from), overwrite=overwrite,
-                            reporter=reporter)
-    outcome = trainer.run_loop()
+    outcome = trainer(corpus, out=out, resume=resume, init_from=init_from, plan_from=plan_from,
+                      overwrite=overwrite,
+                      reporter=reporter_for() if progress else quiet_reporter(),
+                      **settings).run_loop()
     if outcome.stopped_by == "interrupted":
         raise KeyboardInterrupt(f"interrupted at step {outcome.step}; resume with "
                                 f"charrnn.train(resume={str(outcome.run)!r})")
     return load(outcome.run)
+
+
+def trainer(corpus: str | Path | None = None, *, out: str | Path | None = None,
+            resume: str | Path | None = None, init_from: str | Path | None = None,
+            plan_from: str | Path | None = None, overwrite: bool = False, reporter=None,
+            world=None, started: float | None = None, **settings):
+    """A run set up to train (charrnn.training.loop.Trainer; `.run_loop()` trains it): new,
+    resumed, from another run's weights or repeating another's plan. The one way a run is set
+    up: `charrnn train` comes through here too, with its display (`reporter`), its place in a
+    torchrun job (`world`) and the moment the command began (`started`, which a time budget
+    counts from). `settings` by field name, as `train` takes them."""
+    from charrnn.engine.distributed import SINGLE
+    from charrnn.training import prepare
+
+    world = world or SINGLE
+    model_settings, train_settings = split_settings(settings)
+    changes = {**model_settings, **train_settings}
+    starts = [name for name, v in (("--resume", resume), ("--init-from", init_from),
+                                   ("--plan-from", plan_from)) if v is not None]
+    if len(starts) > 1:
+        raise CharrnnError(f"{' and '.join(starts)} do not go together; choose one")
+    if plan_from is not None:
+        return prepare.repeat(Path(plan_from), _text(corpus), _path(out), changes,
+                              overwrite=overwrite, reporter=reporter, world=world,
+                              started=started)
+    if resume is not None:
+        if out is not None and Path(out) != Path(resume):
+            raise CharrnnError("--resume continues a run in its own directory; leave out --out")
+        if overwrite:
+            changes["overwrite"] = True  # (refused, in the words of a resume)
+        return prepare.resume(Path(resume), _text(corpus), changes, reporter, world,
+                              started=started)
+    if corpus is None:
+        raise CharrnnError("give a CORPUS to train on (a text file, a folder, or a corpus "
+                           "name: see `charrnn corpus list`), or --resume RUN")
+    return prepare.new(_text(corpus), _path(out), TrainConfig(**train_settings),
+                       model_settings, init_from=_path(init_from), overwrite=overwrite,
+                       reporter=reporter, world=world, started=started)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Run:
@@ -143,7 +162,7 @@ class Run:
                 warn=None):
         """(the network to sample from, the mixer or None) for `stream`'s `adapt` and `mix`
         (`warn`: where a mixture that cannot be had is said; by default, a Python warning)."""
-        from charrnn import adapt as adaptation
+        from charrnn.adapt import learn
 
         model, ids = self.model, None
         if adapt:
@@ -151,7 +170,7 @@ class Run:
                 raise CharrnnError("--adapt learns from the prime, and there is none; give "
                                    "--prime or --prime-file")
             ids = self.vocab.encode(prime).astype(np.int64)
-            model = adaptation.learn(self.model, ids)
+            model = learn(self.model, ids)
         if not (adapt or mix):
             return model, None
         from charrnn.evaluation import mixing

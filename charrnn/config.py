@@ -15,7 +15,7 @@ from charrnn.errors import CharrnnError
 MODELS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("adamw", "adam", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-LANGUAGES = ("c", "python", "latex", "prose")  # what the probes know (charrnn/probes.py)
+LANGUAGES = ("c", "python", "latex", "prose")  # what the probes know (charrnn/interp/probes.py)
 DEFAULT_TIME = 600.0  # seconds a run may take when no stop condition is given
 # sizes past these are mistakes (or a hostile config), not models
 LIMITS = {"vocab_size": 0x110000, "layers": 64, "hidden_size": 1 << 16, "embedding_size": 1 << 16}
@@ -74,6 +74,15 @@ def parse_cells(text: str) -> list[int]:
         return [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
         raise CharrnnError(f"--cells {text!r} is not a list of cell numbers like 17,230") from None
+
+
+def parse_temperature(text: str) -> float:
+    """'0.8' -> 0.8 (`sample` takes a list: parse_temperatures)."""
+    values = parse_temperatures(text)
+    if len(values) > 1:
+        raise CharrnnError(f"--temperature takes one number here, not a list ({text!r}); only "
+                           "`charrnn sample` draws one sample for each of several")
+    return values[0]
 
 
 def parse_temperatures(text: str) -> list[float]:
@@ -248,7 +257,7 @@ class SampleConfig:
     temperature: float = setting(0.8, "Below 1: safer, more repetitive; above 1: wilder; 0: "
                                  "greedy. `sample` takes several, like 0.5,0.8,1.2: one sample "
                                  "each, from the same seed.", flags=("--temperature", "--temp"),
-                                 parse=parse_temperatures, shown="0.8")
+                                 parse=parse_temperature, shown="0.8")
     top_k: int | None = setting(None, "Draw only among the k likeliest characters.")
     top_p: float | None = setting(None, "Draw only among the likeliest characters holding this "
                                   "much probability, in (0, 1].")

@@ -89,3 +89,23 @@ def train_run(corpus_path, run, model=None, resume=False, callback=None, **train
         model_cfg = {k: v for k, v in model_cfg.items() if v is not None}  # None: choose it
         trainer = prepare.new(str(corpus_path), run, cfg, model_cfg, reporter=quiet())
     return trainer, trainer.run_loop(on_step=callback)
+
+
+def four_step_run(folder: Path, text: str, name: str = "corpus.txt", **model) -> Path:
+    """A run of a tiny model trained for four steps on `text`, in `folder`/run: what the
+    tests of a run's files and commands start from."""
+    corpus = folder / name
+    corpus.write_text(text)
+    train_run(corpus, folder / "run", max_steps=4, eval_every=2,
+              model={"hidden_size": 16, "embedding_size": 8, **model})
+    return folder / "run"
+
+
+def edit_config(run: Path, change) -> None:
+    """Rewrite a run's config.json by `change(config)`, as a stranger might."""
+    import json
+
+    path = run / "config.json"
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))

@@ -421,20 +421,21 @@ def test_a_run_of_steps_keeps_its_evaluations_to_a_small_share():
     assert planning.eval_settings(15, 2048, 500_000, 1, 50_000) == (1, 50_000)
 
 
-def test_a_time_budget_run_is_repeated_exactly_from_its_recorded_plan(write, tmp_path):
+def test_a_time_budget_run_is_repeated_exactly_from_its_recorded_plan(write, tmp_path,
+                                                                      measured):
     from conftest import quiet
 
     from charrnn.training import prepare
 
     corpus = write("moby.txt", TEXT)
-    _, first = train_run(corpus, tmp_path / "a", time=3.0, batch_size=4, seq_len=16,
-                         sample_every=0)
+    trainer, first = train_run(corpus, tmp_path / "a", model=CHOSEN, time=3.0, batch_size=4,
+                               seq_len=16, sample_every=0, eval_every=None)
     again = prepare.repeat(tmp_path / "a", None, tmp_path / "b", reporter=quiet())
-    assert again.plan.repeat and again.model.config == again.model.config
+    assert again.plan.repeat and again.model.config == trainer.model.config
+    assert again.plan.replans == trainer.plan.replans  # every re-plan, followed
     second = again.run_loop()
-    if first.stopped_by == "time":  # (not stopped early by the clock on a loaded machine)
-        assert second.step == first.step
-    assert second.losses[:len(first.losses)] == first.losses
+    assert first.stopped_by == "time" and second.step == first.step
+    assert second.losses == first.losses
 
 
 def test_plan_from_refuses_settings_of_its_own_and_another_text(write, tmp_path, monkeypatch):

@@ -89,11 +89,16 @@ def test_python_m_charrnn_and_help_explain_every_option():
 
 
 def test_sampled_text_streams_before_the_sample_ends(run):
+    """Through a pipe the text comes as it is drawn, a few characters at a time, not in
+    blocks: the first read returns what was written by then, far less than the 8 KB a block
+    buffer holds back (and the process is still drawing)."""
+    import os
+
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", str(run), "--length",
-                             "300000", "--seed", "1"], stdout=subprocess.PIPE)
+                             "300000", "--seed", "1"], stdout=subprocess.PIPE, bufsize=0)
     try:
-        first = proc.stdout.read(20)  # arrives while the rest is still being written
-        assert len(first) == 20 and proc.poll() is None
+        first = os.read(proc.stdout.fileno(), 1 << 16)  # blocks until the first bytes come
+        assert 0 < len(first) < 4096 and proc.poll() is None
     finally:
         proc.kill()
         proc.wait()

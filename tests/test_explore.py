@@ -10,6 +10,7 @@ import subprocess
 import sys
 import termios
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -309,3 +310,28 @@ def test_explore_without_a_terminal_or_the_extra_is_one_line(c_run, monkeypatch)
     assert result.exit_code == 1 and result.stderr.strip() == (
         "charrnn: error: charrnn explore needs Textual (textual is not installed): "
         "pip install 'charrnn[explore]'")
+
+
+def test_the_command_passes_its_probe_state_and_language_to_the_explorer(c_run, monkeypatch):
+    """`charrnn explore --probe P --state S --lang L` opens on that probe's ranking, in that
+    state, reading the text as that language (the app itself is left out: its screen is
+    tested above)."""
+    import io
+
+    from charrnn.interp import explore_app
+
+    opened = {}
+
+    def run(app):
+        opened.update(probe=app.explorer.probe, state=app.explorer.state,
+                      lang=app.explorer.lang)
+
+    monkeypatch.setattr(explore_app.ExploreApp, "run", run)
+    tty = type("Tty", (io.StringIO,), {"isatty": lambda s: True})
+    from charrnn.cli import explore  # (the runner swaps sys.stdin and stdout for its own)
+    monkeypatch.setattr(explore, "sys", SimpleNamespace(stdin=tty(), stdout=tty()))
+    result = invoke("explore", c_run / "run", "--text", c_run / "page.c", "--probe", "comment",
+                    "--state", "h", "--lang", "python", "--length", 2000)
+    assert result.exit_code == 0, result.output
+    assert opened["state"] == "h" and opened["lang"] == "python"
+    assert opened["probe"] is not None and "comment" in str(opened["probe"])

@@ -1,7 +1,6 @@
 """What a stranger's run, an archive from anywhere or a large input can reach: nothing outside
 what the user named is read, built, fetched, written or deleted, and memory stays bounded."""
 
-import json
 import os
 import stat
 import subprocess
@@ -11,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import invoke, train_run
+from conftest import edit_config, four_step_run, invoke
 
 from charrnn import checkpoint, rundir
 from charrnn.data import recipes
@@ -28,17 +27,7 @@ def data_dir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def run(tmp_path):
-    corpus = tmp_path / "sonnet.txt"
-    corpus.write_text(TEXT)
-    train_run(corpus, tmp_path / "run", max_steps=4, eval_every=2,
-              model={"hidden_size": 16, "embedding_size": 8})
-    return tmp_path / "run"
-
-
-def edit_config(run, change):
-    config = json.loads((run / checkpoint.CONFIG).read_text())
-    change(config)
-    (run / checkpoint.CONFIG).write_text(json.dumps(config))
+    return four_step_run(tmp_path, TEXT, "sonnet.txt")
 
 
 def peak_kb(code: str, env=None) -> int:

@@ -45,6 +45,18 @@ def quote_run(tmp_path_factory):
     return folder / "run"
 
 
+def test_lang_says_which_language_the_probes_read(quote_run):
+    """The probes read the text as the language detected, or as --lang says (here: prose,
+    read as C, whose comment probe then finds the slashes and stars of C)."""
+    detected = invoke("inspect-cells", quote_run, "--probe", "comment", "--length", 400,
+                      "--color", "never")
+    given = invoke("inspect-cells", quote_run, "--probe", "comment", "--length", 400,
+                   "--color", "never", "--lang", "c")
+    assert detected.exit_code == given.exit_code == 0, detected.output + given.output
+    assert "probes read the text as prose (detected; --lang to say otherwise)" in detected.stdout
+    assert "probes read the text as c" in given.stdout and "(detected" not in given.stdout
+
+
 def best_quote_r(model, vocab):
     ins = inspection.inspect(model, vocab, quoted_text(400, 1))
     r = probes.correlations(ins.columns("c"), probes.quote(ins.text))

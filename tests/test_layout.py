@@ -70,6 +70,16 @@ def test_the_graph_is_read_whole():
     assert "charrnn.api" in g["charrnn.cli.sample"]  # a lazy import, inside a function
 
 
+def test_runs_are_set_up_through_the_api_alone():
+    """One front door: the command line sets a run up (new, --resume, --init-from, --plan-from,
+    torchrun) only by calling the API, never charrnn/training/prepare.py or the loop itself."""
+    g = graph()
+    setting_up = {"charrnn.training.prepare", "charrnn.training.loop"}
+    reached = {m: g[m] & setting_up for m in g if part(m) == "cli" and g[m] & setting_up}
+    assert not reached, reached
+    assert "charrnn.training.prepare" in g["charrnn.api"]
+
+
 def test_no_import_circle():
     g, done, path = graph(), set(), []
 

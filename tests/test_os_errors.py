@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import train_run
+from conftest import four_step_run
 
 TEXT = "Friends, Romans, countrymen, lend me your ears;\nI come to bury Caesar.\n" * 60
 PYTHON = sys.executable
@@ -23,12 +23,7 @@ PYTHON = sys.executable
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("os")
-    corpus = folder / "caesar.txt"
-    corpus.write_text(TEXT)
-    train_run(corpus, folder / "run", max_steps=4, eval_every=2,
-              model={"hidden_size": 16, "embedding_size": 8})
-    return folder / "run"
+    return four_step_run(tmp_path_factory.mktemp("os"), TEXT, "caesar.txt")
 
 
 def charrnn(*args, **kwargs) -> subprocess.CompletedProcess:

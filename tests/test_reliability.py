@@ -307,7 +307,8 @@ def test_sample_writes_raw_text_by_default_and_shows_controls_with_safe(write, t
               batch_size=4, seq_len=32, model={"hidden_size": 64})
     raw = invoke("sample", tmp_path / "run", "--prime", "\x1b[31mred", "--length", 200,
                  "--temp", 0.5, "--seed", 1)
-    assert raw.exit_code == 0 and "\x1b" in raw.stdout  # raw: exactly what the model wrote
+    drawn = raw.stdout[len("\x1b[31mred"):]  # the model's text, after the echoed prime
+    assert raw.exit_code == 0 and "\x1b" in drawn  # raw: exactly what the model wrote
     safe = invoke("sample", tmp_path / "run", "--prime", "\x1b[31mred", "--length", 200,
                   "--temp", 0.5, "--seed", 1, "--safe")
     assert "\x1b" not in safe.stdout and "\u202e" not in safe.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke, train_run
+from conftest import edit_config, four_step_run, invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,12 +24,7 @@ TEXT = "All the world's a stage, and all the men and women merely players.\n" * 
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("good")
-    corpus = folder / "asyoulikeit.txt"
-    corpus.write_text(TEXT)
-    train_run(corpus, folder / "run", max_steps=4, eval_every=2,
-              model={"hidden_size": 16, "layers": 2, "embedding_size": 8})
-    return folder / "run"
+    return four_step_run(tmp_path_factory.mktemp("good"), TEXT, "asyoulikeit.txt", layers=2)
 
 
 @pytest.fixture
@@ -96,12 +91,6 @@ def test_the_planted_payload_does_run_when_unpickled_unsafely(tmp_path):
             path.write_bytes(payload)
             torch.load(path, weights_only=False)
         assert marker.exists(), kind
-
-
-def edit_config(run, change):
-    config = json.loads((run / checkpoint.CONFIG).read_text())
-    change(config)
-    (run / checkpoint.CONFIG).write_text(json.dumps(config))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -5,41 +5,30 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Annotated
 
 import typer
 from rich.text import Text
 
-from charrnn import threads
-from charrnn.cli.base import (
-    LengthOpt,
-    OffsetOpt,
-    PrimeOpt,
-    RunArg,
-    TextOpt,
-    check_color,
-    command,
-    inspect_request,
-    stderr_console,
-)
-from charrnn.config import InspectConfig, SampleConfig
+from charrnn.cli import options
+from charrnn.cli.base import app, check_color, inspect_request, stderr_console
 from charrnn.errors import CharrnnError
 
-# besides its own options below, these of inspect-cells (declared on InspectConfig's fields)
-EXPLORE_OPTIONS = ("state", "probes", "lang", "max_memory", "device", "threads")
 EXTRA = "pip install 'charrnn[explore]'"
 
 
-@command((InspectConfig, EXPLORE_OPTIONS), (SampleConfig, ("temperature", "seed")),
-         name="explore")
+@app.command()
 def explore(
-    run: RunArg,
-    text: TextOpt = None,
-    prime: PrimeOpt = None,
-    length: LengthOpt = 10_000,
-    offset: OffsetOpt = 0,
-    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
-    **values,
+    ctx: typer.Context,
+    run: options.RunArg,
+    text: options.TextFile = None,
+    prime: options.PrimeText = None,
+    length: options.StretchLength = 10_000,
+    offset: options.Offset = 0,
+    color: options.Color = "auto",
+    state: options.State = None, probes: options.Probes = None, lang: options.Lang = None,
+    max_memory: options.MaxMemory = None, device: options.InspectDevice = None,
+    threads: options.Threads = None, temperature: options.Temperature = None,
+    seed: options.Seed = None,
 ):
     """A full-screen view of one pass of a text through the model: move through cells, layers
     and states, rank cells by a probe, select a stretch to see which cells behave differently
@@ -61,8 +50,10 @@ def explore(
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CharrnnError("charrnn explore needs a terminal; for a text report use "
                            "`charrnn inspect-cells`")
-    request, temperature, seed = inspect_request("explore", values)
-    threads.configure(request.threads)
+    request, temperature, seed = inspect_request(ctx.params)
+    from charrnn.threads import configure
+
+    configure(request.threads)
     stderr_console().print(Text("running the text through the model once (every state of "
                                 "every cell kept)..."))
     ins = api.load(run, pick_device(request.device)).inspect(

@@ -9,44 +9,36 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from charrnn import threads
-from charrnn.cli.base import (
-    LengthOpt,
-    OffsetOpt,
-    PrimeOpt,
-    RunArg,
-    TextOpt,
-    app,
-    command,
-    inspect_request,
-    stderr_console,
-    stdout_console,
-)
-from charrnn.config import InspectConfig, SampleConfig
+from charrnn.cli import options
+from charrnn.cli.base import app, inspect_request, stderr_console, stdout_console
 from charrnn.errors import CharrnnError, printable
 
-# besides its own options below, the inspection settings (declared on InspectConfig's fields)
-# and the two of sampling that a --prime's continuation uses
-INSPECT_OPTIONS = ("state", "layer", "cells", "top", "lang", "probes", "regexes", "gates",
-                   "surprisal", "feature", "match", "ablate", "max_memory", "device", "threads")
 
-
-@command((InspectConfig, INSPECT_OPTIONS), (SampleConfig, ("temperature", "seed")),
-         name="inspect-cells")
+@app.command("inspect-cells")
 def inspect_cells(
-    run: RunArg,
-    text: TextOpt = None,
-    prime: PrimeOpt = None,
-    length: LengthOpt = 1000,
-    offset: OffsetOpt = 0,
+    ctx: typer.Context,
+    run: options.RunArg,
+    text: options.TextFile = None,
+    prime: options.PrimeText = None,
+    length: options.StretchLength = 1000,
+    offset: options.Offset = 0,
     list_probes: Annotated[bool, typer.Option("--list-probes", help="List the probes and "
                                               "exit.")] = False,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the views to "
                                                      "this self-contained HTML file.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --html "
                                         "file.")] = False,
-    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
-    **values,
+    color: options.Color = "auto",
+    # what to ask of the pass: the inspection settings
+    state: options.State = None, layer: options.Layer = None, cells: options.Cells = None,
+    top: options.Top = None, lang: options.Lang = None, probes: options.Probes = None,
+    regexes: options.Regexes = None, gates: options.Gates = False,
+    surprisal: options.Surprisal = False, feature: options.Feature = None,
+    match: options.Match = None, ablate: options.Ablate = None,
+    max_memory: options.MaxMemory = None, device: options.InspectDevice = None,
+    threads: options.Threads = None,
+    # and the two of sampling that a --prime's continuation uses
+    temperature: options.Temperature = None, seed: options.Seed = None,
 ):
     """Paint each character of a text by what a hidden cell does there; find cells by probes."""
     from charrnn import api
@@ -54,16 +46,17 @@ def inspect_cells(
     from charrnn.fileio import atomic_write_text, check_new_file
     from charrnn.interp import probes, views
     from charrnn.output import to_stdout
+    from charrnn.threads import configure
 
     console = stdout_console(color)
     if list_probes:
         with to_stdout():
             views.list_probes(console, probes.PROBES.values())
         return
-    request, temperature, seed = inspect_request("inspect-cells", values)
+    request, temperature, seed = inspect_request(ctx.params)
     if html_out is not None:
         check_new_file(html_out, "--html", force)
-    threads.configure(request.threads)
+    configure(request.threads)
     ins = api.load(run, pick_device(request.device)).inspect(
         text_file=text, prime=prime, length=length, offset=offset,
         temperature=temperature, seed=seed, max_memory=request.max_memory,
@@ -80,7 +73,7 @@ def inspect_cells(
 
 @app.command("features")
 def features_(
-    run: RunArg,
+    run: options.RunArg,
     layer: Annotated[Optional[int], typer.Option("--layer", help="Layer, counted from 1. "
                                                  "[default: the last]", show_default=False)]
     = None,
@@ -94,14 +87,13 @@ def features_(
     steps: Annotated[int, typer.Option("--steps", help="Training steps of the dictionary.")]
     = 3000,
     top: Annotated[int, typer.Option("--top", help="Features to list.")] = 10,
-    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+    color: options.Color = "auto",
 ):
     """Learn a sparse dictionary (a sparse autoencoder) of a layer's states over the training
     text, save it in the run directory, and list its features by how often they fire, each with
     its top contexts painted and a label from the probe it follows best."""
-    from charrnn import checkpoint
-    from charrnn.interp import features
-    from charrnn.interp import terminal as render
+    from charrnn import checkpoint, threads
+    from charrnn.interp import features, terminal
     from charrnn.output import to_stdout
 
     console = stdout_console(color)
@@ -117,6 +109,6 @@ def features_(
                              f"{shlex.quote(str(run))} --layer {layer} --state {state} "
                              "--feature N`")))
     with to_stdout():
-        render.features(console, learned, top)
+        terminal.features(console, learned, top)
 
 

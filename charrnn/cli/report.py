@@ -10,18 +10,14 @@ import typer
 from rich.text import Text
 
 from charrnn import threads
-from charrnn.cli.base import (
-    RunArg,
-    app,
-    stderr_console,
-    stdout_console,
-)
+from charrnn.cli import options
+from charrnn.cli.base import app, stderr_console, stdout_console
 from charrnn.errors import printable
 
 
 @app.command("eval")
 def eval_(
-    run: RunArg,
+    run: options.RunArg,
     text: Annotated[Optional[Path], typer.Argument(
         help="A UTF-8 text to evaluate on. [default: the run's validation text]",
         show_default=False)] = None,
@@ -43,7 +39,7 @@ def eval_(
     it saw the training text and whether it adapts as it reads. The counts are cached."""
     import json
 
-    from charrnn.evaluation import evaluate, views
+    from charrnn.evaluation import evaluate, summary
     from charrnn.fileio import check_new_file
     from charrnn.output import to_stdout
 
@@ -62,36 +58,36 @@ def eval_(
         if as_json:
             sys.stdout.write(json.dumps(result, indent=2) + "\n")
             return
-        stdout_console("auto").print(views.eval_table(result))
+        stdout_console("auto").print(summary.eval_table(result))
 
 
 @app.command()
 def info(
-    run: RunArg,
+    run: options.RunArg,
     as_json: Annotated[bool, typer.Option("--json", help="Everything as one JSON object, the "
                                           "loss curves included.")] = False,
-    color: Annotated[str, typer.Option("--color", help="auto, always or never.")] = "auto",
+    color: options.Color = "auto",
 ):
     """What a run is (model, corpus, settings and how they were chosen), how far it got, its
     checkpoints, and its training and validation loss curves."""
     import json
 
-    from charrnn.evaluation import info as runinfo
-    from charrnn.evaluation import views
+    from charrnn.evaluation import summary
+    from charrnn.evaluation.info import gather, plot
     from charrnn.output import to_stdout
 
-    facts = runinfo.gather(run)
+    facts = gather(run)
     console = stdout_console(color)
     with to_stdout():
         if as_json:
             sys.stdout.write(json.dumps(facts, indent=2) + "\n")
             return
-        lines = views.info_lines(facts, run)
+        lines = summary.info_lines(facts, run)
         for line in lines:
             console.print(Text(printable(line)), soft_wrap=True)
         if len(facts["curves"]) >= 2:
             colour = console.color_system is not None and not console.no_color
-            chart = runinfo.plot(facts["curves"], console.width, colour)
+            chart = plot(facts["curves"], console.width, colour)
             console.print(Text.from_ansi(chart) if colour else Text(chart), soft_wrap=True)
         else:
             console.print(Text("(the loss curves need two evaluations or more)"))

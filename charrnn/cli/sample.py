@@ -9,23 +9,16 @@ from typing import Annotated, Optional
 import typer
 from rich.text import Text
 
-from charrnn import threads
-from charrnn.cli.base import (
-    RunArg,
-    command,
-    settings,
-    stderr_console,
-)
-from charrnn.config import SampleConfig
+from charrnn.cli import options
+from charrnn.cli.base import app, settings, stderr_console
+from charrnn.config import SampleConfig, parse_temperatures
 from charrnn.errors import CharrnnError, printable
 
-# besides its own options below, the sampling settings (declared on SampleConfig's fields)
-SAMPLE_OPTIONS = ("temperature", "top_k", "top_p", "length", "seed")
 
-
-@command((SampleConfig, SAMPLE_OPTIONS))
+@app.command()
 def sample(
-    run: RunArg,
+    ctx: typer.Context,
+    run: options.RunArg,
     argmax: Annotated[bool, typer.Option("--argmax", help="Always take the likeliest character "
                                          "(same as --temp 0).")] = False,
     prime: Annotated[str, typer.Option("--prime", help="Text to start from; printed first.")]
@@ -52,22 +45,24 @@ def sample(
     safe: Annotated[bool, typer.Option("--safe", help="Show control characters (ESC, NUL...) "
                                        "as visible symbols instead of writing them raw.")]
     = False,
-    threads_: Annotated[Optional[str], typer.Option("--threads", help=f"{threads.HELP} "
-                                                    "[default: auto]", metavar="N|auto",
-                                                    show_default=False)] = None,
-    **values,
+    threads: options.Threads = None,
+    # how the text is drawn (several temperatures, like 0.5,0.8,1.2: a sample each)
+    temperature: options.Temperature = None, top_k: options.TopK = None,
+    top_p: options.TopP = None, length: options.Length = None, seed: options.Seed = None,
 ):
     """Stream text from a trained run to stdout (everything else goes to stderr).
 
     Sampling runs on the CPU: one character at a time, a CPU beats a GPU's launch costs."""
+    import charrnn.evaluation.novelty
+    import charrnn.threads
     from charrnn import api
-    from charrnn.evaluation import novelty as copies
     from charrnn.output import TextOut, to_stdout
     from charrnn.sample import check_prime, read_prime, unescape, write_samples
 
-    chosen = settings(SampleConfig, values)
-    temperatures = [0.0] if argmax else chosen.pop("temperature", [SampleConfig.temperature])
-    chosen.pop("temperature", None)
+    # one sample for each temperature: the others go to every sample alike
+    chosen = settings(SampleConfig, {k: v for k, v in ctx.params.items() if k != "temperature"})
+    temperatures = ([0.0] if argmax else parse_temperatures(temperature) if temperature
+                    else [SampleConfig.temperature])
     configs = [SampleConfig(**chosen, temperature=t) for t in temperatures]
     if num_samples < 1:
         raise CharrnnError(f"--num-samples must be 1 or more, not {num_samples}")
@@ -78,7 +73,8 @@ def sample(
         if prime:
             raise CharrnnError("give --prime or --prime-file, not both")
         prime = read_prime(prime_file)
-    governor = threads.Governor(threads.configure(threads.parse(threads_)))
+    cpu = charrnn.threads
+    governor = cpu.Governor(cpu.configure(cpu.parse(threads)))
     run = api.load(run)
     prime = check_prime(prime, run.vocab, drop_unknown)
     say = lambda line: stderr_console().print(Text(printable(line)), soft_wrap=True)  # noqa: E731
@@ -91,4 +87,5 @@ def sample(
                               heading=lambda cfg: stderr_console().print(
                                   Text(f"--- temperature {cfg.temperature:g} ---")))
     if drawn is not None:
-        stderr_console().print(Text(printable(copies.line(run.config, drawn))), soft_wrap=True)
+        copied = charrnn.evaluation.novelty.line(run.config, drawn)
+        stderr_console().print(Text(printable(copied)), soft_wrap=True)

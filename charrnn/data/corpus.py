@@ -67,7 +67,7 @@ def resolve(name_or_path: str, include=(), exclude=(), say=None, warn=None
 
 
 def folder_corpus(root: Path, include=(), exclude=(), warn=None) -> Path:
-    """The text files under `root` as one corpus file in the cache (see charrnn/concat.py)."""
+    """The text files under `root` as one corpus file in the cache (see charrnn/data/concat.py)."""
     paths = folder_files(root, include, exclude)
     if not paths:
         chosen = " matching --include / --exclude" if include or exclude else ""

@@ -22,6 +22,7 @@ import sysconfig
 import tarfile
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 import zipfile
@@ -30,8 +31,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Callable
-
-import tomllib
 
 from charrnn.data.concat import Tally, concatenate, folder_files, read_folder, selected
 from charrnn.errors import CharrnnError, describe_os_error

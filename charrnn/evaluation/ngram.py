@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn.evaluation.novelty import B as BASE
+from charrnn.evaluation import novelty
 from charrnn.evaluation.novelty import Hashes
 
-B, MASK = int(BASE), (1 << 64) - 1
+B, MASK = int(novelty.B), (1 << 64) - 1  # the rolling hash's base, as a Python int
 CHAR_BITS = 21  # a row's key is (its context's rank << CHAR_BITS) | its character: 0x110000 < 2^21
 
 

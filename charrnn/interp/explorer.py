@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from charrnn.errors import CharrnnError
-from charrnn.interp import match, probes
+from charrnn.interp import inspection, match, probes
 from charrnn.interp.inspection import Inspection, default_state, state_label, states_of
-from charrnn.interp.inspection import value_range as state_range
 
 SELECTED = 10  # cells a selection ranks and matches on
 
@@ -54,7 +53,7 @@ class Explorer:
         return self.ins.states[self.state][self.layer - 1, :, self.cell]
 
     def value_range(self) -> tuple[float, float]:
-        return state_range(self.state)
+        return inspection.value_range(self.state)
 
     def title(self) -> str:
         where = f"layer {self.layer} cell {self.cell} · {state_label(self.state)}"

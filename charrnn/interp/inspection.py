@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from charrnn.config import ModelConfig, SampleConfig
-from charrnn.data import corpus as corpora
+from charrnn.data import corpus
 from charrnn.errors import CharrnnError
 from charrnn.fileio import read_text
 from charrnn.model import GATES, CharRNN
@@ -118,7 +118,7 @@ class Inspection:
         return order, np.take_along_axis(self.next_probs, order, axis=1)
 
 
-def run_corpus(config: dict) -> corpora.Corpus:
+def run_corpus(config: dict) -> corpus.Corpus:
     """The text a run was trained on, if it is here and is that text."""
     info, train_cfg = config.get("corpus", {}), config.get("train", {})
     path, digest = info.get("path"), info.get("digest")
@@ -128,9 +128,9 @@ def run_corpus(config: dict) -> corpora.Corpus:
         raise CharrnnError(f"the run's corpus {path} is not here; pass --text FILE or --prime "
                            "TEXT")
     try:
-        return corpora.load(path, train_cfg.get("encoding", "utf-8"),
+        return corpus.load(path, train_cfg.get("encoding", "utf-8"),
                             train_cfg.get("errors", "strict"), digest=digest)
-    except corpora.DigestMismatch:
+    except corpus.DigestMismatch:
         raise CharrnnError(f"the file at the run's corpus path {path} is not the text it was "
                            "trained on; pass --text FILE or --prime TEXT") from None
 

@@ -1,7 +1,7 @@
 """What `inspect-cells` shows: the views of one inspection, for the terminal and for HTML.
 
 A view is a title and one value per character (with its scale); the terminal paints it with
-`render.heatmap`, the HTML page with the same colours. Tables (probe rankings, gate
+`terminal.heatmap`, the HTML page with the same colours. Tables (probe rankings, gate
 saturation) and summary lines go beside the views.
 """
 
@@ -16,9 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn.config import InspectConfig
-from charrnn.interp import html_page as page
-from charrnn.interp import layerprobe, match, probes
-from charrnn.interp import terminal as render
+from charrnn.interp import html_page, layerprobe, match, probes, terminal
 from charrnn.interp.inspection import Inspection, default_state, state_label, value_range
 from charrnn.interp.terminal import View
 
@@ -114,7 +112,7 @@ def _probe_views(report: Report, ins: Inspection, state: str, probe, lang: str, 
     ranked = ranked_cells(ins, feature, columns, top)
     report.tables.append(TableView(f"Probe {probe.name} ({probe.help}): the cells of "
                                    f"{state_label(state)} by |r|",
-                                   render.correlation_table(ranked)))
+                                   terminal.correlation_table(ranked)))
     layer, cell, best_r = ranked[0]
     report.views.append(cell_view(ins, state, layer, cell,
                                   f" · best for probe {probe.name}, r = {best_r:+.3f}"))
@@ -159,7 +157,7 @@ def _gate_table(report: Report, ins: Inspection) -> None:
         return
     report.tables.append(TableView("Gate saturation: the fraction of time steps below 0.1 "
                                    "(left) and above 0.9 (right), as in the paper",
-                                   render.saturation_table(rows)))
+                                   terminal.saturation_table(rows)))
 
 
 def _surprisal_view(report: Report, ins: Inspection) -> None:
@@ -191,18 +189,18 @@ def show(console: Console, report: Report, ins: Inspection) -> None:
     if report.lines:
         console.print()
     for view in report.views:
-        render.heatmap(console, view, ins.text)
+        terminal.heatmap(console, view, ins.text)
 
 
 def html(title: str, report: Report, ins: Inspection) -> str:
     top_ids, top_p = ins.top_predictions(5)
-    glyphs = [[render.glyph(ins.vocab.chars[i]) for i in row] for row in top_ids]
+    glyphs = [[terminal.glyph(ins.vocab.chars[i]) for i in row] for row in top_ids]
     summary = list(report.lines)
     for t in report.tables:  # the tables as plain lines, escaped by the page
         console = Console(width=120, record=True, file=io.StringIO(), color_system=None)
         console.print(t.table)
         summary += ["", t.heading] + console.export_text().rstrip().splitlines()
-    return page.build(title, ins.text, report.views, glyphs, top_p, summary)
+    return html_page.build(title, ins.text, report.views, glyphs, top_p, summary)
 
 
 def explorer_page(x, run: str) -> str:

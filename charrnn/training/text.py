@@ -11,7 +11,8 @@ import numpy as np
 
 from charrnn import checkpoint
 from charrnn.config import TrainConfig
-from charrnn.data import corpus as corpora
+from charrnn.data import corpus
+from charrnn.data.corpus import Corpus, DigestMismatch
 from charrnn.engine.distributed import SINGLE, World
 from charrnn.errors import CharrnnError
 from charrnn.training.progress import Reporter
@@ -20,7 +21,7 @@ from charrnn.vocab import Vocab
 
 def load(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
          digest: str | None = None, run: Path | None = None, world: World = SINGLE,
-         repeating: bool = False) -> corpora.Corpus:
+         repeating: bool = False) -> Corpus:
     """The corpus, encoded; with `digest` (the one `run` recorded: resumed, or `repeating` its
     plan), only if it is that same text."""
     how = "--plan-from" if repeating else "--resume"
@@ -28,12 +29,12 @@ def load(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
         raise CharrnnError(f"{run / checkpoint.CONFIG} names no corpus; give it: "
                            f"charrnn train CORPUS {how} {shlex.quote(str(run))}")
     try:
-        with world.one_at_a_time(corpora.cache_dir()):
-            corpus = corpora.load(corpus_arg, cfg.encoding, cfg.errors,
-                                  sniff_binary=cfg.encoding == "utf-8", digest=digest,
-                                  warn=reporter.warn, say=reporter.say, include=cfg.include,
-                                  exclude=cfg.exclude)
-    except corpora.DigestMismatch as e:
+        with world.one_at_a_time(corpus.cache_dir()):
+            found = corpus.load(corpus_arg, cfg.encoding, cfg.errors,
+                                sniff_binary=cfg.encoding == "utf-8", digest=digest,
+                                warn=reporter.warn, say=reporter.say, include=cfg.include,
+                                exclude=cfg.exclude)
+    except DigestMismatch as e:
         if repeating:
             raise CharrnnError(f"{e.path} is not the text {run} trained on (or it changed "
                                "since), so its plan cannot be repeated exactly; give that "
@@ -41,14 +42,14 @@ def load(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
         raise CharrnnError(f"{e.path} is not the text {run} trained on (it changed since, or "
                            "it is another file), so the run cannot resume exactly; give that "
                            "text, or start a new run") from None
-    if len(corpus.ids) < 2:
-        raise CharrnnError(f"corpus {corpus.path} has {len(corpus.ids)} character; charrnn "
+    if len(found.ids) < 2:
+        raise CharrnnError(f"corpus {found.path} has {len(found.ids)} character; charrnn "
                            "needs at least 2 to learn anything (give a longer text)")
-    return corpus
+    return found
 
 
 def resumed(stored: dict, corpus_arg: str | None, run: Path, cfg: TrainConfig,
-            reporter: Reporter, world: World) -> corpora.Corpus:
+            reporter: Reporter, world: World) -> Corpus:
     """The text a resumed run trained on. Given on the command line, it is the user's choice
     (built or fetched if need be, then checked). Taken from config.json, which may be anyone's,
     only a file already here is used, and only if it is that text: a folder is not read and
@@ -75,7 +76,7 @@ def resumed(stored: dict, corpus_arg: str | None, run: Path, cfg: TrainConfig,
                        f"{shlex.quote(str(run))}")
 
 
-def ids_for(corpus: corpora.Corpus, vocab: Vocab) -> np.ndarray:
+def ids_for(corpus: Corpus, vocab: Vocab) -> np.ndarray:
     """The corpus as ids of `vocab` (which, after --init-from, may be larger than its own)."""
     return corpus.ids if vocab == corpus.vocab else vocab.remap(corpus.ids, corpus.vocab)
 
@@ -83,7 +84,7 @@ def ids_for(corpus: corpora.Corpus, vocab: Vocab) -> np.ndarray:
 def split(ids: np.ndarray, cfg: TrainConfig, reporter: Reporter | None = None):
     """(train, validation) as the run splits them (corpus.run_split), saying when the text is
     too small to keep a validation part of its own."""
-    train_ids, val_ids, whole = corpora.run_split(ids, cfg.val_frac, cfg.test_frac)
+    train_ids, val_ids, whole = corpus.run_split(ids, cfg.val_frac, cfg.test_frac)
     if whole and cfg.val_frac > 0 and reporter is not None:
         reporter.warn("the corpus is too small for a validation split; training and validating "
                       "on all of it")

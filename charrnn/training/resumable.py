@@ -1,6 +1,7 @@
-"""The training state a run saves in latest.pt and --resume restores: weights, optimizer,
-position, schedule, hidden states, loss scaler, random-number states (in a torchrun job, every
-rank's, gathered), and the threads it ran on. Tensors and plain values only."""
+"""What a run saves to be resumed: the training state latest.pt holds and --resume restores
+(weights, optimizer, position, schedule, hidden states, loss scaler, random-number states, in a
+torchrun job every rank's, gathered; the threads it ran on; what the next re-plan reads),
+tensors and plain values only; and what config.json records."""
 
 from __future__ import annotations
 
