@@ -3,7 +3,8 @@
     python benchmarks/bench.py            # the full set (about 15 minutes on a 2-core CPU)
     python benchmarks/bench.py --quick    # a smaller set, in under two minutes
 
-Prints a table and writes the same figures as JSON (benchmarks/results/latest.json, or --json).
+Prints a table and writes the same figures as JSON (benchmarks/results/bench.json, or --json), with
+the machine, the date, the commit and the command; docs/performance.md renders its tables from it.
 
 - training: charrnn's training step against a minimal reference loop written here (nn.Embedding
   + nn.LSTM + nn.Linear, AdamW, clipping), same configuration, same process, interleaved;
@@ -64,6 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from grid import stdlib_slice  # noqa: E402 - the slice the grid was measured on
+from results import write_results  # noqa: E402
 
 from charrnn import checkpoint  # noqa: E402
 from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig  # noqa: E402
@@ -757,7 +759,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller set, under two minutes")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
-                        "latest.json", help="where to write the figures")
+                        "bench.json", help="where to write the figures")
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling inspect encoding memory quality "
                              "budget quickstart samples ngram torchrun contention")
@@ -913,9 +915,7 @@ def main() -> None:
             for r in results["quickstart"]["runs"]:
                 print(f"quick start: charrnn train python-stdlib --time 1m: {r['model']}, "
                       f"validation loss {r['val_loss']:.4f} nats/char", flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":

@@ -162,16 +162,111 @@ def _residual(r: dict) -> str:
     return "\n".join(lines) + "\n\n" + _source(r)
 
 
-TABLES = {"residual": _residual, "rows": _adapt_rows, "targets": _adapt_targets,
-          "details": _adapt_details, "tune": _adapt_tune}
+def _budget(r: dict) -> str:
+    lo, hi = r["target"]
+    lines = ["| run | model | wall time / budget | ended | steps | speed: calibrated / last "
+             "re-plan / whole run (chars/s) | last lr / the schedule's last | --plan-from: "
+             "same losses | best loss: --time / the same plan as --max-steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for x in r["rows"]:
+        last = x["replanned_chars_per_s"][-1] if x["replanned_chars_per_s"] else float("nan")
+        inside = lo <= x["ratio"] <= hi
+        lines.append(
+            f"| {x['corpus']} `--time {x['seconds']:g}s` | {x['model']} | {x['wall_s']:.1f} s, "
+            f"**{x['ratio']:.3f}**{'' if inside else ' (outside the target)'} | "
+            f"{x['stopped']} | {x['steps']:,} of {x['planned_end']:,} planned, {x['replans']} "
+            f"re-plans | {x['calibrated_chars_per_s']:,.0f} / {last:,.0f} / "
+            f"{x['measured_chars_per_s']:,.0f} | {x['last_lr']:.2e} / "
+            f"{x['schedule_last_lr']:.2e} | {'yes' if x['plan_from_same_losses'] else '**no**'} "
+            f"| {x['best_val_loss']:.4f} / {x['max_steps_best_val_loss']:.4f} |")
+    return ("\n".join(lines) + f"\n\nTarget: the command's wall time between {lo} and {hi} of "
+            "its budget.\n\n" + _source(r))
+
+
+def _grid(corpus: str):
+    names = {"tinyshakespeare": "tiny Shakespeare", "stdlib": "python-stdlib (3M characters)"}
+
+    def table(r: dict) -> str:
+        rows = [x for x in r["rows"] if x["corpus"] == corpus and x["dropout"] == 0]
+        sizes = sorted({x["hidden_size"] for x in rows})
+        lines = [f"| {names[corpus]}, D | " + " | ".join(f"2x{h}" for h in sizes) + " |",
+                 "|---|" + "---|" * len(sizes)]
+        for d in sorted({x["chars_seen"] for x in rows}):
+            at = {x["hidden_size"]: x["best_val_loss"] for x in rows if x["chars_seen"] == d}
+            best = min(at.values())
+            cells = [("" if h not in at else f"**{at[h]:.3f}**" if at[h] == best else
+                      f"{at[h]:.3f}") for h in sizes]
+            lines.append(f"| {d / 1e6:.2f}M | " + " | ".join(cells) + " |")
+        dropout = [x for x in r["rows"] if x["corpus"] == corpus and x["dropout"] > 0]
+        return "\n".join(lines) + (f"\n\n{len(rows)} runs without dropout, {len(dropout)} with;"
+                                   " `benchmarks/grid/grid.jsonl`, written by "
+                                   "`python benchmarks/grid.py` (in characters, not seconds: "
+                                   "the same on any machine).\n")
+    return table
+
+
+def _fit(r: dict) -> str:
+    return (f"| k (characters per recurrent parameter) | repeat decay | mean regret | largest "
+            f"regret | cases | grid points | dropout from |\n|---|---|---|---|---|---|---|\n"
+            f"| {r['chars_per_parameter']} | {r['repeat_decay']:g} | {r['mean_regret']:.3f} | "
+            f"{r['max_regret']:.3f} | {r['scenarios']} | {r['grid_points']} | "
+            f"{r['dropout_from']:g} (helped from {r['dropout_helped_from']:.1f}, hurt below "
+            f"{r['dropout_hurt_below']:.1f}) |\n\n`benchmarks/grid/fit.json`, written by "
+            "`python benchmarks/fit.py`.\n")
+
+
+def _speed(r: dict) -> str:
+    lines = ["| what | charrnn | baseline in the same run | ratio |", "|---|---|---|---|"]
+    for t in r.get("training", []):
+        lines.append(f"| training step, {t['config']} | {t['charrnn_chars_per_s']:,.0f} chars/s "
+                     f"({t['gflops']:.0f} GFLOP/s, {t['fraction_of_peak']:.0%} of the "
+                     f"{r['matmul_peak_gflops']:.0f} GFLOP/s matmul peak) | plain loop "
+                     f"{t['reference_chars_per_s']:,.0f} chars/s | {t['ratio']:.3f}x |")
+    if "encoding" in r:
+        e = r["encoding"]
+        lines.append(f"| encoding a generated {e['megabytes']:.0f} MB UTF-8 text "
+                     f"({e['distinct']} distinct characters) | {e['mb_per_s']:.0f} MB/s, "
+                     f"{e['peak_rss_mb']:.0f} MB peak resident | | |")
+    if "big_corpus" in r:
+        b = r["big_corpus"]
+        lines.append(f"| training on a generated 1 GB corpus (encode, then 40 steps of a 2x384 "
+                     f"LSTM) | {b['peak_rss_mb']:.0f} MB peak resident, {b['seconds']:.0f} s "
+                     "| | |")
+    return "\n".join(lines) + "\n\n" + _source(r)
+
+
+def _sampling(r: dict) -> str:
+    lines = ["| model | charrnn | fused module, cold | warmed | cell modules | charrnn / each | "
+             "same text as the straightforward path |", "|---|---|---|---|---|---|---|"]
+    for x in r.get("sampling", []):
+        lines.append(f"| {x['config']} | {x['charrnn_chars_per_s']:,.0f} chars/s | "
+                     f"{x['plain_chars_per_s']:,.0f} | {x['warm_chars_per_s']:,.0f} | "
+                     f"{x['cells_chars_per_s']:,.0f} | {x['ratio']:.1f}x / {x['ratio_warm']:.1f}x"
+                     f" / {x['ratio_cells']:.1f}x | {'yes' if x['same_text'] else '**no**'} "
+                     f"({x['checked_chars']:,} characters) |")
+    return "\n".join(lines) + "\n\n" + _source(r)
+
+
+TABLES = {"speed": _speed, "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
+          "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
+          "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
+          "tune": _adapt_tune}
 
 
 def render(text: str) -> str:
     """`text` with every marked table rendered from its results file."""
     def one(m: re.Match) -> str:
-        results = json.loads((RESULTS / m.group(2)).read_text())
-        return m.group(1) + TABLES[m.group(3)](results) + m.group(5)
+        return m.group(1) + TABLES[m.group(3)](load(m.group(2))) + m.group(5)
     return MARKED.sub(one, text)
+
+
+def load(name: str) -> dict:
+    """A results file (a path relative to benchmarks/results/); a JSON-lines file's records
+    as {"rows": [...]}."""
+    path = RESULTS / name
+    if path.suffix == ".jsonl":
+        return {"rows": [json.loads(line) for line in path.read_text().splitlines() if line]}
+    return json.loads(path.read_text())
 
 
 def pages() -> list[Path]:
