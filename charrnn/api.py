@@ -22,6 +22,7 @@ command line prints; nothing is printed unless `progress=True`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
@@ -30,8 +31,15 @@ import numpy as np
 import torch
 
 from charrnn import checkpoint, threads
-from charrnn.config import InspectConfig, ModelConfig, SampleConfig, TrainConfig
-from charrnn.errors import CharrnnError
+from charrnn.config import (
+    LANGUAGES,
+    InspectConfig,
+    ModelConfig,
+    SampleConfig,
+    TrainConfig,
+    check_device,
+)
+from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.interp.inspection import Inspection
 from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
@@ -47,10 +55,12 @@ def train(corpus: str | Path | None = None, *, out: str | Path | None = None,
     (`time="2m"`, `hidden_size=256`, `max_steps=500`, `seed=1`...)."""
     from charrnn.training.progress import quiet_reporter, reporter_for
 
-    outcome = trainer(corpus, out=out, resume=resume, init_from=init_from, plan_from=plan_from,
-                      overwrite=overwrite,
-                      reporter=reporter_for() if progress else quiet_reporter(),
-                      **settings).run_loop()
+    _check("progress", progress, (bool,), "True or False")
+    with _said():
+        outcome = trainer(corpus, out=out, resume=resume, init_from=init_from,
+                          plan_from=plan_from, overwrite=overwrite,
+                          reporter=reporter_for() if progress else quiet_reporter(),
+                          **settings).run_loop()
     if outcome.stopped_by == "interrupted":
         raise KeyboardInterrupt(f"interrupted at step {outcome.step}; resume with "
                                 f"charrnn.train(resume={str(outcome.run)!r})")
@@ -70,6 +80,10 @@ def trainer(corpus: str | Path | None = None, *, out: str | Path | None = None,
     from charrnn.training import prepare
 
     world = world or SINGLE
+    _check("overwrite", overwrite, (bool,), "True or False")
+    corpus, out = _text(corpus), _path(out, "out")
+    resume, init_from = _path(resume, "resume"), _path(init_from, "init_from")
+    plan_from = _path(plan_from, "plan_from")
     model_settings, train_settings = split_settings(settings)
     changes = {**model_settings, **train_settings}
     starts = [name for name, v in (("--resume", resume), ("--init-from", init_from),
@@ -77,28 +91,33 @@ def trainer(corpus: str | Path | None = None, *, out: str | Path | None = None,
     if len(starts) > 1:
         raise CharrnnError(f"{' and '.join(starts)} do not go together; choose one")
     if plan_from is not None:
-        return prepare.repeat(Path(plan_from), _text(corpus), _path(out), changes,
+        return prepare.repeat(plan_from, corpus, out, changes,
                               overwrite=overwrite, reporter=reporter, world=world,
                               started=started)
     if resume is not None:
-        if out is not None and Path(out) != Path(resume):
+        if out is not None and out != resume:
             raise CharrnnError("--resume continues a run in its own directory; leave out --out")
         if overwrite:
             changes["overwrite"] = True  # (refused, in the words of a resume)
-        return prepare.resume(Path(resume), _text(corpus), changes, reporter, world,
+        return prepare.resume(resume, corpus, changes, reporter, world,
                               started=started)
     if corpus is None:
         raise CharrnnError("give a CORPUS to train on (a text file, a folder, or a corpus "
                            "name: see `charrnn corpus list`), or --resume RUN")
-    return prepare.new(_text(corpus), _path(out), TrainConfig(**train_settings),
-                       model_settings, init_from=_path(init_from), overwrite=overwrite,
+    return prepare.new(corpus, out, TrainConfig(**train_settings),
+                       model_settings, init_from=init_from, overwrite=overwrite,
                        reporter=reporter, world=world, started=started)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """A run written by `charrnn train`: its best model (eval mode), vocabulary and config."""
-    model, vocab, config = checkpoint.load(Path(path), device)
-    return Run(Path(path), model, vocab, config)
+    path = _path(path, "path")
+    _check("device", device, (str, torch.device), "a device (cpu, cuda, cuda:N, mps)")
+    if isinstance(device, str) and (device == "auto" or not check_device(device)):
+        raise CharrnnError(f"device must be cpu, cuda, cuda:N or mps, not {device!r}")
+    with _said():
+        model, vocab, config = checkpoint.load(path, device)
+    return Run(path, model, vocab, config)
 
 
 def split_settings(settings: dict) -> tuple[dict, dict]:
@@ -119,12 +138,31 @@ def split_settings(settings: dict) -> tuple[dict, dict]:
     return model, train
 
 
-def _path(value) -> Path | None:
+def _path(value, name: str = "a path") -> Path | None:
+    _check(name, value, (str, Path, type(None)), "a path (str or Path)")
     return None if value is None else Path(value)
 
 
-def _text(value) -> str | None:
+def _text(value, name: str = "corpus") -> str | None:
+    _check(name, value, (str, Path, type(None)), "a path or a corpus name (str or Path)")
     return None if value is None else str(value)
+
+
+def _check(name: str, value, kinds: tuple, words: str) -> None:
+    """An argument of the API's own (the settings check theirs: charrnn/config.py) is of its
+    type, or one line naming it, as the command line would say it."""
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise CharrnnError(f"{name} must be {words}, not {value!r}")
+
+
+@contextmanager
+def _said():
+    """An operating system's error (a folder that cannot be made, a file that cannot be read)
+    as the command line's one line, a CharrnnError."""
+    try:
+        yield
+    except OSError as e:
+        raise CharrnnError(describe_os_error(e)) from None
 
 
 @dataclass
@@ -149,6 +187,10 @@ class Run:
         threads.configure()
         cfg = SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, length=length,
                            seed=seed)
+        _check("prime", prime, (str,), "text (a str)")
+        _check("stop", stop, (str, type(None)), "text (a str) or None")
+        _check("adapt", adapt, (bool,), "True or False")
+        _check("mix", mix, (bool,), "True or False")
         prime = check_prime(prime, self.vocab, drop_unknown=False)
         model, mixer = self.sampler(prime, adapt, mix)
         return until(stop, generate(model, self.vocab, prime, cfg, seeded(cfg.seed),
@@ -193,16 +235,27 @@ class Run:
         from charrnn.config import parse_size
         from charrnn.interp import ablation, inspection
 
+        _check("text", text, (str, type(None)), "text (a str) or None")
+        _check("prime", prime, (str, type(None)), "text (a str) or None")
+        for name, value in (("length", length), ("offset", offset)):
+            _check(name, value, (int,), "a whole number")
+        _check("max_memory", max_memory, (int, str), "a size in bytes, or like '512M' or '4G'")
+        _check("ask", ask, (InspectConfig, type(None)), "an InspectConfig or None")
         limit = parse_size(max_memory) if isinstance(max_memory, str) else max_memory
+        if limit < 1:
+            raise CharrnnError(f"max_memory must be a size of 1 byte or more, like '512M' or "
+                               f"'4G', not {max_memory!r}")
+        text_file = _path(text_file, "text_file")
         mc = self.model.config
         held = (ablation.parse(ask.ablate, mc.layers, mc.hidden_size)  # a mistake: said first
                 if ask is not None and ask.ablate is not None else None)
         if text is None:
             drawing = SampleConfig(temperature=temperature, seed=seed, length=max(length, 0))
             inspection.check_stretch(length, offset, prime)
-            text = inspection.text_to_inspect(self.model, self.vocab, self.config,
-                                              _path(text_file), prime, length, offset,
-                                              drawing, limit)
+            with _said():
+                text = inspection.text_to_inspect(self.model, self.vocab, self.config,
+                                                  text_file, prime, length, offset, drawing,
+                                                  limit)
         inspection.check_memory(mc, len(text), limit)
         ins = inspection.inspect(self.model, self.vocab, text)
         ins = RunInspection(**{f.name: getattr(ins, f.name) for f in fields(Inspection)},
@@ -218,8 +271,11 @@ class Run:
         text as they read it."""
         from charrnn.evaluation import evaluate
 
+        text_file = _path(text_file, "text_file")
+        _check("adapt", adapt, (bool,), "True or False")
         threads.configure()
-        result = evaluate.evaluate(self.path, _path(text_file), adapting=adapt)
+        with _said():
+            result = evaluate.evaluate(self.path, text_file, adapting=adapt)
         result.pop("per_char")
         return result
 
@@ -244,6 +300,14 @@ class RunInspection(Inspection):
         "layers": [layerprobe.LayerScore...]}."""
         from charrnn.interp import views
 
+        _check("name", name, (str,), "a probe's name (see --list-probes) or 'regex:PATTERN'")
+        _check("state", state, (str, type(None)), "a state's name or None")
+        _check("top", top, (int,), "a whole number")
+        if top < 1:
+            raise CharrnnError(f"top must be 1 or more, not {top}")
+        if lang is not None and lang not in LANGUAGES:
+            raise CharrnnError(f"lang must be {', '.join(LANGUAGES[:-1])} or {LANGUAGES[-1]} "
+                               f"(or None: detected from the text), not {lang!r}")
         return views.probe_answer(self, name, state, top, lang)
 
     def ablate(self, cells: str) -> np.ndarray:
@@ -251,6 +315,7 @@ class RunInspection(Inspection):
         `cells` ("LAYER:CELL,...") held at their mean over the text."""
         from charrnn.interp import ablation
 
+        _check("cells", cells, (str,), "text like '1:17,2:230'")
         mc = self.run.model.config
         held = ablation.parse(cells, mc.layers, mc.hidden_size)
         return ablation.ablate(self.run.model, self.vocab, self.text, held)
@@ -261,6 +326,7 @@ class RunInspection(Inspection):
         from charrnn.interp import inspection, match
         from charrnn.interp.inspection import default_state
 
+        _check("phrase", phrase, (str,), "text (a str)")
         state = state or default_state(self.model)
         own = inspection.inspect(self.run.model, self.vocab, phrase)
         _, found = match.find(own.columns(state), self.columns(state))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import types
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from charrnn import threads
@@ -113,6 +114,43 @@ def text_encoding(name: str) -> bool:
         return True
 
 
+def check_types(settings) -> None:
+    """Each field of a settings dataclass holds a value of its declared type (an int where an
+    int is declared, not 1.5, "10" or True): a notebook's argument or a stranger's config.json
+    gets the line the command line would, not an error from deep inside torch."""
+    import numbers
+    import typing
+
+    def fits(value, kind) -> bool:
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            return any(fits(value, k) for k in typing.get_args(kind))
+        if kind is type(None):
+            return value is None
+        if isinstance(value, bool):
+            return kind is bool
+        if kind is int:
+            return isinstance(value, numbers.Integral)
+        if kind is float:
+            return isinstance(value, numbers.Real)
+        if typing.get_origin(kind) is list:
+            (item,) = typing.get_args(kind)
+            return isinstance(value, (list, tuple)) and all(fits(v, item) for v in value)
+        return isinstance(value, kind)
+
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+             list[str]: "a list of texts", list[int]: "a list of whole numbers"}
+    hints = typing.get_type_hints(type(settings))
+    for f in fields(settings):
+        kind, value = hints[f.name], getattr(settings, f.name)
+        if not fits(value, kind):
+            union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+            kinds = typing.get_args(kind) if union else (kind,)
+            wanted = [words.get(k, getattr(k, "__name__", str(k)))
+                      for k in kinds if k is not type(None)]
+            raise CharrnnError(f"{flag(f.name)} must be {' or '.join(wanted)}"
+                               f"{' (or None)' if type(None) in kinds else ''}, not {value!r}")
+
+
 def check_seed(seed: int | None) -> None:
     if seed is not None and not 0 <= seed <= SEED_MAX:
         raise CharrnnError(f"--seed must be a whole number from 0 to {SEED_MAX}, not {seed}")
@@ -132,6 +170,7 @@ class ModelConfig:
                              "in [0, 1).", chosen=True)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.model not in MODELS:
             raise CharrnnError(f"unknown --model {self.model!r}; choose one of {', '.join(MODELS)}")
         for name, most in LIMITS.items():
@@ -202,6 +241,7 @@ class TrainConfig:
                           "ignore.")
 
     def __post_init__(self) -> None:
+        check_types(self)
         checks = [
             (self.batch_size is None or self.batch_size >= 1, "--batch-size must be 1 or more"),
             (self.seq_len is None or self.seq_len >= 1, "--seq-len must be 1 or more"),
@@ -230,6 +270,9 @@ class TrainConfig:
              f"number), not {self.device!r}"),
             (text_encoding(self.encoding), f"--encoding {self.encoding} is not a text encoding; "
              "give one like utf-8, latin-1 or cp1252"),
+            (self.threads is None or 1 <= self.threads <= threads.MAX_THREADS,
+             f"--threads must be a whole number from 1 to {threads.MAX_THREADS} or auto, not "
+             f"{self.threads!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -265,6 +308,7 @@ class SampleConfig:
     seed: int | None = setting(None, "Random seed: the same seed gives the same text.")
 
     def __post_init__(self) -> None:
+        check_types(self)
         check_seed(self.seed)
         if not (self.temperature >= 0 and math.isfinite(self.temperature)):
             raise CharrnnError(f"--temperature must be 0 or more, not {self.temperature}")
@@ -317,8 +361,15 @@ class InspectConfig:
                                   metavar="N|auto")
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.top < 1:
             raise CharrnnError(f"--top must be 1 or more, not {self.top}")
+        if self.max_memory < 1:
+            raise CharrnnError(f"--max-memory must be a size of 1 byte or more, like 512M or 4G, "
+                               f"not {self.max_memory}")
+        if self.threads is not None and not 1 <= self.threads <= threads.MAX_THREADS:
+            raise CharrnnError(f"--threads must be a whole number from 1 to "
+                               f"{threads.MAX_THREADS} or auto, not {self.threads!r}")
         if self.lang is not None and self.lang not in LANGUAGES:
             raise CharrnnError(f"--lang must be {', '.join(LANGUAGES[:-1])} or {LANGUAGES[-1]}, "
                                f"not {self.lang!r}")

@@ -23,7 +23,10 @@ def atomic_write(path: Path, write: Callable[[Path], None], private: bool = Fals
     private, is never more readable than they are)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # named as the file the user asked for, not charrnn's temporary one
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     if hasattr(os, "fchmod") and not private:  # mkstemp makes 0600; else the usual permissions
         os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 
@@ -55,17 +56,29 @@ class Threads:
 
 
 def parse(text: str | int | None, what: str = "--threads") -> int | None:
-    """'4' -> 4; 'auto', '' or None -> None (chosen); anything else is a mistake."""
+    """'4' -> 4; 'auto', '' or None -> None (chosen); anything else is a mistake (so are
+    Python's other spellings of a number, 1_0 or a digit of another script: the shell's
+    OMP_NUM_THREADS and every other program read ASCII digits)."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "auto")):
         return None
-    try:
+    if isinstance(text, str) and re.fullmatch(r"\s*[0-9]{1,5}\s*", text, flags=re.ASCII):
         n = int(text)
-    except (TypeError, ValueError):
+    elif isinstance(text, int) and not isinstance(text, bool):
+        n = text
+    else:
         n = 0
     if not 1 <= n <= MAX_THREADS:
         raise CharrnnError(f"{what} must be a whole number from 1 to {MAX_THREADS} or auto, "
                            f"not {text!r}")
     return n
+
+
+def parse_omp(text: str) -> int:
+    """OMP_NUM_THREADS: a count, or OpenMP's list of counts for nested levels ('4,2'), whose
+    first is the one torch's pool uses."""
+    counts = [parse(part, "OMP_NUM_THREADS") if part.strip() else parse(text, "OMP_NUM_THREADS")
+              for part in text.split(",")]
+    return counts[0]
 
 
 def policy(*, cores: int, affinity: int | None = None, quota: float | None = None,
@@ -80,7 +93,7 @@ def policy(*, cores: int, affinity: int | None = None, quota: float | None = Non
     if asked is not None:
         return Threads(asked, asked, False, "as given")
     if omp_env:
-        n = parse(omp_env, "OMP_NUM_THREADS") or 1
+        n = parse_omp(omp_env) or 1
         return Threads(n, n, False, "OMP_NUM_THREADS")
     if launched:  # torchrun's processes share the machine: one thread each, as torchrun says
         return Threads(1, 1, False, "one per torchrun process")

@@ -2,6 +2,8 @@
 questions, eval and info, without the command line; errors raised as CharrnnError, nothing
 printed."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +168,57 @@ def test_train_refuses_unknown_settings_and_bad_values(tmp_path):
     with pytest.raises(CharrnnError, match="does not exist"):
         charrnn.load(tmp_path / "nowhere")
     assert not (tmp_path / "run").exists()
+
+
+WRONG_TRAIN = {  # the argument, and what the line says: the setting's own name
+    "seed=1.5": (dict(seed=1.5), "--seed must be a whole number"),
+    "max_steps='10'": (dict(max_steps="10"), "--max-steps must be a whole number"),
+    "threads=-1": (dict(threads=-1), "--threads must be"),
+    "threads=2.5": (dict(threads=2.5), "--threads must be"),
+    "device=0": (dict(device=0), "--device must be text"),
+    "amp='yes'": (dict(amp="yes"), "--amp must be true or false"),
+    "hidden_size=True": (dict(hidden_size=True), "hidden-size must be"),
+    "include='*.c'": (dict(include="*.c"), "--include must be a list of texts"),
+    "out=5": (dict(out=5), "out must be a path"),
+    "overwrite='yes'": (dict(overwrite="yes"), "overwrite must be True or False"),
+    "out=/proc/x": (dict(out="/proc/x/run"), "/proc/x"),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_TRAIN))
+def test_train_with_an_argument_of_the_wrong_type_is_one_charrnn_error(tmp_path, wrong):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(TEXT)
+    given, says = WRONG_TRAIN[wrong]
+    with pytest.raises(CharrnnError, match=re.escape(says)):
+        charrnn.train(corpus, **{"out": tmp_path / "run", "max_steps": 2, **given})
+
+
+WRONG_CALLS = {
+    "load(5)": (lambda run: charrnn.load(5), "path must be a path"),
+    "load(device='bogus')": (lambda run: charrnn.load(run.path, device="bogus"),
+                             "device must be cpu, cuda, cuda:N or mps"),
+    "load(device=3)": (lambda run: charrnn.load(run.path, device=3), "device must be"),
+    "sample(length=2.5)": (lambda run: run.sample(2.5), "--length must be a whole number"),
+    "sample(prime=5)": (lambda run: run.sample(5, prime=5), "prime must be text"),
+    "sample(top_k=2.0)": (lambda run: run.sample(5, top_k=2.0), "--top-k must be a whole"),
+    "sample(seed='1')": (lambda run: run.sample(5, seed="1"), "--seed must be a whole number"),
+    "sample(stop=1)": (lambda run: run.sample(5, stop=1), "stop must be text"),
+    "inspect(max_memory=-1)": (lambda run: run.inspect("area", max_memory=-1),
+                               "max_memory must be a size of 1 byte or more"),
+    "inspect(length='9')": (lambda run: run.inspect(length="9"), "length must be a whole"),
+    "inspect(text=5)": (lambda run: run.inspect(5), "text must be text"),
+    "probe(lang='bogus')": (lambda run: run.inspect("area").probe("depth", lang="bogus"),
+                            "lang must be c, python, latex or prose"),
+    "probe(top=0)": (lambda run: run.inspect("area").probe("depth", top=0), "top must be 1"),
+    "probe(name=3)": (lambda run: run.inspect("area").probe(3), "name must be a probe"),
+    "ablate(17)": (lambda run: run.inspect("area").ablate(17), "cells must be text"),
+    "eval(adapt='no')": (lambda run: run.eval(adapt="no"), "adapt must be True or False"),
+}
+
+
+@pytest.mark.parametrize("wrong", list(WRONG_CALLS))
+def test_a_call_with_an_argument_of_the_wrong_type_is_one_charrnn_error(trained, wrong):
+    call, says = WRONG_CALLS[wrong]
+    with pytest.raises(CharrnnError, match=re.escape(says)):
+        call(trained)

@@ -5,6 +5,7 @@ import asyncio
 import fcntl
 import os
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -148,6 +149,7 @@ def test_the_app_finds_the_comment_cell_from_the_probe_panel_and_paints_it(c_run
             for _ in range(list(probes.PROBES).index("comment")):
                 await pilot.press("down")
             await pilot.press("enter")
+            await app.workers.wait_for_complete()  # (the probe is worked out in a thread)
             await pilot.pause()
             chosen = (app.explorer.layer, app.explorer.cell)
             title, panel = app.title_text, app.panel_text
@@ -246,7 +248,10 @@ def test_hostile_text_keeps_the_layout_and_never_reaches_the_terminal_raw():
                        for s in strips)
 
 
-def test_explore_runs_in_a_real_terminal_and_gives_it_back_as_it_was(c_run, cache_dir):
+@pytest.mark.parametrize("end", ["q", "SIGTERM"])
+def test_explore_runs_in_a_real_terminal_and_gives_it_back_as_it_was(c_run, cache_dir, end):
+    """Left with q, or killed with SIGTERM: the alternate screen left, mouse tracking off, the
+    cursor shown, the terminal's modes as they were."""
     import pyte
 
     master, slave = os.openpty()
@@ -281,7 +286,10 @@ def test_explore_runs_in_a_real_terminal_and_gives_it_back_as_it_was(c_run, cach
         assert read_until(shown), "\n".join(screen.display)
         os.write(master, b"n")
         assert read_until(lambda: any("layer 2 cell 1" in line for line in screen.display))
-        os.write(master, b"q")
+        if end == "q":
+            os.write(master, b"q")
+        else:
+            proc.send_signal(signal.SIGTERM)
         assert read_until(lambda: proc.poll() is not None, timeout=30)  # reading as it ends
         read_until(lambda: False, timeout=0.3)
         after = termios.tcgetattr(slave)
@@ -290,8 +298,10 @@ def test_explore_runs_in_a_real_terminal_and_gives_it_back_as_it_was(c_run, cach
             proc.kill()
         os.close(master)
         os.close(slave)
-    assert proc.returncode == 0
+    assert proc.returncode == (0 if end == "q" else 128 + signal.SIGTERM)
     assert b"\x1b[?1049h" in raw and raw.rfind(b"\x1b[?1049l") > raw.rfind(b"\x1b[?1049h")
+    assert raw.rfind(b"\x1b[?1000l") > raw.rfind(b"\x1b[?1000h")  # mouse tracking off
+    assert raw.rfind(b"\x1b[?25h") > raw.rfind(b"\x1b[?25l")  # the cursor shown
     assert after == before  # the terminal's modes, as they were
 
 
@@ -335,3 +345,39 @@ def test_the_command_passes_its_probe_state_and_language_to_the_explorer(c_run, 
     assert result.exit_code == 0, result.output
     assert opened["state"] == "h" and opened["lang"] == "python"
     assert opened["probe"] is not None and "comment" in str(opened["probe"])
+
+
+def test_a_pattern_that_backtracks_leaves_the_screen_answering_and_ends_in_one_line(
+        monkeypatch):
+    """A regex probe like (a|aa)+$ runs beside the screen, which answers keys meanwhile, and
+    is stopped at its time limit with one line; the panels show their lines as lines."""
+    from charrnn.interp import probes
+    from charrnn.interp.explore_app import ExploreApp
+    from charrnn.interp.explore_pane import Says
+
+    monkeypatch.setattr(probes, "PATTERN_SECONDS", 1.5)
+    app = ExploreApp(Explorer(planted("a" * 33 + "b\n" + "<x> y\n" * 20), []), "run", True,
+                     html=lambda e: "")
+
+    async def drive():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("r", *"(a|aa)+$", "enter")
+            await pilot.pause()
+            began = time.monotonic()
+            await pilot.press("n")  # while the pattern runs
+            moved, answered = app.explorer.cell, time.monotonic() - began
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            said = app.said
+            await pilot.press("r", *"<[^>]*>", "enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            panels = [app.query_one(f"#{name}", Says).render().plain
+                      for name in ("panel", "cursor")]
+            return moved, answered, said, panels
+
+    moved, answered, said, panels = asyncio.run(drive())
+    assert moved == 1 and answered < 1.0
+    assert "did not finish within 1.5 s" in said
+    for panel in panels:
+        assert "\\n" not in panel and len(panel.split("\n")) >= 2, panel

@@ -145,3 +145,48 @@ def test_ctrl_c_during_start_up_exits_130_and_leaves_nothing(tmp_path, cache_dir
     assert proc.returncode == 130, first + rest
     assert "Traceback" not in first + rest
     assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory, and the names in a line
+
+
+def test_a_permission_error_names_the_users_file_not_charrnns_temporary_one(tmp_path,
+                                                                            monkeypatch):
+    from charrnn import fileio
+    from charrnn.errors import describe_os_error
+
+    def refused(prefix, suffix, dir):
+        raise PermissionError(13, "Permission denied", os.path.join(dir, f"{prefix}4a2b{suffix}"))
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", refused)
+    target = tmp_path / "features-l1-h.safetensors"
+    with pytest.raises(OSError) as raised:
+        fileio.atomic_write_bytes(target, b"x")
+    assert raised.value.filename == str(target)
+    line = describe_os_error(raised.value)
+    assert str(target) in line and ".tmp" not in line and "4a2b" not in line
+
+
+def test_a_model_too_large_to_train_in_memory_is_one_line_and_keeps_the_run(tmp_path,
+                                                                          monkeypatch):
+    """The allocator's failure at the first step (a 1x8192 model on a small machine) is one
+    line with the model's size and what to do; the run's folder, as it was, is kept."""
+    from conftest import invoke
+
+    from charrnn.engine.step import StepRunner
+
+    def step(self, *a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not "
+                           "enough memory: you tried to allocate 1073741824 bytes.")
+
+    corpus = tmp_path / "caesar.txt"
+    corpus.write_text(TEXT)
+    monkeypatch.setattr(StepRunner, "step", step)
+    result = invoke("train", corpus, "--out", tmp_path / "run", "--max-steps", "3",
+                    "--hidden-size", "64", "--layers", "1", catch_exceptions=True)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.stderr.strip().splitlines()[-1]  # (after the start's lines)
+    assert line.startswith("charrnn: error: ") and "a 1x64 lstm" in line, line
+    assert "does not fit in the memory of" in line
+    assert "--hidden-size" in line and "--batch-size" in line

@@ -92,3 +92,28 @@ def test_bad_probe_names_and_regexes_are_clear_errors():
         probes.get("sarcasm")
     with pytest.raises(CharrnnError, match="not a valid regular expression"):
         probes.regex_probe("(unclosed")
+
+
+def test_a_pattern_that_backtracks_without_end_is_stopped_with_one_line(monkeypatch):
+    """(a+)+$ on 33 a's and a b takes Python's re hours; the regex engine finishes it at once.
+    (a|aa)+$ backtracks without end in both: it is stopped at the time limit."""
+    import time
+
+    monkeypatch.setattr(probes, "PATTERN_SECONDS", 0.5)
+    text = "a" * 33 + "b"
+    assert probes.regex_probe("(a+)+$").feature(text).sum() == 0
+    began = time.monotonic()
+    with pytest.raises(CharrnnError, match=r"did not finish within 0\.5 s on 34 characters"):
+        probes.regex_probe("(a|aa)+$").feature(text)
+    assert time.monotonic() - began < 5
+    assert probes.regex_probe("(a|aa)+$").feature("aab").tolist() == [0, 0, 0]  # (it works)
+
+
+def test_language_detection_takes_linear_time_on_blank_lines():
+    """\\s* ran on over every blank line after each line start: 64,000 newlines took ~35 s."""
+    import time
+
+    for text in ("\n" * 200_000, ";" + "\n" * 200_000, "x:\n" + " \n" * 100_000):
+        began = time.monotonic()
+        assert probes.detect(text) == "prose"
+        assert time.monotonic() - began < 2, repr(text[:5])

@@ -301,7 +301,35 @@ def test_a_second_ctrl_c_quits_at_once_without_saving(write, tmp_path, cache_dir
 # Hostile text
 
 
-def test_sample_writes_raw_text_by_default_and_shows_controls_with_safe(write, tmp_path):
+def sample_to_a_terminal(run, *flags) -> tuple[int, str]:
+    """`charrnn sample` with a real terminal (a pty) as its stdout: (exit code, what the
+    terminal got)."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    master, slave = os.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(run), "--prime",
+                               "\x1b[31mred", "--length", "200", "--temp", "0.5", "--seed", "1",
+                               *flags], stdout=slave, stderr=subprocess.PIPE, timeout=120)
+        got = b""
+        while select.select([master], [], [], 0.2)[0]:
+            data = os.read(master, 65536)
+            if not data:
+                break
+            got += data
+    finally:
+        os.close(master)
+        os.close(slave)
+    return done.returncode, got.decode("utf-8")
+
+
+def test_sample_is_raw_to_a_file_safe_to_a_terminal_and_either_when_asked(write, tmp_path):
+    """A stranger's model may write escape sequences (OSC 0 retitles the terminal, OSC 52
+    writes its clipboard): to a terminal, sample shows them as symbols unless --raw is given;
+    to a file or a pipe it writes the text exactly, unless --safe is given."""
     text = "\x1b[31mred\x1b[0m [bold]x[/] \u202eevil\n" * 200
     train_run(write("hostile.txt", text), tmp_path / "run", max_steps=150, lr=1e-2,
               batch_size=4, seq_len=32, model={"hidden_size": 64})
@@ -314,6 +342,10 @@ def test_sample_writes_raw_text_by_default_and_shows_controls_with_safe(write, t
     assert "\x1b" not in safe.stdout and "\u202e" not in safe.stdout
     assert "␛[31mred" in safe.stdout and "[bold]x[/]" in safe.stdout
     assert safe.stdout.count("\n") == raw.stdout.count("\n")  # newlines stay newlines
+    code, seen = sample_to_a_terminal(tmp_path / "run")
+    assert code == 0 and "␛[31mred" in seen and "\x1b" not in seen and "\u202e" not in seen
+    code, seen = sample_to_a_terminal(tmp_path / "run", "--raw")
+    assert code == 0 and "\x1b" in seen[len("\x1b[31mred"):]  # the model's own, raw
     shown = invoke("inspect-cells", tmp_path / "run", "--color", "always", "--length", 100)
     painted = re.sub(r"\x1b\[[0-9;]*m", "", shown.stdout)  # the colours Rich added
     assert shown.exit_code == 0 and "␛[31m" in painted

@@ -1,5 +1,10 @@
 """The thread policy and the governor that follows the machine's load (charrnn/threads.py)."""
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 from conftest import invoke
 
@@ -44,18 +49,40 @@ def test_a_torchrun_process_gets_one_thread():
     assert (t.count, t.adapt) == (1, False)
 
 
+def test_openmps_list_of_nested_counts_is_read_as_its_first(monkeypatch):
+    """OMP_NUM_THREADS=4,2 is valid OpenMP (4 threads, then 2 in a nested region): torch's pool
+    takes the first, and so does charrnn; a list that is not numbers is one line."""
+    assert policy(cores=8, omp_env="4,2").count == 4
+    assert policy(cores=8, omp_env="3").count == 3
+    for bad in ("4,x", ",2", "four"):
+        with pytest.raises(CharrnnError, match="OMP_NUM_THREADS must be a whole number"):
+            policy(cores=8, omp_env=bad)
+    import torch
+
+    monkeypatch.delenv(threads.ENV)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")
+    try:
+        assert threads.configure() == Threads(4, 4, False, "OMP_NUM_THREADS")
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_a_resumed_run_starts_on_the_threads_it_saved_with():
     assert policy(cores=8, busy=6, prefer=8).count == 8
     assert policy(cores=4, prefer=8).count == 4  # but never more than the machine allows
 
 
-@pytest.mark.parametrize("text, value", [("4", 4), ("auto", None), ("", None), (None, None)])
+@pytest.mark.parametrize("text, value", [("4", 4), (" 4 ", 4), ("auto", None), ("", None),
+                                         (None, None), (4, 4)])
 def test_threads_values_parse(text, value):
     assert threads.parse(text) == value
 
 
-@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", "100000"])
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5", "100000", "1_0", "\u0663", "+4",
+                                  2.5, True])
 def test_a_bad_threads_value_is_one_clear_line(text):
+    """ASCII digits only: Python's int() also reads 1_0 and an Arabic-Indic three, which no
+    shell or OpenMP setting means."""
     with pytest.raises(CharrnnError, match="--threads must be a whole number"):
         threads.parse(text)
 
@@ -173,3 +200,46 @@ def test_fixed_threads_are_never_changed():
 def test_the_rungs_halve_down_to_one():
     assert Governor(Threads(8, 8, True, ""), load=None).rungs == [8, 4, 2, 1]
     assert Governor(Threads(6, 6, True, ""), load=None).rungs == [6, 3, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a real training run, a real neighbour
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_a_training_run_gives_a_core_to_a_neighbour_that_takes_one(tmp_path, monkeypatch):
+    """With the threads left to charrnn (no --threads, no CHARRNN_THREADS), a run on a quiet
+    machine starts on every core; when another program takes one, the loop's governor moves to
+    fewer threads while it trains, and the run goes on to its end."""
+    from conftest import train_run
+
+    monkeypatch.delenv(threads.ENV)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("All the world's a stage, and all the men and women merely players.\n"
+                      * 2000)
+    cores = len(os.sched_getaffinity(0))
+    seen = {"neighbour": None, "at": None, "start": None}
+
+    def step(t):
+        if t.step == 1:
+            seen["start"] = t.governor.threads
+        if t.step == 30:  # a neighbour takes a core, as a user's other program would
+            seen["neighbour"] = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            seen["at"] = time.monotonic()
+        if seen["at"] is not None and (t.governor.threads < cores or
+                                       time.monotonic() - seen["at"] > 30):
+            t.interrupt()
+
+    try:
+        trainer, outcome = train_run(corpus, tmp_path / "run", max_steps=10**6, batch_size=32,
+                                     seq_len=64, callback=step,
+                                     model={"hidden_size": 128, "layers": 2, "dropout": 0.0})
+    finally:
+        if seen["neighbour"] is not None:
+            seen["neighbour"].kill()
+            seen["neighbour"].wait()
+    assert seen["start"] == cores  # a quiet machine: every core
+    assert trainer.governor.threads < cores, trainer.governor.moves  # gave one to the neighbour
+    assert outcome.stopped_by == "interrupted"

@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import pickle
 import shutil
 import struct
@@ -412,3 +413,113 @@ def test_a_damaged_run_file_is_one_line_naming_it(good_run, tmp_path, name, kind
         assert result.returncode == 1, (command, result.stdout, result.stderr)
         assert len(said) >= 1 and said[-1].startswith("charrnn: error: "), said
         assert name in said[-1], (command, said[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# A stranger's run given to --plan-from is checked as --resume checks it: typed, bounded, and
+# nothing read or fetched that the user did not name
+
+PLAN = {"seconds": 6, "steps": 40, "eval_every": 20, "eval_chars": 512, "chars_per_sec": 5000.0,
+        "eval_chars_per_sec": 20000.0, "setup_seconds": 0.0, "replans": []}
+
+STRANGE = {
+    "a plan that is text": (lambda c: c.update(plan="fast"), "plan is not a JSON object"),
+    "a plan that is a list": (lambda c: c.update(plan=[1, 2]), "plan is not a JSON object"),
+    "a choice that is text": (lambda c: c.update(choice="x"), "choice is not a JSON object"),
+    "a choice that is a list": (lambda c: c.update(choice=[1]), "choice is not a JSON object"),
+    "threads negative": (lambda c: c["train"].update(threads=-1), "--threads must be"),
+    "threads as text": (lambda c: c["train"].update(threads="2"), "--threads must be"),
+    "threads a float": (lambda c: c["train"].update(threads=2.5), "--threads must be"),
+    "threads 2000": (lambda c: c["train"].update(threads=2000), "--threads must be"),
+    "a float seed": (lambda c: c["train"].update(seed=1.5), "--seed must be"),
+    "amp as text": (lambda c: c["train"].update(amp="yes"), "--amp must be"),
+    "a speed past any machine": (
+        lambda c: c.update(plan={**PLAN, "chars_per_sec": 1e308}), "a speed of"),
+    "10**12 steps for 6 s": (
+        lambda c: c.update(plan={**PLAN, "steps": 10**12}), "would take"),
+}
+
+
+@pytest.mark.parametrize("how", ["--plan-from", "--resume"])
+@pytest.mark.parametrize("strange", list(STRANGE))
+def test_a_strangers_config_is_one_line_for_plan_from_as_for_resume(run_copy, tmp_path, how,
+                                                                    strange):
+    change, message = STRANGE[strange]
+    if strange == "10**12 steps for 6 s" and how == "--resume":
+        pytest.skip("a resumed run keeps its clock: such a plan stops at its budget")
+    edit_config(run_copy, change)
+    args = (["train", "--plan-from", run_copy, "--out", tmp_path / "again"] if how == "--plan-from"
+            else ["train", "--resume", run_copy, "--max-steps", "8"])
+    result = invoke(*args, catch_exceptions=True)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charrnn: error: ") and message in lines[0], \
+        result.output
+    assert not (tmp_path / "again").exists()
+
+
+def test_plan_from_never_reads_a_folder_or_fetches_a_corpus_its_config_names(
+        run_copy, tmp_path, monkeypatch):
+    import urllib.request
+
+    folder = tmp_path / "private"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("All the world's secrets.\n" * 50)
+    fetched = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: fetched.append(a))
+    for source in (str(folder), "tinyshakespeare"):
+        edit_config(run_copy, lambda c, s=source: c["corpus"].update(path=s, source=s))
+        for args in (["train", "--plan-from", run_copy, "--out", tmp_path / "again"],
+                     ["train", "--resume", run_copy, "--max-steps", "8"]):
+            result = invoke(*args, catch_exceptions=True)
+            assert result.exit_code == 1, result.output
+            assert "give it yourself" in result.stderr and source in result.stderr
+    assert not fetched
+    assert not any("secrets" in p.read_text(errors="replace")
+                   for p in Path(os.environ["CHARRNN_CACHE_DIR"]).rglob("*") if p.is_file())
+
+
+def test_a_huge_file_a_strangers_config_names_is_refused_by_its_size_before_it_is_read(
+        run_copy, tmp_path, monkeypatch):
+    """A file of 200 GB where the run recorded a text of a few thousand characters: refused
+    by every command that looks for the run's text, before a byte of it is read."""
+    from charrnn.data import corpus
+
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as f:
+        f.truncate(200 * 10**9)  # (sparse: no disk spent)
+    edit_config(run_copy, lambda c: c["corpus"].update(path=str(huge), source=str(huge)))
+    read = []
+    monkeypatch.setattr(corpus, "file_digest", lambda path: read.append(path) or "x")
+    for args in (["eval", run_copy], ["inspect-cells", run_copy],
+                 ["train", "--resume", run_copy, "--max-steps", "8"],
+                 ["train", "--plan-from", run_copy, "--out", tmp_path / "again"]):
+        result = invoke(*args, catch_exceptions=True)
+        assert result.exit_code == 1 and "charrnn: error: " in result.stderr, (args, result.output)
+    assert not read
+
+
+def test_speeds_at_the_edges_of_a_float_are_left_out_with_one_line(run_copy, tmp_path,
+                                                                   monkeypatch):
+    """A planted calibration entry of 1e308 or a denormal, a resumed run's recorded speed of
+    1e308, and `info` on metrics that hold 1e308: no OverflowError anywhere."""
+    from charrnn.budget import calibrate
+
+    calibrate._cache_path().parent.mkdir(parents=True, exist_ok=True)
+    calibrate._cache_path().write_text(json.dumps({"format": calibrate.CACHE_FORMAT, "speeds": {
+        "planted": [{"train": 1e308, "eval": 5e-324}],
+        "good": [{"train": 1000.0, "eval": 2000.0}]}}))
+    said = []
+    assert list(calibrate._read_cache(said.append)) == ["good"]
+    assert len(said) == 1 and "left out 1 damaged entry of the calibration cache" in said[0]
+
+    edit_config(run_copy, lambda c: c.update(speed={"train": 1e308, "eval": 1e308}))
+    result = invoke("train", "--resume", run_copy, "--max-steps", "6", catch_exceptions=True)
+    assert result.exit_code == 0, result.output
+    metrics = run_copy / checkpoint.METRICS
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for line in lines:
+        line.update(chars_per_sec=1e308, elapsed=1e308, train_loss=1e308)
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = invoke("info", run_copy, catch_exceptions=True)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output

@@ -15,12 +15,12 @@ from pathlib import Path
 import torch
 
 from charrnn.budget.rule import LR, parameters
-from charrnn.budget.speed import Speed
+from charrnn.budget.speed import Speed, speed_value
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.device import name_of, synchronize
 from charrnn.engine.distributed import SINGLE, World
 from charrnn.engine.step import StepRunner
-from charrnn.fileio import atomic_write_text, positive_number, read_json_object
+from charrnn.fileio import atomic_write_text, read_json_object
 from charrnn.model import CharRNN
 from charrnn.threads import SHARE_MIN
 
@@ -36,20 +36,24 @@ def _cache_path() -> Path:
     return cache_dir() / "calibration.json"
 
 
-def _read_cache() -> dict[str, list[dict]]:
+def _read_cache(say=None) -> dict[str, list[dict]]:
     """The recent timings of each key; a missing, damaged or foreign file counts as empty (and
-    is rebuilt), and so does any entry that is not a list of positive speeds."""
+    is rebuilt), and so does any entry that is not a list of plausible speeds (said to `say`,
+    once: a planted 1e308 would otherwise plan a run of more steps than a float holds)."""
     data = read_json_object(_cache_path())
     if data.get("format") != CACHE_FORMAT or not isinstance(data.get("speeds"), dict):
         return {}
-    cache = {}
+    cache, damaged = {}, 0
     for key, samples in data["speeds"].items():
         try:
-            cache[key] = [{"train": positive_number(t["train"]), "eval": positive_number(t["eval"]),
+            cache[key] = [{"train": speed_value(t["train"]), "eval": speed_value(t["eval"]),
                            "source": str(t.get("source", "calibration"))}
                           for t in samples][-CACHE_SAMPLES:]
         except (TypeError, KeyError, ValueError, AttributeError):
-            continue
+            damaged += 1
+    if damaged and say is not None:
+        say(f"left out {damaged} damaged entr{'ies' if damaged != 1 else 'y'} of the "
+            f"calibration cache {_cache_path()}; timing anew")
     return cache
 
 
@@ -167,7 +171,7 @@ def calibrate(device: torch.device, base: ModelConfig, sizes: list[int], batch: 
     whatever the load. It stops at the first size `too_big` for the budget (the larger ones are
     slower still), and leaves out sizes too slow to time in what is left. A timing taken while
     the machine was busy is used for this run only, and said."""
-    cache = _read_cache()
+    cache = _read_cache(say)
     end = time.perf_counter() + budget_s
     end = min(end, deadline) if deadline is not None else end
     speeds, said, busy = {}, False, []

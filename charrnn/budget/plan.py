@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from charrnn.budget.speed import Speed
+from charrnn.budget.speed import Speed, speed_value
 from charrnn.config import TrainConfig
 from charrnn.fileio import positive_number
 
@@ -154,13 +154,13 @@ class Plan:
                 raise ValueError("the re-plans are out of order")
             checked.append(Replan(at, whole(r.get("steps"), "a re-plan's steps"),
                                   whole(r.get("eval_every"), "a re-plan's eval_every"),
-                                  _seconds(r.get("chars_per_sec")),
+                                  speed_value(r.get("chars_per_sec")),
                                   _seconds(r.get("eval_seconds"))))
             last = at
         return cls(seconds=positive_number(d["seconds"]), steps=steps, eval_every=every,
                    eval_chars=whole(d.get("eval_chars"), "eval_chars"),
-                   chars_per_sec=positive_number(d["chars_per_sec"]),
-                   eval_chars_per_sec=positive_number(d["eval_chars_per_sec"]),
+                   chars_per_sec=speed_value(d["chars_per_sec"]),
+                   eval_chars_per_sec=speed_value(d["eval_chars_per_sec"]),
                    setup_seconds=float(setup), replans=tuple(checked),
                    repeat=d.get("repeat") is True)
 

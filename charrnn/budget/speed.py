@@ -8,7 +8,20 @@ from dataclasses import dataclass
 
 import torch
 
+from charrnn.fileio import positive_number
 from charrnn.threads import SHARE_MIN
+
+# characters a second: a recorded speed outside these is damage (or a planted number), not a
+# machine; numbers at a float's edges would overflow the plans made from them
+SLOWEST, FASTEST = 1e-3, 1e10
+
+
+def speed_value(value) -> float:
+    """A speed read from a file (a calibration cache, a run's config.json), or ValueError."""
+    speed = positive_number(value)
+    if not SLOWEST <= speed <= FASTEST:
+        raise ValueError(f"a speed of {value!r} characters a second")
+    return speed
 
 
 @dataclass

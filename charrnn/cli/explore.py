@@ -69,8 +69,11 @@ def explore(
         explorer.set_probe(request.probes[0])
     colour = color == "always" or (color == "auto" and not os.environ.get("NO_COLOR"))
     name = shlex.quote(str(run))
-    explore_app.ExploreApp(explorer, name, colour,
-                           html=lambda x: views.explorer_page(x, name)).run()
+    app = explore_app.ExploreApp(explorer, name, colour,
+                                 html=lambda x: views.explorer_page(x, name))
+    app.run()
+    if app.return_code:  # ended by a signal (128 + its number), the terminal given back
+        raise typer.Exit(app.return_code)
 
 
 def _source(text, prime, length: int, offset: int) -> list[str]:

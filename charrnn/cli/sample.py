@@ -42,9 +42,11 @@ def sample(
     mix: Annotated[bool, typer.Option("--mix", help="Draw from the model mixed with the counts "
                                       "of its training text (and, with --adapt, of the "
                                       "prime): likelier text, more of it copied.")] = False,
-    safe: Annotated[bool, typer.Option("--safe", help="Show control characters (ESC, NUL...) "
-                                       "as visible symbols instead of writing them raw.")]
-    = False,
+    safe: Annotated[Optional[bool], typer.Option(
+        "--safe/--raw", help="--safe shows control characters (ESC, NUL...) as visible symbols, "
+        "so that a model cannot retitle the terminal or write its clipboard; --raw writes the "
+        "text exactly as the model made it. [default: --safe to a terminal, --raw to a file or "
+        "a pipe]", show_default=False)] = None,
     threads: options.Threads = None,
     # how the text is drawn (several temperatures, like 0.5,0.8,1.2: a sample each)
     temperature: options.Temperature = None, top_k: options.TopK = None,
@@ -80,6 +82,8 @@ def sample(
     say = lambda line: stderr_console().print(Text(printable(line)), soft_wrap=True)  # noqa: E731
     model, mixer = run.sampler(prime, adapt, mix, say=say, warn=lambda line: say(
         f"warning: {line}"))
+    if safe is None:  # (no stdout at all: the writing below says so)
+        safe = sys.stdout is not None and sys.stdout.isatty()
     with to_stdout():
         drawn = write_samples(TextOut(sys.stdout, safe=safe), model, run.vocab, prime,
                               configs, num_samples, stop, keep=novelty, tick=governor.tick,

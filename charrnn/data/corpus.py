@@ -115,6 +115,19 @@ def _check_file(path: Path) -> int:
     return size
 
 
+MAX_BYTES_PER_CHAR = 4  # UTF-8, UTF-16 with surrogates, UTF-32, GB 18030: 4 at most
+
+
+def _too_large(size: int, characters, errors: str) -> bool:
+    """Whether `size` bytes are more than any encoding spends on the recorded `characters`
+    (a file of 200 GB named in a stranger's config for a text of 200,000 characters is not
+    read through to find out); unknown with no count, or where undecodable bytes are dropped."""
+    if isinstance(characters, bool) or not isinstance(characters, int) or characters < 0 or \
+            errors == "ignore":
+        return False
+    return size > MAX_BYTES_PER_CHAR * characters + 4  # (+4: a byte-order mark)
+
+
 def _chunks(path: Path, digest: hashlib.blake2b | None = None):
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
@@ -245,11 +258,15 @@ def run_split(ids: np.ndarray, val_frac: float, test_frac: float = 0.0
 
 def load(name_or_path: str, encoding: str = "utf-8", errors: str = "strict",
          sniff_binary: bool = True, digest: str | None = None, warn=None, say=None,
-         include=(), exclude=()) -> Corpus:
+         include=(), exclude=(), characters: int | None = None) -> Corpus:
     """Find, check and encode a corpus (or map its cached encoding). With `digest`, the file
-    must be that text (DigestMismatch otherwise), checked before it is encoded or shown."""
+    must be that text (DigestMismatch otherwise), checked before it is encoded or shown; with
+    `characters` too (the length the run recorded), a file too large to hold that many is
+    refused before a byte of it is read."""
     name, path = resolve(name_or_path, include, exclude, say, warn)
-    _check_file(path)
+    size = _check_file(path)
+    if digest is not None and _too_large(size, characters, errors):
+        raise DigestMismatch(path)
     if sniff_binary:
         with open(path, "rb") as f:
             if b"\0" in f.read(BINARY_SNIFF_BYTES):

@@ -4,13 +4,37 @@ on the device: the loss stays a tensor."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 
-from charrnn.config import TrainConfig
-from charrnn.device import amp_dtype
+from charrnn.checkpoint import parameter_count
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.device import amp_dtype, name_of
 from charrnn.engine.distributed import SINGLE, World
+from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, State, detach
+
+
+@contextmanager
+def memory_checked(mc: ModelConfig, device: torch.device, batch: int | None = None,
+                   seq_len: int | None = None):
+    """A model too large for the device's memory (to build, or to train at a batch of `batch`
+    windows of `seq_len`) is one clear line, not an allocator's traceback."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        said = str(e).lower()
+        if not isinstance(e, MemoryError) and "memory" not in said and "alloc" not in said:
+            raise
+        training = f" (to train at a batch of {batch} x {seq_len})" if batch else ""
+        smaller = ("choose a smaller --hidden-size, --layers or --batch-size" if batch else
+                   "choose a smaller --hidden-size or --layers")
+        raise CharrnnError(f"a {mc.layers}x{mc.hidden_size} {mc.model} "
+                           f"({parameter_count(mc):,} parameters) does not fit in the memory of "
+                           f"{name_of(device)}{training}; {smaller}, or leave them out to have "
+                           "them chosen") from None
 
 
 def make_optimizer(model: CharRNN, cfg: TrainConfig, device: torch.device):

@@ -113,13 +113,19 @@ def _check_fields(config: dict, path: Path) -> None:
 def _speeds(plan: dict, measured) -> dict:
     """The training and validation speeds the run was planned with, and the ones it measured of
     itself (chars/s; None where unknown)."""
+    from charrnn.budget.speed import speed_value
+
     def number(d, key):
-        value = d.get(key) if isinstance(d, dict) else None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return float(value) if ok and 0 < value < math.inf else None
+        try:
+            return speed_value(d.get(key) if isinstance(d, dict) else None)
+        except ValueError:
+            return None  # (missing, or past any machine: a float's edge overflows the figures)
     return {"planned_train": number(plan, "chars_per_sec"),
             "planned_eval": number(plan, "eval_chars_per_sec"),
             "measured_train": number(measured, "train"), "measured_eval": number(measured, "eval")}
+
+
+MAX_FIGURE = 1e9  # a loss or an epoch past this is damage: 1e308 would overflow the plot
 
 
 def read_metrics(path: Path, damaged: list | None = None) -> list[dict]:
@@ -139,7 +145,7 @@ def read_metrics(path: Path, damaged: list | None = None) -> list[dict]:
             damaged.append(line)
             continue
         if isinstance(row["step"], int) and not isinstance(row["step"], bool) and \
-                0 <= row["step"] < 2**62 and all(math.isfinite(row[k]) and row[k] >= 0
+                0 <= row["step"] < 2**62 and all(0 <= row[k] <= MAX_FIGURE
                                                   for k in ("train_loss", "val_loss", "epoch")):
             rows[row["step"]] = row  # a resumed run rewrites later steps: the last one wins
         else:

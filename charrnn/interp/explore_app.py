@@ -8,6 +8,8 @@ of the text reaches the screen as a glyph (charrnn/output.py), never as a contro
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,11 @@ class ExploreApp(App):
         yield Says(id="status")
 
     def on_mount(self) -> None:
+        # killed (SIGTERM, a closed terminal's SIGHUP), it leaves as on q: the terminal given
+        # back as it was, out of the alternate screen, mouse tracking off, the cursor shown
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, self.exit, None, 128 + signum)
         self.pane.focus()
         self.changed("n/b cell · [/] layer · s state · p probe · / search · v select · "
                      "e HTML · c command · q quit")
@@ -187,11 +194,22 @@ class ExploreApp(App):
         self._probe(str(event.option.prompt))
 
     def _probe(self, name: str) -> None:
+        """Rank the cells by a probe: its feature worked out in a thread (a user's pattern may
+        run for seconds, and the screen, q and Ctrl-C go on answering meanwhile)."""
+        self.changed(f"probe {name}: working it out over the text...")
+        self.run_worker(lambda: self._feature(name), thread=True, exclusive=True,
+                        group="probe")
+
+    def _feature(self, name: str) -> None:  # (in the worker's thread)
         try:
-            self.explorer.set_probe(name)
+            feature = self.explorer.feature_of(name)
         except CharrnnError as e:
-            self.changed(str(e))
+            self.call_from_thread(self.changed, str(e))
             return
+        self.call_from_thread(self._ranked, name, feature)
+
+    def _ranked(self, name: str, feature) -> None:
+        self.explorer.rank(name, feature)
         self.pane.focus()
         self.changed(f"probe {name}: n and b go through its cells by |r|")
 

@@ -163,7 +163,9 @@ class Says(Widget):
             self.refresh()
 
     def render(self) -> Text:
-        return Text(printable(self.text), no_wrap=True, overflow="ellipsis")
+        # each line made safe by itself: the lines stay lines, not a literal \n
+        return Text("\n".join(printable(line) for line in self.text.split("\n")),
+                    no_wrap=True, overflow="ellipsis")
 
 
 def _leading(text: str) -> list[bool]:

@@ -101,9 +101,18 @@ class Explorer:
     def set_probe(self, name: str, top: int = 20, keep_view: bool = False) -> None:
         """Rank every cell of every layer by |r| with a probe (a name, or "regex:PATTERN")
         and show the best (or, with `keep_view`, stay on the cell in view)."""
+        self.rank(name, self.feature_of(name), top, keep_view)
+
+    def feature_of(self, name: str) -> np.ndarray:
+        """A probe's feature over the text: the slow part of set_probe (a user's pattern may
+        take seconds), which explore runs beside its screen."""
         probe = (probes.regex_probe(name[len("regex:"):]) if name.startswith("regex:")
                  else probes.get(name))
-        feature = probe.feature(self.ins.text, self.lang).astype(np.float64)
+        return probe.feature(self.ins.text, self.lang).astype(np.float64)
+
+    def rank(self, name: str, feature: np.ndarray, top: int = 20,
+             keep_view: bool = False) -> None:
+        """Rank the cells by |r| with a probe's `feature` (see set_probe)."""
         self.probe = name
         if np.ptp(feature) == 0:
             self.ranking = []

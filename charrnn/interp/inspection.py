@@ -129,7 +129,8 @@ def run_corpus(config: dict) -> corpus.Corpus:
                            "TEXT")
     try:
         return corpus.load(path, train_cfg.get("encoding", "utf-8"),
-                            train_cfg.get("errors", "strict"), digest=digest)
+                            train_cfg.get("errors", "strict"), digest=digest,
+                            characters=info.get("characters"))
     except corpus.DigestMismatch:
         raise CharrnnError(f"the file at the run's corpus path {path} is not the text it was "
                            "trained on; pass --text FILE or --prime TEXT") from None

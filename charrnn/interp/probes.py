@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import regex
 
 from charrnn.config import LANGUAGES  # noqa: F401 - the languages the scanners below know
 from charrnn.errors import CharrnnError
@@ -39,10 +40,14 @@ def depth(text: str, lang: str = "c") -> np.ndarray:
     return clipped_walk(_is(text, "([{").astype(np.int64) - _is(text, ")]}")).astype(np.float32)
 
 
-def _spans(text: str, pattern: re.Pattern, group: int | str = 0) -> np.ndarray:
-    """1 on every character inside a match (or inside the given group of a match)."""
+def _spans(text: str, pattern, group: int | str = 0, timeout: float | None = None
+           ) -> np.ndarray:
+    """1 on every character inside a match (or inside the given group of a match); a `regex`
+    pattern's matching stopped after `timeout` seconds (TimeoutError)."""
     marks = np.zeros(len(text) + 1, dtype=np.int64)
-    for m in pattern.finditer(text):
+    found = (pattern.finditer(text) if timeout is None else
+             pattern.finditer(text, concurrent=True, timeout=timeout))
+    for m in found:
         start, end = m.span(group)
         if start >= 0 and end > start:
             marks[start] += 1
@@ -71,11 +76,12 @@ _SCANNERS = {
         re.S),
     "prose": re.compile(r"""(?P<string>"[^"]*"?|“[^”]*”?)"""),
 }
-# how each language shows itself, per character of text
+# how each language shows itself, per character of text (blanks within a line only: \s* would
+# run on over every blank line that follows, for each of them, and take quadratic time)
 _SIGNS = {
-    "c": re.compile(r"^\#(?:include|define|ifn?def|endif)\b|;\s*$|/\*|\b(?:int|void|"
+    "c": re.compile(r"^\#(?:include|define|ifn?def|endif)\b|;[ \t\r]*$|/\*|\b(?:int|void|"
                     r"struct|return|static|const|char)\b|^// \S+\.[ch]\b", re.M),
-    "python": re.compile(r"^\s*(?:def|class|import|from|elif|return)\b|:\s*$|\bself\.|"
+    "python": re.compile(r"^[ \t]*(?:def|class|import|from|elif|return)\b|:[ \t\r]*$|\bself\.|"
                          r"^# \S+\.py\b", re.M),
     "latex": re.compile(r"\\(?:begin|end|section|label|ref|cite|frac|mathcal)\b|\$|"
                         r"^% \S+\.tex\b", re.M),
@@ -194,14 +200,30 @@ PROBES = {p.name: p for p in [
 ]}
 
 
+PATTERN_SECONDS = 2.0  # a user's pattern may take this long over a text, then it is stopped
+
+
 def regex_probe(pattern: str) -> Probe:
+    """A probe that is 1 inside the matches of a user's regular expression. Python's syntax,
+    matched by the `regex` engine, which finishes some patterns that backtrack without end in
+    Python's own ((a+)+$ on a line of a's) and stops the rest ((a|aa)+$) at a time limit with
+    one line, and while it runs it holds no lock
+    that the rest of the program (explore's screen) waits on."""
     try:
-        compiled = re.compile(pattern)
-    except re.error as e:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError, OverflowError) as e:
         raise CharrnnError(f"--probe-regex {pattern!r} is not a valid regular expression: {e}") \
             from None
-    return Probe(f"regex {pattern}", f"inside matches of {pattern}",
-                 lambda text, lang=None: _spans(text, compiled))
+
+    def feature(text: str, lang: str | None = None) -> np.ndarray:
+        try:
+            return _spans(text, compiled, timeout=PATTERN_SECONDS)
+        except TimeoutError:
+            raise CharrnnError(f"--probe-regex {pattern!r} did not finish within "
+                               f"{PATTERN_SECONDS:g} s on {len(text):,} characters (a pattern "
+                               "that backtracks without end, like (a|aa)+$); simplify it") \
+                from None
+    return Probe(f"regex {pattern}", f"inside matches of {pattern}", feature)
 
 
 def get(name: str) -> Probe:

@@ -34,7 +34,7 @@ from charrnn.budget.speed import Speed
 from charrnn.config import LN2, SEEDS, SampleConfig, TrainConfig
 from charrnn.data.corpus import Corpus
 from charrnn.engine.distributed import SINGLE, World, resume_command
-from charrnn.engine.step import StepRunner
+from charrnn.engine.step import StepRunner, memory_checked
 from charrnn.engine.streams import Streams
 from charrnn.errors import CharrnnError, describe_os_error
 from charrnn.model import CharRNN, State
@@ -140,7 +140,9 @@ class Trainer:
         """Train until a stop condition; release the run directory however it ends."""
         try:
             self._begin()
-            with StopOnSignals(self):
+            s = self.train_streams
+            with StopOnSignals(self), memory_checked(self.model.config, self.device,
+                                                     s.batch * self.world.size, s.seq_len):
                 reason = self._loop(on_step)
             return self._end(reason)
         finally:

@@ -22,14 +22,14 @@ import torch
 from charrnn import checkpoint, rundir, threads
 from charrnn.budget import calibrate, decide, rule
 from charrnn.budget.plan import EVAL_CHARS, Plan, eval_settings, first_plan
-from charrnn.budget.speed import Speed
+from charrnn.budget.speed import Speed, speed_value
 from charrnn.config import SEEDS, ModelConfig, TrainConfig, flag
 from charrnn.data.corpus import Corpus
-from charrnn.device import name_of, pick_device
+from charrnn.device import pick_device
 from charrnn.engine.distributed import SINGLE, World
+from charrnn.engine.step import memory_checked
 from charrnn.engine.streams import Streams, fit_batch
 from charrnn.errors import CharrnnError
-from charrnn.fileio import positive_number
 from charrnn.model import CharRNN
 from charrnn.training import text
 from charrnn.training.board import check_installed
@@ -41,6 +41,7 @@ VALIDATION_BATCH = 64
 # what a --resume may change: how long it goes on, and where; everything else is the run's
 RESUME_CHANGES = ("epochs", "max_steps", "time", "device", "threads", "tensorboard")
 REPEAT_CHANGES = ("device", "threads", "tensorboard")  # where a repeat runs, not what it does
+REPEAT_SLACK = 2.0  # a repeated plan's steps at its recorded speeds: within twice its budget
 
 
 @dataclass
@@ -75,20 +76,18 @@ class Decided:
     choice: dict  # what was chosen and why, recorded in config.json
 
 
-def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | None = None, *,
-        init_from: Path | None = None, overwrite: bool = False,
-        reporter: Reporter | None = None, world: World = SINGLE,
-        started: float | None = None, decided: Decided | None = None,
-        digest: str | None = None) -> Trainer:
-    """A new run on `corpus_arg`. `model_cfg` holds the model settings the user gave (`model`,
-    and any of decide.SIZE_FLAGS); the rest, and cfg's None settings, are chosen for the
-    budget, which counts from `started` (time.monotonic(); by default, now). `decided` and
-    `digest` (the corpus's) come from `repeat`."""
+def new(corpus_arg: str | Corpus, out: Path | None, cfg: TrainConfig,
+        model_cfg: dict | None = None, *, init_from: Path | None = None,
+        overwrite: bool = False, reporter: Reporter | None = None, world: World = SINGLE,
+        started: float | None = None, decided: Decided | None = None) -> Trainer:
+    """A new run on `corpus_arg` (named by the user, or already read: a repeat's). `model_cfg`
+    holds the model settings the user gave (`model`, and any of decide.SIZE_FLAGS); the rest,
+    and cfg's None settings, are chosen for the budget, which counts from `started`
+    (time.monotonic(); by default, now). `decided` comes from `repeat`."""
     given = _check_given(dict(model_cfg or {}), cfg, init_from, world)
     start = _start(out, overwrite, cfg, reporter, world, started)
-    repeated = Path(decided.choice["repeats"]) if decided else None
-    corpus = text.load(corpus_arg, cfg, start.reporter, world=world, digest=digest,
-                       run=repeated, repeating=decided is not None)
+    corpus = (corpus_arg if isinstance(corpus_arg, Corpus) else
+              text.load(corpus_arg, cfg, start.reporter, world=world))
     base = base_vocab = None
     vocab = corpus.vocab
     if init_from is not None:  # the network is the base run's; only its dropout may be anew
@@ -104,7 +103,7 @@ def new(corpus_arg: str, out: Path | None, cfg: TrainConfig, model_cfg: dict | N
     decided = _decide(decided, cfg, given, words, start)
     with _new_run_directory(start) as lock:
         torch.manual_seed(decided.cfg.seed)
-        with _building(decided.model, start.device):
+        with memory_checked(decided.model, start.device):
             model = (extend_vocab(base, base_vocab, vocab, decided.model.dropout)
                      if base is not None else CharRNN(decided.model)).to(start.device)
         if world.rank:  # the same weights on every rank, but each its own dropout masks
@@ -134,13 +133,14 @@ def repeat(source: Path, corpus_arg: str | None, out: Path | None, overrides: di
     mc, _ = checkpoint.model_config(stored, source)
     cfg, plan = _stored_settings(stored, overrides, source / checkpoint.CONFIG,
                                  "its plan cannot be repeated")
-    info = stored["corpus"]
+    _check_repeatable(plan, cfg, source)
     choice = {"reason": f"the plan of {source}, repeated", "chosen": [],
-              "chars": (stored.get("choice") or {}).get("chars"), "repeats": str(source)}
-    return new(corpus_arg or info.get("source") or info.get("path"), out, cfg,
-               overwrite=overwrite, reporter=reporter, world=world, started=started,
-               decided=Decided(cfg, mc, plan and replace(plan, repeat=True), choice),
-               digest=info.get("digest"))
+              "chars": _recorded_chars(stored), "repeats": str(source)}
+    start = reporter or Reporter()
+    corpus = text.recorded(stored, corpus_arg, source, cfg, start, world, repeating=True)
+    return new(corpus, out, cfg, overwrite=overwrite, reporter=start, world=world,
+               started=started, decided=Decided(cfg, mc, plan and replace(plan, repeat=True),
+                                                choice))
 
 
 def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = None,
@@ -175,7 +175,7 @@ def resume(run: Path, corpus_arg: str | None = None, overrides: dict | None = No
         start.cpu = threads.configure(cfg.threads, prefer=saved if isinstance(saved, int) and
                                       not isinstance(saved, bool) else None)
         _say_new_world(start, cfg, state.get("world_size", 1))
-        corpus = text.resumed(stored, corpus_arg, run, cfg, start.reporter, world)
+        corpus = text.recorded(stored, corpus_arg, run, cfg, start.reporter, world)
         model = CharRNN(mc)
         checkpoint.load_weights_into(model, state["model"], run / checkpoint.LATEST)
         words = Text(corpus, vocab, *text.split(text.ids_for(corpus, vocab), cfg))
@@ -212,7 +212,7 @@ def measured_speed(config: dict) -> Speed | None:
     """The speed a run measured of itself, as its config.json records it."""
     try:
         m = config["speed"]
-        return Speed(positive_number(m["train"]), positive_number(m["eval"]))
+        return Speed(speed_value(m["train"]), speed_value(m["eval"]))
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -290,15 +290,41 @@ def _refuse_changes(overrides: dict | None, allowed: tuple[str, ...], doing: str
 
 def _stored_settings(stored: dict, overrides: dict | None, where: Path, then: str):
     """(cfg, plan) of a config.json, with `overrides`; damage is one line ending `then`."""
+    for key in ("plan", "choice"):
+        if not isinstance(stored.get(key), (dict, type(None))):
+            raise CharrnnError(f"{where} is corrupted (its {key} is not a JSON object); {then}")
     try:
         cfg = TrainConfig.from_dict({**stored["train"], **(overrides or {})})
         plan = Plan.from_dict(stored["plan"]) if stored.get("plan") else None
+    except CharrnnError as e:
+        raise CharrnnError(f"{where} is invalid: {e}; {then}") from None
     except (TypeError, KeyError, ValueError) as e:
         raise CharrnnError(f"{where} is corrupted ({e}); {then}") from None
     if not cfg.decided:
         raise CharrnnError(f"{where} is corrupted (its batch size, window or learning rate is "
                            f"missing); {then}")
     return cfg, plan
+
+
+def _check_repeatable(plan: Plan | None, cfg: TrainConfig, source: Path) -> None:
+    """A plan that a stranger's config.json may hold: its steps must fit its budget at the
+    speeds it records (a plan of 10**12 steps for 6 s would train for ever, with no clock to
+    stop it: a repeat follows its steps)."""
+    if plan is None:
+        return
+    fastest = max([plan.chars_per_sec, *(r.chars_per_sec for r in plan.replans)])
+    seconds = plan.end * cfg.batch_size * cfg.seq_len / fastest
+    if seconds > REPEAT_SLACK * plan.seconds:
+        raise CharrnnError(f"{source / checkpoint.CONFIG} is invalid: its plan of "
+                           f"{plan.end:,} steps would take {seconds:,.0f} s at the fastest speed "
+                           f"it records, not the {plan.seconds:g} s budget it was planned for; "
+                           "its plan cannot be repeated")
+
+
+def _recorded_chars(stored: dict) -> int | None:
+    """The characters the model was chosen for, as a run's choice records them."""
+    chars = (stored.get("choice") or {}).get("chars")
+    return chars if isinstance(chars, int) and not isinstance(chars, bool) else None
 
 
 def _stored_state(run: Path, mc: ModelConfig, cfg: TrainConfig, plan, world: World) -> dict:
@@ -346,21 +372,6 @@ def _replanned(stored: dict, plan, cfg: TrainConfig, mc: ModelConfig, words: Tex
         plan = Plan.from_dict(start.world.broadcast_json(
             plan.to_dict() if start.world.is_writer else None))
     return plan
-
-
-@contextmanager
-def _building(mc: ModelConfig, device: torch.device):
-    """A model too large for the device's memory is a clear error, not an allocator's."""
-    try:
-        yield
-    except (MemoryError, RuntimeError) as e:
-        if not isinstance(e, MemoryError) and "memory" not in str(e).lower() \
-                and "alloc" not in str(e).lower():
-            raise
-        raise CharrnnError(f"a {mc.layers}x{mc.hidden_size} {mc.model} "
-                           f"({checkpoint.parameter_count(mc):,} parameters) does not fit in the "
-                           f"memory of {name_of(device)}; choose a smaller --hidden-size or "
-                           "--layers, or leave them out to have them chosen") from None
 
 
 def _build(start: Start, decided: Decided, words: Text, model: CharRNN, lock,

@@ -21,9 +21,9 @@ from charrnn.vocab import Vocab
 
 def load(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
          digest: str | None = None, run: Path | None = None, world: World = SINGLE,
-         repeating: bool = False) -> Corpus:
-    """The corpus, encoded; with `digest` (the one `run` recorded: resumed, or `repeating` its
-    plan), only if it is that same text."""
+         repeating: bool = False, characters: int | None = None) -> Corpus:
+    """The corpus, encoded; with `digest` and `characters` (those `run` recorded: resumed, or
+    `repeating` its plan), only if it is that same text."""
     how = "--plan-from" if repeating else "--resume"
     if not isinstance(corpus_arg, str) or not corpus_arg:
         raise CharrnnError(f"{run / checkpoint.CONFIG} names no corpus; give it: "
@@ -33,7 +33,7 @@ def load(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
             found = corpus.load(corpus_arg, cfg.encoding, cfg.errors,
                                 sniff_binary=cfg.encoding == "utf-8", digest=digest,
                                 warn=reporter.warn, say=reporter.say, include=cfg.include,
-                                exclude=cfg.exclude)
+                                exclude=cfg.exclude, characters=characters)
     except DigestMismatch as e:
         if repeating:
             raise CharrnnError(f"{e.path} is not the text {run} trained on (or it changed "
@@ -48,31 +48,36 @@ def load(corpus_arg: str | None, cfg: TrainConfig, reporter: Reporter,
     return found
 
 
-def resumed(stored: dict, corpus_arg: str | None, run: Path, cfg: TrainConfig,
-            reporter: Reporter, world: World) -> Corpus:
-    """The text a resumed run trained on. Given on the command line, it is the user's choice
-    (built or fetched if need be, then checked). Taken from config.json, which may be anyone's,
-    only a file already here is used, and only if it is that text: a folder is not read and
-    built, nor a corpus fetched, on a config's word."""
+def recorded(stored: dict, corpus_arg: str | None, run: Path, cfg: TrainConfig,
+             reporter: Reporter, world: World, repeating: bool = False) -> Corpus:
+    """The text `run` trained on, to resume it (or, `repeating`, to repeat its plan). Given on
+    the command line, it is the user's choice (built or fetched if need be, then checked).
+    Taken from config.json, which may be anyone's, only a file already here is used, and only
+    if it is that text: a folder is not read and built, nor a corpus fetched, on a config's
+    word, and a file larger than the recorded text could be is not read through."""
+    how = "--plan-from" if repeating else "--resume"
     info = stored["corpus"]
-    digest = info.get("digest")
+    digest, characters = info.get("digest"), info.get("characters")
     if corpus_arg:
-        return load(corpus_arg, cfg, reporter, digest=digest, run=run, world=world)
+        return load(corpus_arg, cfg, reporter, digest=digest, run=run, world=world,
+                    repeating=repeating, characters=characters)
     source, path = info.get("source"), info.get("path")
     for candidate in (path, source):
         if isinstance(candidate, str) and candidate and Path(candidate).is_file() and \
                 not Path(candidate).is_symlink():
             try:
-                return load(candidate, cfg, reporter, digest=digest, run=run, world=world)
+                return load(candidate, cfg, reporter, digest=digest, run=run, world=world,
+                            repeating=repeating, characters=characters)
             except CharrnnError:
                 continue  # not that text: the next, or the line below
     named = source if isinstance(source, str) and source else path
     if not isinstance(named, str) or not named:
         raise CharrnnError(f"{run / checkpoint.CONFIG} names no corpus; give it: "
-                           f"charrnn train CORPUS --resume {shlex.quote(str(run))}")
+                           f"charrnn train CORPUS {how} {shlex.quote(str(run))}")
+    doing = "repeat its plan" if repeating else "resume"
     raise CharrnnError(f"{run} trained on {named}, whose text is not here as it was (changed, "
-                       "moved, or a folder or corpus not built on this machine); give it "
-                       f"yourself to resume: charrnn train {shlex.quote(named)} --resume "
+                       f"moved, or a folder or corpus not built on this machine); give it "
+                       f"yourself to {doing}: charrnn train {shlex.quote(named)} {how} "
                        f"{shlex.quote(str(run))}")
 
 
