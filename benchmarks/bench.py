@@ -159,7 +159,7 @@ def bench_training(corpus: Path, device, layers, hidden, seq, batch, blocks, ste
                               {"hidden_size": hidden, "layers": layers, "embedding_size": 64,
                                "dropout": 0.0},  # the reference loop has no dropout
                               reporter=_quiet())
-        trainer.release()
+        trainer.setup.lock.release()  # (this benchmark drives the step itself)
     streams = trainer.train_streams
     data = torch.from_numpy(np.asarray(streams.inputs, dtype=np.int64))  # (B, L)
     target = torch.from_numpy(np.asarray(streams.targets, dtype=np.int64))
@@ -501,9 +501,9 @@ def bench_quickstart(folder: Path, runs: int = 2) -> dict:
 def bench_ngram(folder: Path, megabytes: int) -> dict:
     """Counting the n-gram baselines of `charrnn eval` up to 9 characters of context over the
     first `megabytes` million characters of python-stdlib, in a fresh process."""
-    from charrnn.data import corpus as corpora
+    from charrnn.data import corpus
 
-    _, path = corpora.resolve("python-stdlib")
+    _, path = corpus.resolve("python-stdlib")
     chars = megabytes * 1_000_000
     code = (f"import numpy as np, time\nfrom charrnn.evaluation import ngram\n"
             f"text = open({str(path)!r}, encoding='utf-8').read()[:{chars}]\n"
@@ -601,7 +601,7 @@ def contention_train(corpus: str, run: str, hidden: int, seconds: float) -> dict
         if t.elapsed >= seconds:
             t.interrupt()
     trainer.run_loop(on_step=stop)
-    timing = trainer.timing
+    timing = trainer.pacer.timing
     return {"chars_per_s": timing.chars / timing.seconds, "threads": trainer.governor.threads,
             "moves": len(trainer.governor.moves)}
 
