@@ -1,7 +1,8 @@
 """charrnn benchmarks: every figure beside a baseline measured in the same run, on this machine.
 
-    python benchmarks/bench.py            # the full set (about 15 minutes on a 2-core CPU)
-    python benchmarks/bench.py --quick    # a smaller set, in under two minutes
+    python benchmarks/bench.py            # every section below (an hour or more on 2 cores)
+    python benchmarks/bench.py --only training sampling encoding memory   # about 5 minutes
+    python benchmarks/bench.py --quick    # a smaller set
 
 Prints a table and writes the same figures as JSON (benchmarks/results/bench.json, or --json), with
 the machine, the date, the commit and the command; docs/performance.md renders its tables from it.

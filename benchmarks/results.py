@@ -40,7 +40,8 @@ def commit() -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                               capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "charrnn", "benchmarks"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "charrnn", "benchmarks",
+                                ":!benchmarks/results"],  # (the results are not the code)
                                cwd=ROOT, text=True, capture_output=True).stdout.strip()
         return head + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -176,12 +176,16 @@ class Run:
 
     def stream(self, length: int = 1000, *, prime: str = "", temperature: float = 0.8,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               stop: str | None = None, adapt: bool = False, mix: bool = False
-               ) -> Iterator[str]:
+               stop: str | None = None, adapt: bool = False, mix: bool = False,
+               beam: int | None = None) -> Iterator[str]:
         """Yield the characters of a sample as they are drawn (not the prime), ending at
         `length` or once `stop` is written. `adapt`: learn from the prime first, the network as
         `eval`'s adapting row does (its weights on disk are unchanged), and draw from it mixed
-        with the prime's own counts; `mix`: mixed with the counts of the training text too."""
+        with the prime's own counts; `mix`: mixed with the counts of the training text too.
+        `beam`: the likeliest continuation found by a beam of that many texts, not a draw (the
+        same every time: `temperature`, `top_k`, `top_p` and `seed` do not apply; 1 is the
+        greedy text, temperature 0's)."""
+        from charrnn.beam import MAX_BEAM, beam_search
         from charrnn.sample import check_prime, generate, seeded, until
 
         threads.configure()
@@ -191,8 +195,16 @@ class Run:
         _check("stop", stop, (str, type(None)), "text (a str) or None")
         _check("adapt", adapt, (bool,), "True or False")
         _check("mix", mix, (bool,), "True or False")
+        _check("beam", beam, (int, type(None)), "a whole number or None")
+        if beam is not None and not 1 <= beam <= MAX_BEAM:
+            raise CharrnnError(f"beam must be from 1 to {MAX_BEAM}, not {beam}")
+        if beam is not None and (top_k is not None or top_p is not None):
+            raise CharrnnError("beam finds the likeliest text; top_k and top_p are for drawing "
+                               "samples and do not go with it")
         prime = check_prime(prime, self.vocab, drop_unknown=False)
         model, mixer = self.sampler(prime, adapt, mix)
+        if beam is not None:
+            return beam_search(model, self.vocab, prime, beam, cfg.length, stop, mixer)
         return until(stop, generate(model, self.vocab, prime, cfg, seeded(cfg.seed),
                                     mixer=mixer))
 

@@ -122,8 +122,16 @@ class Stepper:
         self.c = ([s.astype(np.float32) for s in state[1][:, 0].cpu().numpy()]
                   if self.kind == "lstm" else None)
 
-    def step(self, i: int) -> np.ndarray:
-        """Feed character id i; return the logits for the next character, (V,)."""
+    def select(self, rows: np.ndarray) -> None:
+        """Keep the states of `rows` (a beam's parents, one row each; from one state, its
+        copies): the state becomes (len(rows), H), and `step` takes and gives rows."""
+        self.h = [(h if h.ndim == 2 else h[None])[rows] for h in self.h]
+        if self.c is not None:
+            self.c = [(c if c.ndim == 2 else c[None])[rows] for c in self.c]
+
+    def step(self, i) -> np.ndarray:
+        """Feed character id i; return the logits for the next character, (V,). After
+        `select`, i holds an id for each row, and the logits are (rows, V)."""
         H, x = self.H, None
         for k in range(len(self.h)):
             xw = self.table[i] if k == 0 else x @ self.w_ih[k] + self.b_ih[k]

@@ -55,6 +55,7 @@ def files_of(folder):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_no_character_is_predicted_from_the_text_after_it(kind, monkeypatch):
     """Change everything after position i: the probability of every character up to i is

@@ -41,6 +41,7 @@ def test_train_returns_a_run_and_prints_nothing(tmp_path, capsys):
     assert run.config["train"]["max_steps"] == 4
 
 
+@pytest.mark.slow
 def test_a_time_setting_is_parsed_as_the_option_is(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(TEXT)

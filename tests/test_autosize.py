@@ -161,6 +161,7 @@ def test_a_damaged_calibration_cache_is_rebuilt(write, tmp_path, cache_dir, meas
     assert cache.exists()
 
 
+@pytest.mark.slow
 def test_same_seed_under_a_time_budget_gives_the_same_losses(write, tmp_path, measured):
     corpus = write("moby.txt", TEXT)
     settings = dict(time=20.0, batch_size=4, seq_len=16, eval_every=10, patience=0)
@@ -170,6 +171,7 @@ def test_same_seed_under_a_time_budget_gives_the_same_losses(write, tmp_path, me
     assert a.losses == b.losses and len(a.losses) > 20
 
 
+@pytest.mark.slow
 def test_a_time_budget_run_interrupted_and_resumed_matches_an_uninterrupted_one(
         write, tmp_path, measured):
     corpus = write("moby.txt", TEXT)
@@ -334,6 +336,7 @@ def test_the_estimate_leaves_out_a_slow_moment():
     assert calibrate.estimate([]) is None
 
 
+@pytest.mark.slow
 def test_a_planted_slow_entry_is_corrected_by_the_next_run(write, tmp_path, cache_dir,
                                                            monkeypatch):
     import time

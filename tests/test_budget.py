@@ -12,6 +12,8 @@ from charrnn.budget import calibrate
 from charrnn.budget.plan import Plan
 from charrnn.budget.speed import Speed
 
+pytestmark = pytest.mark.slow  # whole training runs, each replayed twice
+
 TEXT = "Call me Ishmael. Some years ago, never mind how long precisely.\n" * 80
 SETTINGS = dict(time=60.0, batch_size=4, seq_len=16, patience=0, sample_every=0, eval_every=None,
                 model={"layers": 1, "hidden_size": 16, "embedding_size": 8, "dropout": 0.0})

@@ -22,9 +22,10 @@ from charrnn.engine.distributed import World
 from charrnn.engine.streams import Streams
 from charrnn.errors import CharrnnError
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available()
-                                or not torch.distributed.is_gloo_available(),
-                                reason="this torch has no gloo backend")
+pytestmark = [pytest.mark.skipif(not torch.distributed.is_available()
+                                 or not torch.distributed.is_gloo_available(),
+                                 reason="this torch has no gloo backend"),
+              pytest.mark.slow]  # two processes, each a torchrun job
 
 TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to "
         "suffer\nThe slings and arrows of outrageous fortune,\n") * 120

@@ -136,6 +136,7 @@ def screen(pane) -> list[str]:
     return [pane.render_line(y).text for y in range(pane.size.height)]
 
 
+@pytest.mark.slow
 def test_the_app_finds_the_comment_cell_from_the_probe_panel_and_paints_it(c_run, tmp_path,
                                                                           monkeypatch):
     from charrnn.interp import probes, views
@@ -181,6 +182,7 @@ def test_the_app_finds_the_comment_cell_from_the_probe_panel_and_paints_it(c_run
     assert page.lower().startswith("<!doctype html") and "charrnn inspect-cells" in page
 
 
+@pytest.mark.slow
 def test_selecting_with_keys_ranks_cells_and_the_command_paints_the_same_cell(c_run):
     app = app_for(c_run)
 
@@ -248,6 +250,7 @@ def test_hostile_text_keeps_the_layout_and_never_reaches_the_terminal_raw():
                        for s in strips)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end", ["q", "SIGTERM"])
 def test_explore_runs_in_a_real_terminal_and_gives_it_back_as_it_was(c_run, cache_dir, end):
     """Left with q, or killed with SIGTERM: the alternate screen left, mouse tracking off, the
@@ -347,6 +350,7 @@ def test_the_command_passes_its_probe_state_and_language_to_the_explorer(c_run, 
     assert opened["probe"] is not None and "comment" in str(opened["probe"])
 
 
+@pytest.mark.slow
 def test_a_pattern_that_backtracks_leaves_the_screen_answering_and_ends_in_one_line(
         monkeypatch):
     """A regex probe like (a|aa)+$ runs beside the screen, which answers keys meanwhile, and

@@ -230,6 +230,7 @@ def test_a_get_killed_by_a_signal_leaves_nothing_behind_after_the_next(tmp_path,
 # Bounded memory
 
 
+@pytest.mark.slow
 @needs_proc
 def test_a_text_read_past_a_far_offset_is_not_held(run):
     code = ("import sys\nfrom charrnn.interp import inspection\nBASE = rss('VmRSS')\n"

@@ -191,6 +191,7 @@ def paint(color_system, text="ab\ncd", values=(-1.0, 0.0, 1.0, 0.5, -0.5), width
     ("256", ["48;5;160", "48;5;25"]),
     ("standard", ["41", "4[46]", "10?7"]),  # red, blue (or cyan), white of the 16 colours
 ])
+@pytest.mark.slow
 def test_heatmap_paints_under_each_colour_system(system, codes):
     # a fresh process per colour system: Rich caches a style's escape codes process-wide
     script = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
@@ -202,6 +203,7 @@ def test_heatmap_paints_under_each_colour_system(system, codes):
     assert "↵" in out and "▁" not in out  # the block row is only for no colour
 
 
+@pytest.mark.slow
 def test_no_color_is_honoured_even_with_color_always(quote_run):
     # the colour codes of a painted character: a background, in any of the colour systems
     background = re.compile(r"\x1b\[(?:[0-9]+;)*(?:4[0-7]|10[0-7]|48;[0-9;]+)m")
@@ -335,6 +337,7 @@ def test_match_lists_stretches_on_the_command_line(quote_run):
     assert result.stdout.count("  at character ") == 5
 
 
+@pytest.mark.slow
 def test_a_sparse_dictionary_recovers_planted_sparse_features():
     from charrnn.interp import features
 
@@ -348,7 +351,7 @@ def test_a_sparse_dictionary_recovers_planted_sparse_features():
     states = codes @ truth + 0.01 * rng.normal(size=(n, hidden))
     d = features.train_dictionary(states, features=64, steps=2500)
     cosine = truth @ d.w_dec.numpy()  # (planted, learned): the decoder's columns are unit
-    assert cosine.max(axis=1).min() > 0.9  # every planted feature has a learned twin
+    assert cosine.max(axis=1).min() > 0.95  # every planted feature has a learned twin
     assert (d.encode(states) > 0).sum(axis=1).mean() < 8  # and the codes are sparse
 
 

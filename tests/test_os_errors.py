@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import four_step_run
 
+pytestmark = pytest.mark.slow  # end to end: processes, signals, real clocks
+
 TEXT = "Friends, Romans, countrymen, lend me your ears;\nI come to bury Caesar.\n" * 60
 PYTHON = sys.executable
 

@@ -18,6 +18,8 @@ from conftest import invoke, train_run
 from charrnn import checkpoint
 from charrnn.errors import CharrnnError
 
+pytestmark = pytest.mark.slow  # end to end: processes, signals, real clocks
+
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind.\n" * 80
 
 

@@ -27,6 +27,7 @@ def text(m, seed, fast=True, prime="ab", **cfg):
                             stepper=None if fast else FusedStepper))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_fast_path_gives_the_same_text_as_the_straightforward_path(kind, layers):

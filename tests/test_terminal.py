@@ -11,6 +11,7 @@ import termios
 import time
 
 import pyte
+import pytest
 
 COLUMNS, LINES = 110, 40
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 200
@@ -45,6 +46,7 @@ def run_in_a_terminal(args: list[str], env: dict, timeout: float = 120):
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 
 
+@pytest.mark.slow
 def test_the_live_display_redraws_one_bar_in_place_and_ends_clean(tmp_path, cache_dir):
     corpus = tmp_path / "dickens.txt"
     corpus.write_text(TEXT)

@@ -166,6 +166,7 @@ def test_the_test_fraction_is_never_trained_or_validated_on(write, tmp_path):
     assert p[z] < 1 / len(vocab)  # 'Z' is no likelier than a guess: it was never seen
 
 
+@pytest.mark.slow
 def test_a_time_budget_ends_the_run_at_its_planned_end_near_its_budget(write, tmp_path):
     """On the real clock (the planning itself is tested on faked ones, tests/test_budget.py):
     a run planned again at every evaluation ends at its planned end, between 0.9 and 1.05 of

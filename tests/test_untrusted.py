@@ -196,6 +196,7 @@ def test_a_training_state_with_unknown_keys_or_too_many_bytes_is_refused(run_cop
     assert result.exit_code == 1 and "more than a training state of the model" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_training_state_that_inflates_is_refused_before_it_is_read(run_copy):
     # a megabyte of file that would inflate to a gigabyte: deflated zip entries, which torch
     # reads but never writes
@@ -383,6 +384,7 @@ def run_in_process(args):
 
 @pytest.mark.parametrize("name, kind, commands", RUN_DAMAGE,
                          ids=[f"{n} {k}" for n, k, _ in RUN_DAMAGE])
+@pytest.mark.slow
 def test_a_damaged_run_file_is_one_line_naming_it(good_run, tmp_path, name, kind, commands):
     prepared = {}
     for command in commands:

@@ -59,6 +59,7 @@ def test_a_malformed_device_is_one_line(write, device):
     assert result.stderr.startswith("charrnn: error: --device must be")
 
 
+@pytest.mark.slow
 def test_a_folder_holding_a_file_whose_name_is_not_utf8(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -75,6 +76,7 @@ def test_a_folder_holding_a_file_whose_name_is_not_utf8(tmp_path):
     assert "# caf\\udce9.py\n" in built.read_text(encoding="utf-8")  # its name, as escapes
 
 
+@pytest.mark.slow
 def test_an_ascii_terminal_gets_text_it_can_show(small_run):
     env = {"PYTHONIOENCODING": "ascii"}
     info = charrnn("info", small_run, env=env)
@@ -84,6 +86,7 @@ def test_an_ascii_terminal_gets_text_it_can_show(small_run):
     assert result.stdout.startswith("To be")
 
 
+@pytest.mark.slow
 def test_help_and_version_to_a_full_device_are_one_line():
     if not Path("/dev/full").exists():
         pytest.skip("this system has no /dev/full")
@@ -101,6 +104,7 @@ def test_help_and_version_to_a_full_device_are_one_line():
     ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not"),
     ({"WORLD_SIZE": "2", "RANK": "x"}, "RANK='x' must be a whole number"),
 ])
+@pytest.mark.slow
 def test_a_broken_torchrun_environment_is_one_line(small_run, tmp_path, env, said):
     corpus = tmp_path / "hamlet.txt"
     corpus.write_text(TEXT)
@@ -124,6 +128,7 @@ def test_an_empty_ablation_is_one_line(small_run):
     assert "--ablate names no cells" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_cache_folder_written_with_a_tilde_is_the_home_folder(small_run, tmp_path):
     home = tmp_path / "home"
     home.mkdir()

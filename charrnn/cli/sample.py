@@ -39,6 +39,10 @@ def sample(
                                          "the model reads it; the run is unchanged) and mix in "
                                          "its counts, so that the text takes up its names, "
                                          "idioms and layout.")] = False,
+    beam: Annotated[Optional[int], typer.Option(
+        "--beam", help="The likeliest continuation found by a beam of this many texts, not a "
+        "draw: the same every time; 1 is --argmax. Texts end at --length or --stop, compared "
+        "by their log-probability per character.", show_default=False)] = None,
     mix: Annotated[bool, typer.Option("--mix", help="Draw from the model mixed with the counts "
                                       "of its training text (and, with --adapt, of the "
                                       "prime): likelier text, more of it copied.")] = False,
@@ -58,11 +62,14 @@ def sample(
     import charrnn.evaluation.novelty
     import charrnn.threads
     from charrnn import api
+    from charrnn.beam import write_beam
     from charrnn.output import TextOut, to_stdout
     from charrnn.sample import check_prime, read_prime, unescape, write_samples
 
     # one sample for each temperature: the others go to every sample alike
     chosen = settings(SampleConfig, {k: v for k, v in ctx.params.items() if k != "temperature"})
+    if beam is not None:
+        _check_beam(beam, argmax, num_samples, ctx.params)
     temperatures = ([0.0] if argmax else parse_temperatures(temperature) if temperature
                     else [SampleConfig.temperature])
     configs = [SampleConfig(**chosen, temperature=t) for t in temperatures]
@@ -85,11 +92,33 @@ def sample(
     if safe is None:  # (no stdout at all: the writing below says so)
         safe = sys.stdout is not None and sys.stdout.isatty()
     with to_stdout():
-        drawn = write_samples(TextOut(sys.stdout, safe=safe), model, run.vocab, prime,
-                              configs, num_samples, stop, keep=novelty, tick=governor.tick,
-                              mixer=mixer,
-                              heading=lambda cfg: stderr_console().print(
-                                  Text(f"--- temperature {cfg.temperature:g} ---")))
+        if beam is not None:
+            drawn = write_beam(TextOut(sys.stdout, safe=safe), model, run.vocab, prime, beam,
+                               configs[0].length, stop, mixer, governor.tick, keep=novelty)
+        else:
+            drawn = write_samples(TextOut(sys.stdout, safe=safe), model, run.vocab, prime,
+                                  configs, num_samples, stop, keep=novelty, tick=governor.tick,
+                                  mixer=mixer,
+                                  heading=lambda cfg: stderr_console().print(
+                                      Text(f"--- temperature {cfg.temperature:g} ---")))
     if drawn is not None:
         copied = charrnn.evaluation.novelty.line(run.config, drawn)
         stderr_console().print(Text(printable(copied)), soft_wrap=True)
+
+
+def _check_beam(width: int, argmax: bool, num_samples: int, params: dict) -> None:
+    """--beam finds one text, the likeliest: the options of a draw do not go with it."""
+    from charrnn.beam import MAX_BEAM
+
+    if not 1 <= width <= MAX_BEAM:
+        raise CharrnnError(f"--beam must be a whole number from 1 to {MAX_BEAM}, not {width}")
+    drawing = [flag for flag, given in (("--argmax", argmax), ("--num-samples", num_samples != 1),
+                                        ("--temperature", params.get("temperature") is not None),
+                                        ("--top-k", params.get("top_k") is not None),
+                                        ("--top-p", params.get("top_p") is not None),
+                                        ("--seed", params.get("seed") is not None)) if given]
+    if drawing:
+        one = len(drawing) == 1
+        raise CharrnnError(f"--beam finds the likeliest text, the same every time; "
+                           f"{', '.join(drawing)} {'is' if one else 'are'} for drawing samples "
+                           f"and {'does' if one else 'do'} not go with it")
