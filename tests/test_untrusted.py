@@ -442,13 +442,13 @@ STRANGE = {
 }
 
 
-@pytest.mark.parametrize("how", ["--plan-from", "--resume"])
-@pytest.mark.parametrize("strange", list(STRANGE))
+@pytest.mark.parametrize("how, strange", [
+    (how, strange) for how in ("--plan-from", "--resume") for strange in STRANGE
+    # (a resumed run keeps its clock: a plan too long for its budget stops at the budget)
+    if (how, strange) != ("--resume", "10**12 steps for 6 s")])
 def test_a_strangers_config_is_one_line_for_plan_from_as_for_resume(run_copy, tmp_path, how,
                                                                     strange):
     change, message = STRANGE[strange]
-    if strange == "10**12 steps for 6 s" and how == "--resume":
-        pytest.skip("a resumed run keeps its clock: such a plan stops at its budget")
     edit_config(run_copy, change)
     args = (["train", "--plan-from", run_copy, "--out", tmp_path / "again"] if how == "--plan-from"
             else ["train", "--resume", run_copy, "--max-steps", "8"])
