@@ -9,6 +9,7 @@ The tests hold both to a naive per-step reference (tests/reference.py) and to `f
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -79,8 +80,8 @@ class CharRNN(nn.Module):
         gate name to a (layers, B, T, H) tensor: the value after every step of every layer.
 
         A layer at a time: the fused module gives the layer's h for every step, then every gate
-        comes from one batched product over all steps, and only the LSTM cell state needs a
-        loop (two elementwise ops a step)."""
+        comes from one batched product over all steps, and the LSTM cell state from a blocked
+        scan (linear_scan)."""
         c = self.config
         B, T = x.shape
         if state is None:
@@ -105,14 +106,9 @@ class CharRNN(nn.Module):
             hw = F.linear(h_prev, w_hh, b_hh)
             if c.model == "lstm":
                 i, f, g, o = lstm_gates(xw + hw, c.hidden_size, torch.sigmoid, torch.tanh)
-                ig = i * g
-                cells = torch.empty_like(ig)
-                cell = state[1][k]
-                for t in range(T):  # c_t = f_t * c_{t-1} + i_t * g_t
-                    cell = torch.addcmul(ig[:, t], f[:, t], cell)
-                    cells[:, t] = cell
+                cells = linear_scan(f, i * g, state[1][k])  # c_t = f_t * c_{t-1} + i_t * g_t
                 record["c"].append(cells)
-                finals_c.append(cell)
+                finals_c.append(cells[:, -1])
                 values = (i, f, g, o)
             elif c.model == "gru":
                 values = gru_gates(xw, hw, c.hidden_size, torch.sigmoid, torch.tanh)
@@ -130,6 +126,35 @@ class CharRNN(nn.Module):
         if c.model == "lstm":
             final = final + (torch.stack(finals_c),)
         return logits, final, {name: torch.stack(v) for name, v in record.items()}
+
+
+def linear_scan(a: torch.Tensor, b: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+    """x_t = a_t * x_{t-1} + b_t for every t, from x_{-1} = `start`; a and b (B, T, H), start
+    (B, H). Not a loop of T steps (a million Python iterations for a long text) but of about
+    2 sqrt(T): the steps in blocks of K, every block's own recurrence from 0 run side by side
+    (K steps), then the carry from block to block (T / K steps), then one product adds it
+    in. Multiplications and additions only, no division: a product of a's that underflows
+    is a carry that no longer counts, as it should be."""
+    B, T, H = a.shape
+    K = max(1, math.isqrt(T))
+    n = -(-T // K)
+    if n * K != T:  # padded with steps that change nothing (a = 1, b = 0)
+        a = torch.cat([a, a.new_ones(B, n * K - T, H)], dim=1)
+        b = torch.cat([b, b.new_zeros(B, n * K - T, H)], dim=1)
+    a, b = a.reshape(B, n, K, H), b.reshape(B, n, K, H)
+    local, through = torch.empty_like(b), torch.empty_like(a)
+    x, p = b.new_zeros(B, n, H), a.new_ones(B, n, H)
+    for j in range(K):  # within every block at once: from 0, and the product of its a's
+        x = torch.addcmul(b[:, :, j], a[:, :, j], x)
+        p = p * a[:, :, j]
+        local[:, :, j], through[:, :, j] = x, p
+    carries = torch.empty_like(x)
+    carry = start
+    for m in range(n):  # what each block starts from
+        carries[:, m] = carry
+        carry = torch.addcmul(local[:, m, -1], through[:, m, -1], carry)
+    out = torch.addcmul(local, through, carries[:, :, None])
+    return out.reshape(B, n * K, H)[:, :T]
 
 
 # Each cell's arithmetic, once. The arguments are torch tensors or numpy arrays (with the

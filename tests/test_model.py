@@ -68,3 +68,20 @@ def test_trace_of_a_long_text_is_one_pass_continuing_the_state():
 def test_bad_model_settings_are_clear_errors(bad, message):
     with pytest.raises(CharrnnError, match=message):
         ModelConfig(vocab_size=4, **bad)
+
+
+@pytest.mark.parametrize("T", [1, 2, 7, 100, 1001])
+def test_the_blocked_scan_is_the_recurrence_step_by_step(T):
+    """The LSTM cell state of a long text comes from a scan in blocks (about 2 sqrt(T) steps
+    of Python, not T): the same values as the plain loop, a's of 0 (a saturated forget gate)
+    included."""
+    from charrnn.model import linear_scan
+
+    torch.manual_seed(T)
+    a, b, start = torch.rand(2, T, 5), torch.randn(2, T, 5), torch.randn(2, 5)
+    a[:, ::3, 0] = 0.0
+    x, expected = start, []
+    for t in range(T):
+        x = a[:, t] * x + b[:, t]
+        expected.append(x)
+    assert torch.allclose(linear_scan(a, b, start), torch.stack(expected, 1), atol=1e-5)
