@@ -256,7 +256,25 @@ def _beam(r: dict) -> str:
     return ("\n".join(lines) + f"\n\nTarget: at least {r['target']}x.\n\n" + _source(r))
 
 
-TABLES = {"speed": _speed, "beam": _beam, "sampling": _sampling,
+def _serve(r: dict) -> str:
+    one, many, t = r["single"], r["load"], r["targets"]
+    lines = ["| clients | requests | completed | 503 | failed | first character, median / 95th "
+             "percentile |", "|---|---|---|---|---|---|"]
+    for x in (one, many):
+        lines.append(f"| {x['clients']} for {x['seconds']:g} s | {x['requests']:,} | "
+                     f"{x['completed']:,} | {x['busy_503']} | {len(x['failures'])} | "
+                     f"{x['ttfc_median_s'] * 1000:.1f} ms / {x['ttfc_p95_s'] * 1000:.1f} ms |")
+    return ("\n".join(lines) + f"\n\nThe 95th percentile of the time to the first character "
+            f"with {many['clients']} clients: **{r['ttfc_p95_ratio']:.1f}x** one client's "
+            f"(target: within {t['ttfc_p95_ratio']:g}x). The server's resident memory: "
+            f"{r['rss_10s_kb'] / 1024:,.0f} MB at the 10th second, {r['rss_end_kb'] / 1024:,.0f}"
+            f" MB at the end, **{r['rss_growth']:+.1%}** (target: within "
+            f"{t['rss_growth']:.0%}). A client that disconnected mid-stream: the server idle "
+            f"again after **{r['freed_s']:.2f} s** (target: within {t['freed_s']:g} s).\n\n"
+            + _source(r))
+
+
+TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "sampling": _sampling,
           "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,

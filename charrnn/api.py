@@ -185,10 +185,20 @@ class Run:
         `beam`: the likeliest continuation found by a beam of that many texts, not a draw (the
         same every time: `temperature`, `top_k`, `top_p` and `seed` do not apply; 1 is the
         greedy text, temperature 0's)."""
+        threads.configure()
+        return self.characters(length, prime=prime, temperature=temperature, top_k=top_k,
+                               top_p=top_p, seed=seed, stop=stop, adapt=adapt, mix=mix,
+                               beam=beam)
+
+    def characters(self, length: int = 1000, *, prime: str = "", temperature: float = 0.8,
+                   top_k: int | None = None, top_p: float | None = None,
+                   seed: int | None = None, stop: str | None = None, adapt: bool = False,
+                   mix: bool = False, beam: int | None = None) -> Iterator[str]:
+        """`stream`, on the CPU threads as they are: for a caller that sets them itself
+        (charrnn serve, whose workers each make one request's text on one thread)."""
         from charrnn.beam import MAX_BEAM, beam_search
         from charrnn.sample import check_prime, generate, seeded, until
 
-        threads.configure()
         cfg = SampleConfig(temperature=temperature, top_k=top_k, top_p=top_p, length=length,
                            seed=seed)
         _check("prime", prime, (str,), "text (a str)")

@@ -20,7 +20,9 @@ MAY_IMPORT = {
     "interp": {"ground", "data"},
     "evaluation": {"ground", "data", "interp", "engine", "budget", "training"},
     "api": {"ground", "data", "interp", "engine", "budget", "training", "evaluation"},
-    "cli": {"ground", "data", "interp", "engine", "budget", "training", "evaluation", "api"},
+    "serve": {"ground", "data", "interp", "engine", "budget", "training", "evaluation", "api"},
+    "cli": {"ground", "data", "interp", "engine", "budget", "training", "evaluation", "api",
+            "serve"},
     "package": {"ground", "api"},  # charrnn/__init__.py, lazily
     "main": {"cli"},
 }

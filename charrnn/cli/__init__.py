@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from charrnn.cli import base, corpus, explore, inspect, report, sample, train  # noqa: F401
+from charrnn.cli import base, corpus, explore, inspect, report, sample, serve, train  # noqa: F401
 from charrnn.cli.base import app
 from charrnn.errors import os_reason, printable
 from charrnn.output import silence_stdout
