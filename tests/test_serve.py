@@ -206,3 +206,22 @@ def test_a_host_open_to_the_network_is_said_in_one_line(run, monkeypatch):
         local.stderr
     bad = invoke("serve", run, "--port", "0", catch_exceptions=True)
     assert bad.exit_code == 1 and "--port must be from 1 to 65535" in bad.stderr
+
+
+@pytest.mark.parametrize("text, status, says", [
+    ("</script><script>alert(1)</script>", 400, "never saw"),
+    ("\x1b]0;x\x07", 400, "never saw"),
+    ("\udce9 lone", 422, "unicode"),  # (a lone surrogate is no text: the request is invalid)
+])
+def test_hostile_text_in_a_request_is_a_4xx_whose_message_is_valid_json(client, text, status,
+                                                                        says):
+    """Characters the model never saw (markup, escape sequences) or that are not text at all
+    (a lone surrogate) in a prime or a text to inspect: a 4xx whose message is valid JSON,
+    never a 500."""
+    for path, body in (("/api/sample", {"run": "cats", "prime": text}),
+                       ("/api/inspect", {"run": "cats", "text": text}),
+                       ("/api/complete", {"run": "cats", "text": text})):
+        response = client.post(path, content=json.dumps(body).encode(),
+                               headers={"content-type": "application/json"})
+        assert response.status_code == status, (path, response.text)
+        assert response.content.isascii() and says in json.dumps(response.json())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import math
 import threading
 import time
@@ -31,6 +32,8 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -90,6 +93,15 @@ class InspectBody(_Body):
     probe: Optional[str] = Field(None, max_length=500,
                                  description="A probe's name or regex:PATTERN: paint its best "
                                  "cell, and list the cells it ranks first.")
+
+
+class AsciiJSON(JSONResponse):
+    """JSON with every character past ASCII escaped: a lone surrogate a client sent (echoed
+    in a 422's detail) is then valid JSON, not an encoding error and a 500."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +212,7 @@ def create_app(runs: dict[str, Run], workers: int = 1, capacity: int = 64) -> Fa
         scheduler.close()  # (the server ends: its workers with it)
 
     app = FastAPI(title="charrnn serve", version="1", lifespan=lifespan,
+                  default_response_class=AsciiJSON,
                   description="Character-level RNN models: sample, complete, inspect.")
     app.state.scheduler = scheduler
     page = resources.files("charrnn.serve") / "page"
@@ -208,15 +221,23 @@ def create_app(runs: dict[str, Run], workers: int = 1, capacity: int = 64) -> Fa
     async def bounded_bodies(request: Request, call_next):
         size = request.headers.get("content-length")
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-            return JSONResponse({"detail": f"a request body holds at most {MAX_BODY:,} bytes"},
-                                status_code=413)
+            return AsciiJSON({"detail": f"a request body holds at most {MAX_BODY:,} bytes"},
+                             status_code=413)
         if request.method == "POST" and size is None:
-            return JSONResponse({"detail": "give the body's Content-Length"}, status_code=411)
+            return AsciiJSON({"detail": "give the body's Content-Length"}, status_code=411)
         return await call_next(request)
 
     @app.exception_handler(CharrnnError)
     async def said(request: Request, e: CharrnnError):
-        return JSONResponse({"detail": str(e)}, status_code=400)
+        return AsciiJSON({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError):
+        return AsciiJSON({"detail": jsonable_encoder(e.errors())}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, e: HTTPException):
+        return AsciiJSON({"detail": e.detail}, status_code=e.status_code, headers=e.headers)
 
     def run_of(name: str) -> Run:
         if name not in runs:
