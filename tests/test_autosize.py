@@ -28,15 +28,15 @@ def choose(**kw):
 
 def test_more_time_never_picks_a_smaller_model():
     for scale in (0.05, 0.3, 1.0, 10.0, 300.0):  # a slow laptop to a large GPU
-        sizes = [choose(seconds=s, speeds=speeds_like_a_cpu(scale)).model["hidden_size"]
+        sizes = [choose(seconds=s, speeds=speeds_like_a_cpu(scale)).model.hidden_size
                  for s in (10, 45, 120, 240, 600, 1800, 7200)]
         assert sizes == sorted(sizes), (scale, sizes)
-    sizes = [choose(chars=c).model["hidden_size"] for c in (10**5, 10**6, 10**7, 10**8)]
+    sizes = [choose(chars=c).model.hidden_size for c in (10**5, 10**6, 10**7, 10**8)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
 def test_a_faster_device_never_picks_a_smaller_model():
-    sizes = [choose(seconds=120, speeds=speeds_like_a_cpu(s)).model["hidden_size"]
+    sizes = [choose(seconds=120, speeds=speeds_like_a_cpu(s)).model.hidden_size
              for s in (0.1, 0.3, 1, 3, 10)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
@@ -44,28 +44,28 @@ def test_a_faster_device_never_picks_a_smaller_model():
 def test_a_tiny_corpus_gets_more_dropout_than_a_huge_one():
     tiny = choose(chars=20_000_000, corpus_chars=100_000)
     huge = choose(chars=20_000_000, corpus_chars=100_000_000)
-    assert tiny.model["dropout"] > huge.model["dropout"] == 0.0
+    assert tiny.model.dropout > huge.model.dropout == 0.0
     assert "passes over the corpus" in tiny.reason
 
 
 def test_a_tiny_corpus_caps_the_model_size():
     tiny = choose(chars=10**9, corpus_chars=50_000)
     big = choose(chars=10**9, corpus_chars=50_000_000)
-    assert tiny.model["hidden_size"] < big.model["hidden_size"]
+    assert tiny.model.hidden_size < big.model.hidden_size
 
 
 def test_the_settings_a_user_gives_are_kept_and_the_rest_chosen_around_them():
     c = choose(seconds=60, speeds=speeds_like_a_cpu(),
                given_model={"layers": 3, "dropout": 0.25}, given_train={"lr": 1e-3})
-    assert c.model["layers"] == 3 and c.model["dropout"] == 0.25 and c.train["lr"] == 1e-3
+    assert c.model.layers == 3 and c.model.dropout == 0.25 and c.train["lr"] == 1e-3
     assert set(c.chosen) == {"hidden_size", "embedding_size", "batch_size", "seq_len"}
     fixed = choose(chars=10**8, given_model={"hidden_size": 48})
-    assert fixed.model["hidden_size"] == 48
+    assert fixed.model.hidden_size == 48
 
 
 def test_the_reason_names_the_size_the_budget_and_the_speed():
     c = choose(seconds=45, speeds=speeds_like_a_cpu(), where="a test CPU")
-    h = c.model["hidden_size"]
+    h = c.model.hidden_size
     assert c.reason.startswith(f"2x{h} lstm: about ") and "in 45 s at" in c.reason
     assert "chars/s on a test CPU" in c.reason
     assert c.chars == pytest.approx(speeds_like_a_cpu()[h].train * 45 * rule.TRAIN_SHARE,

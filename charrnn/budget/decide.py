@@ -72,7 +72,7 @@ def decide(cfg: TrainConfig, given: dict, vocab_size: int, train_chars: int, val
                              seconds=seconds, speeds=speeds, where=name_of(device),
                              batch_size=default_batch)
     cfg = replace(cfg, **choice.train)
-    mc = ModelConfig(vocab_size=vocab_size, model=model, **choice.model)
+    mc = choice.model
     plan = None
     if seconds is not None:
         speed = speeds[mc.hidden_size]

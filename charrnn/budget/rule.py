@@ -10,7 +10,7 @@ best size the grid knows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from charrnn.config import ModelConfig
@@ -82,7 +82,7 @@ def dropout_for(seen: float, unique: float, hidden_params: int) -> float:
 
 @dataclass
 class Choice:
-    model: dict  # layers, hidden_size, embedding_size, dropout
+    model: ModelConfig  # the run's network, as it will be built
     train: dict  # batch_size, seq_len, lr
     chosen: list  # the names of the settings charrnn chose; the others the user gave
     chars: int  # characters this choice can train on within the budget
@@ -130,6 +130,5 @@ def choose(*, model: str, vocab_size: int, corpus_chars: int, given_model: dict,
         why += (f"; dropout {dropout:g} as that is {passes:.0f} passes over the corpus, enough "
                 "for this size to memorise it")
     reason = f"{layers}x{hidden} {model}: {why}"
-    return Choice(model={"layers": layers, "hidden_size": hidden, "embedding_size": embedding,
-                         "dropout": dropout},
-                  train=train, chosen=chosen, chars=seen, reason=reason)
+    return Choice(model=replace(mc, dropout=dropout), train=train, chosen=chosen, chars=seen,
+                  reason=reason)
