@@ -63,6 +63,10 @@ def test_a_sample_streams_as_sample_does_with_every_parameter(client, run):
     adapted = client.post("/api/sample", json={"run": "cats", "prime": "the dog ", "length": 30,
                                                "seed": 1, "adapt": True})
     assert adapted.status_code == 200 and len(adapted.text) == 30
+    mixed = client.post("/api/sample", json={"run": "cats", "prime": "the ", "length": 30,
+                                             "seed": 1, "mix": True})
+    assert mixed.status_code == 200 and mixed.text == loaded.sample(30, prime="the ", seed=1,
+                                                                    mix=True)
 
 
 @pytest.mark.parametrize("body, status, says", [
