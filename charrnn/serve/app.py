@@ -281,11 +281,18 @@ def create_app(runs: dict[str, Run], workers: int = 1, capacity: int = 64) -> Fa
         run = run_of(body.run)
         text, stop = body.text, body.stop or None
         check_prime(text, run.vocab, drop_unknown=False)
-        jobs = [_job(scheduler, lambda: run.characters(body.length, prime=text, stop=stop,
-                                                   beam=body.beam))]
-        jobs += [_job(scheduler, lambda k=k: run.characters(body.length, prime=text, stop=stop,
-                                                        seed=k, temperature=body.temperature))
-                 for k in range(body.samples)]
+        makers = [lambda: run.characters(body.length, prime=text, stop=stop, beam=body.beam)]
+        makers += [lambda k=k: run.characters(body.length, prime=text, stop=stop, seed=k,
+                                              temperature=body.temperature)
+                   for k in range(body.samples)]
+        jobs: list[Job] = []
+        try:
+            for make in makers:
+                jobs.append(_job(scheduler, make))
+        except HTTPException:  # (full: the ones taken stop, and free their slots)
+            for job in jobs:
+                job.stopped.set()
+            raise
         made = [await collected(job) for job in jobs]
         return {"beam": made[0], "samples": made[1:]}
 
