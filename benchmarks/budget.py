@@ -1,6 +1,7 @@
 """A time budget on a real machine: does `--time T` end at T, and what does the clock cost?
 
     python benchmarks/budget.py          # about 25 minutes on a 2-core CPU, nothing else running
+    python benchmarks/budget.py --seeds 1 2 3 --json benchmarks/results/budget-seeds.json
 
 For tiny Shakespeare with --time 2m and --time 4m, and 400 KB of C (this machine's system
 headers, as the c-headers corpus builds them) with --time 45s, each run as a user runs it
@@ -74,18 +75,40 @@ def one(corpus: Path, seconds: float, folder: Path, env: dict) -> dict:
     charrnn("train", "--plan-from", run, "--out", again, env=env)
     row["plan_from_same_losses"] = ([(e["step"], e["val_loss"]) for e in metrics(again)] ==
                                     [(e["step"], e["val_loss"]) for e in evals])
-    # the same plan as steps: no clock, no re-plan, a plain cosine
-    steps = folder / f"{run.name}-steps"
-    charrnn("train", corpus, "--max-steps", config["step"], "--out", steps,
+    row["max_steps_best_val_loss"] = as_steps(corpus, run, folder / f"{run.name}-steps", env)
+    print(row, flush=True)
+    return row
+
+
+def as_steps(corpus: Path, run: Path, out: Path, env: dict) -> float:
+    """The same model, settings, seed and steps as `run`, with --max-steps instead of --time (a
+    plain cosine over steps known from the start, no clock, no re-plan): its best loss."""
+    config = json.loads((run / "config.json").read_text())
+    m, cfg, plan = config["model"], config["train"], config["plan"]
+    charrnn("train", corpus, "--max-steps", config["step"], "--out", out,
             *[x for k in ("layers", "hidden_size", "embedding_size", "dropout")
               for x in (f"--{k.replace('_', '-')}", m[k])],
             *[x for k in ("batch_size", "seq_len", "lr", "seed")
               for x in (f"--{k.replace('_', '-')}", cfg[k])],
             "--eval-chars", plan["eval_chars"], env=env)
-    row["max_steps_best_val_loss"] = json.loads((steps / "config.json").read_text())[
-        "best_val_loss"]
-    print(row, flush=True)
-    return row
+    return json.loads((out / "config.json").read_text())["best_val_loss"]
+
+
+def seeds(corpus: Path, seconds: float, folder: Path, env: dict, chosen: list[int]) -> list:
+    """The --time run against the same plan as --max-steps, once for each seed: what a single
+    pair differs by, and whether one side is better the other."""
+    pairs = []
+    for seed in chosen:
+        run = folder / f"{corpus.stem}-{seconds:g}-seed{seed}"
+        charrnn("train", corpus, "--time", f"{seconds:g}s", "--seed", seed, "--out", run,
+                env=env)
+        config = json.loads((run / "config.json").read_text())
+        pairs.append({"seed": seed, "steps": config["step"],
+                      "time_best_val_loss": config["best_val_loss"],
+                      "max_steps_best_val_loss": as_steps(corpus, run, folder / f"{run.name}-s",
+                                                          env)})
+        print(pairs[-1], flush=True)
+    return pairs
 
 
 def c_text(folder: Path, env: dict) -> Path:
@@ -102,6 +125,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
                         "budget.json")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None,
+                        help="only the 400 KB of C at 45 s, --time against --max-steps once "
+                        "for each of these seeds (with --json benchmarks/results/"
+                        "budget-seeds.json)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +136,10 @@ def main() -> None:
         env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / "cache"),
                "CHARRNN_DATA_DIR": str(folder / "data")}
         cases = [(c_text(folder, env), 45.0)]
+        if args.seeds:
+            write_results(args.json, {"pairs": seeds(*cases[0], folder, env, args.seeds),
+                                      "corpus": cases[0][0].name, "seconds": cases[0][1]})
+            return
         if TINYSHAKESPEARE.exists():
             cases += [(TINYSHAKESPEARE, 120.0), (TINYSHAKESPEARE, 240.0)]
         for corpus, seconds in cases:

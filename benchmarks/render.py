@@ -274,8 +274,19 @@ def _serve(r: dict) -> str:
             + _source(r))
 
 
-TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "sampling": _sampling,
-          "grid-prose": _grid("tinyshakespeare"),
+def _budget_seeds(r: dict) -> str:
+    lines = ["| seed | steps | best loss: --time | the same plan as --max-steps | difference |",
+             "|---|---|---|---|---|"]
+    for x in r["pairs"]:
+        d = x["time_best_val_loss"] - x["max_steps_best_val_loss"]
+        lines.append(f"| {x['seed']} | {x['steps']:,} | {x['time_best_val_loss']:.4f} | "
+                     f"{x['max_steps_best_val_loss']:.4f} | {d:+.4f} |")
+    return (f"{r['corpus']}, `--time {r['seconds']:g}s`:\n\n" + "\n".join(lines) + "\n\n"
+            + _source(r))
+
+
+TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
+          "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
           "tune": _adapt_tune}
