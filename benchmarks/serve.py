@@ -3,8 +3,9 @@
     python benchmarks/serve.py          # about a minute on a 2-core CPU, nothing else running
 
 The real command in a subprocess, serving a 2x128 LSTM (trained for a few steps on tiny
-Shakespeare, or a generated text without it), `--workers 2`. First one client alone for 5 s,
-then 32 clients at once for 30 s, each asking for 500 characters again and again, streamed.
+Shakespeare, or a generated text without it), with `--workers 1`, the default (this
+script's --workers tries others). First one client alone for 5 s, then 32 clients at once
+for 30 s, each asking for 500 characters again and again, streamed.
 Measured: every request's outcome (complete, or a 503 with its line; anything else is a
 failure), the time to the first character (the 95th percentile, against the single client's),
 the server's resident memory each second (the 10th second against the 30th), and a client
