@@ -13,18 +13,20 @@ docs/performance.md are rendered from it (benchmarks/render.py).
 - `charrnn eval --json`: every row on the held-out modules, and on tiny Shakespeare's
   validation text; the targets: the best charrnn row against the network as trained, the best
   n-gram and bz2.
-- The gate against one fixed weight for each mixture, on the same texts.
+- The gate against one fixed weight for each mixture, on the same texts, and the adapting
+  mixture with the match model and the records against it without them.
 - Parallel streams against one sequential reading of the held-out modules (the loss), and the
   speed of adapting a 2x128 LSTM: streams on every core, and one stream on one thread.
 - Sampling a 2x128 LSTM with --mix against plain sampling (interleaved, three times).
 - `--adapt` with a 20 KB prime of held-out code: how often the names of the prime that the
   training text never has turn up in 10 continuations, with and without it; and what --mix does
   to copying (`--novelty`'s longest copied stretch) beside what it does to the loss.
-- With --tune: the adaptation's rule, step size, segment and decay, and the text's own counts'
-  order and discount, each tried on the validation texts of both runs (never the texts the
-  code targets are measured on); of the settings fast enough for the speed target (a segment
-  length's speed measured on a 2x128) and within 0.002 nats of the best, the cheapest (the
-  longest segment, the lowest order) is chosen, and charrnn's defaults are those.
+- With --tune: the adaptation's rule, step size, segment and decay, the text's own counts'
+  order and discount, the match model's lengths and the records' windows, each tried on the
+  validation texts of both runs (never the texts the code targets are measured on); of the
+  settings fast enough for the speed target (a segment length's speed measured on a 2x128) and
+  within 0.002 nats of the best, the cheapest (the longest segment, the lowest order, the fewest
+  windows and lengths) is chosen, and charrnn's defaults are those.
 """
 
 from __future__ import annotations
@@ -118,12 +120,14 @@ def readings(run: Path, ids: np.ndarray):
 
 def gate_against_fixed(run: Path, ids: np.ndarray) -> dict:
     """Each mixture with charrnn's gate, with fixed weights, and with a larger gate (a two-layer
-    network of 16 tanh units on the same features), each fitted on the validation text."""
+    network of 16 tanh units on the same features), each fitted on the validation text: the
+    static one, the adapting one without the match model and the records (`sample --adapt
+    --mix`'s), and `eval`'s adapting row (`reading`)."""
     from charrnn.evaluation.mixture import fit
 
     scored, fitted, _, _ = readings(run, ids)
     out = {}
-    for kind in ("static", "adapting"):
+    for kind in ("static", "adapting", "reading"):
         for name, single in (("gate", False), ("fixed", True)):
             g = fit(*fitted.inputs(kind), single=single)
             ps, x = scored.inputs(kind)
@@ -266,10 +270,14 @@ RULES = ([{"rule": "rms", "lr": lr, "segment": seg, "decay": decay}
           for lr in (5e-4, 1e-3, 2e-3) for seg in (32, 64) for decay in (0.0, 1e-3)]
          + [{"rule": "sgd", "lr": lr, "segment": 64, "decay": 0.0} for lr in (0.1, 0.2)])
 OWN = [(order, discount) for order in (8, 16, 24) for discount in (0.5, 0.6, 0.8)]
+MATCH_LENGTHS = [(8, 16, 32), (6, 8, 12, 16, 20, 24, 32, 48, 64),
+                 (12, 16, 24, 32, 48, 64, 96, 128)]
+RECORD_WINDOWS = [(), (16, 256), (8, 64, 512), (4, 32, 256, 2048)]
 
 
 def tune(runs: list[Path], chars: int = 100_000) -> dict:
-    """Each adaptation setting, then each order and discount of the text's own counts, scored by
+    """Each adaptation setting, then each order and discount of the text's own counts, then the
+    match model's lengths and the records' windows (`tune_reading`), scored by
     the final row (the adapting mixture, its gate fitted on the other half) on the first
     `chars` of each run's validation text: texts the targets are never measured on, except
     tiny Shakespeare's, whose first half this is (its second half is reported apart)."""
@@ -278,7 +286,7 @@ def tune(runs: list[Path], chars: int = 100_000) -> dict:
     from charrnn import adapt, checkpoint
     from charrnn.evaluation import counts, mixing, ngram
 
-    texts = []
+    texts, own_default = [], mixing.OWN_ORDER
     for run in runs:
         model, vocab, config = checkpoint.load(run)
         _, val = counts.training_ids(config, vocab)
@@ -318,11 +326,42 @@ def tune(runs: list[Path], chars: int = 100_000) -> dict:
         row["mean_final"] = float(np.mean([row[t[0]] for t in texts]))
         own_rows.append(row)
         print("tune own", row, flush=True)
+    mixing.OWN_ORDER = own_default
+    reading_rows = tune_reading(texts, reads)
     static = {t[0]: float(-np.log(adapt.static(t[1], t[3]).p).mean()) for t in texts}
     return {"characters": {t[0]: int(len(t[3]) - 1) for t in texts}, "static": static,
             "adaptation": rows, "segment_chars_per_s": speeds, "chosen_adaptation": how,
             "own_counts": own_rows,
-            "chosen_own": cheapest(own_rows, lambda r: r["order"]), "tolerance": TOLERANCE}
+            "chosen_own": cheapest(own_rows, lambda r: r["order"]),
+            "reading": reading_rows,
+            "chosen_reading": cheapest(reading_rows, lambda r: (len(r["windows"]),
+                                                                len(r["lengths"]))),
+            "tolerance": TOLERANCE}
+
+
+def tune_reading(texts, reads) -> list[dict]:
+    """The reading mixture (`eval`'s adapting row) with each set of the match model's lengths
+    and of the windows the models' records are kept over, on the same validation texts."""
+    from charrnn import adapt
+    from charrnn.evaluation import match_model, mixing, ngram
+
+    rows, default = [], mixing.RECORD_WINDOWS
+    for lengths in MATCH_LENGTHS:
+        for windows in RECORD_WINDOWS:
+            mixing.RECORD_WINDOWS = windows  # (what the gate's features are read over)
+            row = {"lengths": list(lengths), "windows": list(windows)}
+            for (name, model, vocab, ids, counted), reading in zip(texts, reads):
+                r = mixing.Readings(adapt.static(model, ids),
+                                    ngram.score(counted, ids, len(vocab)), reading,
+                                    ngram.reading(ids, len(vocab), mixing.OWN_ORDER,
+                                                  mixing.OWN_DISCOUNT),
+                                    match_model.reading(ids, len(vocab), lengths))
+                row[name] = float(-np.log(mixing.crossed(r, "reading")).mean())
+            row["mean_final"] = float(np.mean([row[t[0]] for t in texts]))
+            rows.append(row)
+            print("tune reading", row, flush=True)
+    mixing.RECORD_WINDOWS = default
+    return rows
 
 
 TOLERANCE = 0.002  # nats: a setting this close to the best is as good, and the cheaper wins

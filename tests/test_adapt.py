@@ -12,8 +12,8 @@ from conftest import invoke, train_run
 
 from charrnn import adapt, checkpoint
 from charrnn.config import ModelConfig
-from charrnn.evaluation import counts, mixing, ngram
-from charrnn.evaluation.mixture import Gate, features
+from charrnn.evaluation import counts, match_model, mixing, ngram
+from charrnn.evaluation.mixture import Gate
 from charrnn.model import CharRNN
 
 TEXT = "".join(f"def f{i % 23}(x):\n    return x * {i % 7} + g{i % 5}(x)\n\n"
@@ -60,35 +60,79 @@ def files_of(folder):
 def test_no_character_is_predicted_from_the_text_after_it(kind, monkeypatch):
     """Change everything after position i: the probability of every character up to i is
     unchanged, bit for bit, under dynamic evaluation (read in several parallel streams), under
-    both count models, and under the mixtures of them."""
+    both count models and the match model, and under every mixture of them (whose gates read
+    the models' records on the text before)."""
     monkeypatch.setattr(adapt, "STREAM", 300)  # several streams, each starting mid-text
     monkeypatch.setattr(adapt, "LEAD", 40)
     model = tiny_model(kind=kind)
     rng = np.random.default_rng(1)
-    text = rng.integers(0, 6, 1500)
+    piece = rng.integers(0, 6, 250)  # (repeated: the match model has matches to make)
+    text = np.concatenate([piece, rng.integers(0, 6, 250), piece, rng.integers(0, 6, 250),
+                           piece[100:], piece, rng.integers(0, 6, 150)])
     train = rng.integers(0, 6, 3000)
     counted = ngram.kneser_ney(*ngram.count(train, 4), 4)
-    gate = Gate(((0.3, -0.2, 0.5, -1.0, 0.7, 0.0, 0.0, 0.0),
-                 (-0.4, 0.1, 0.2, 0.3, -0.5, 1.0, -0.3, 0.2)))
+    gates = {mixture: Gate(tuple(tuple(rng.normal(0, 0.5, mixing.width(mixture)))
+                                 for _ in range(mixing.MODELS[mixture] - 1)))
+             for mixture in mixing.KINDS}
 
     def everything(ids):
         r = mixing.Readings(adapt.static(model, ids), ngram.score(counted, ids, 6),
                             adapt.read(model, ids, adapt.Adaptation(), workers=2),
-                            ngram.reading(ids, 6, mixing.OWN_ORDER, mixing.OWN_DISCOUNT))
-        x = features(r.adapting.entropy, [(r.counts, 4), (r.own, mixing.OWN_ORDER)])
-        static = Gate((gate.coefficients[0][:5],)).mix(
-            [r.static.p, r.counts.p], features(r.static.entropy, [(r.counts, 4)]))
-        return {"adapting": r.adapting.p, "counts": r.counts.p, "own": r.own.p,
-                "mixture": static, "both": gate.mix([r.adapting.p, r.counts.p, r.own.p], x)}
+                            ngram.reading(ids, 6, mixing.OWN_ORDER, mixing.OWN_DISCOUNT),
+                            match_model.reading(ids, 6))
+        found = {"adapting network": r.adapting.p, "counts": r.counts.p, "own": r.own.p,
+                 "match": r.matches.p}
+        for mixture, gate in gates.items():
+            found[mixture] = gate.mix(*r.inputs(mixture))
+        return found
 
     first = everything(text)
-    for i in (1, 63, 64, 299, 300, 301, 777):
+    assert (first["match"] > 0.5).sum() > 300  # (the repeats are matched)
+    for i in (1, 63, 64, 299, 300, 301, 777, 1100):
         changed = text.copy()
         changed[i + 1:] = (changed[i + 1:] + 1 + rng.integers(0, 5, len(text) - i - 1)) % 6
         then = everything(changed)
         for name in first:  # p[j] is character j + 1's: characters 1 .. i
             assert np.array_equal(first[name][:i], then[name][:i]), (name, i)
             assert not np.array_equal(first[name], then[name]), name
+
+
+def test_every_mixture_is_a_distribution_over_the_character_it_predicts():
+    """A character's probability, tried for every character of the vocabulary in its place,
+    sums to 1 under each mixture: nothing the gate reads (the models' records, the match's
+    length) includes the character being predicted."""
+    model = tiny_model()
+    rng = np.random.default_rng(3)
+    piece = rng.integers(0, 6, 120)
+    text = np.concatenate([piece, rng.integers(0, 6, 80), piece, rng.integers(0, 6, 80)])
+    counted = ngram.kneser_ney(*ngram.count(rng.integers(0, 6, 2000), 4), 4)
+    gates = {mixture: Gate(tuple(tuple(rng.normal(0, 0.5, mixing.width(mixture)))
+                                 for _ in range(mixing.MODELS[mixture] - 1)))
+             for mixture in mixing.KINDS}
+    for at in (5, 150, 250, 390):  # (250: within the repeat, where the match model predicts)
+        total = dict.fromkeys(gates, 0.0)
+        for c in range(6):
+            ids = text[: at + 1].copy()
+            ids[at] = c
+            r = mixing.read(model, ids, counted, 6, adapting=True)
+            for mixture, gate in gates.items():
+                total[mixture] += gate.mix(*r.inputs(mixture))[-1]
+        assert all(abs(v - 1) < 1e-6 for v in total.values()), (at, total)  # (float32 nets)
+
+
+def test_the_match_model_predicts_what_followed_the_longest_earlier_match():
+    text = "the cat sat down. the cat sat up. the cat sat dow"
+    ids = np.array([ord(c) - 32 for c in text])
+    m = match_model.reading(ids, 96, lengths=(4, 8, 16))
+    # before the last "d": "cat sat " (8) was last followed by "u"; "up. the cat sat " (16) is new
+    at = text.rindex("sat ") + 4
+    assert m.length[at - 1] == 8 and m.p[at - 1] < 0.01
+    # before the last "w": "t sat do" (8) was followed by "w"
+    assert m.length[-1] == 8 and m.p[-1] == pytest.approx(1 - match_model.MISS)
+    # with 12 among the lengths, the longer match is found: "the cat sat " (12)
+    long = match_model.reading(ids, 96, lengths=(4, 8, 12))
+    assert long.length[at - 1] == 12
+    assert m.length[0] == 0 and m.p[0] == pytest.approx(1 / 96)  # nothing earlier
 
 
 def test_parallel_streams_read_as_one_stream_does_within_their_own_part(monkeypatch):

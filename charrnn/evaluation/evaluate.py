@@ -4,7 +4,8 @@ Rows, each in nats per character of the same text:
 - the network as trained, and the network learning from the text as it reads it (dynamic
   evaluation, charrnn/adapt.py);
 - the network mixed with the counts of its training text, and the adapting network mixed with
-  those and with the counts of the text read so far (charrnn/evaluation/mixing.py);
+  those, with the counts of the text read so far and with its match model
+  (charrnn/evaluation/mixing.py);
 - interpolated Kneser-Ney n-gram models counted on the run's training text (the comparison the
   paper makes: Karpathy, Johnson and Fei-Fei 2015, Table 2), and the uniform distribution;
 - the general-purpose compressors of Python's standard library over the evaluated text alone.
@@ -63,7 +64,7 @@ def evaluate(run: Path, text_file: Path | None = None, adapting: bool = True, or
         say(f"reading {len(ids):,} characters as the model learns from them")
     readings = mixing.read(model, ids, counted_model, len(vocab), adapting, workers)
     rows = [_row("charrnn", _name(model), readings.static.p, False)]
-    kinds = ("static", "adapting") if adapting else ("static",)
+    kinds = ("static", "reading") if adapting else ("static",)
     if adapting:
         rows.append(_row("charrnn, adapting", "", readings.adapting.p, True))
     for kind in kinds:
@@ -72,7 +73,7 @@ def evaluate(run: Path, text_file: Path | None = None, adapting: bool = True, or
         else:
             gate = mixing.gate(kind, model, config, vocab, counted_model, val_ids, workers)
             p = mixing.mixed(readings, kind, gate)
-        rows.append(_row(*MIXTURES[kind], p, kind == "adapting"))
+        rows.append(_row(*MIXTURES[kind], p, kind != "static"))
     rows += baselines
     rows.append({"name": "uniform", "about": f"1/{len(vocab)}", "nats": math.log(len(vocab)),
                  "bits": math.log(len(vocab)) / LN2, "perplexity": float(len(vocab)),
@@ -83,7 +84,7 @@ def evaluate(run: Path, text_file: Path | None = None, adapting: bool = True, or
             "per_char": (ids, readings.static.p, vocab)}
 
 
-MIXTURES = {"static": ("charrnn + counts", ""), "adapting": ("charrnn + counts, adapting", "")}
+MIXTURES = {"static": ("charrnn + counts", ""), "reading": ("charrnn + counts, adapting", "")}
 
 
 def _name(model: CharRNN) -> str:

@@ -1,10 +1,17 @@
 """A run's models side by side on one text, and their mixtures (charrnn/evaluation/mixture.py):
 
-- static: the network as trained, mixed with the counts of its training text;
-- adapting: the network learning as it reads (charrnn/adapt.py), mixed with the counts of its
-  training text and the counts of the text read so far;
+- static: the network as trained, mixed with the counts of its training text (`eval`'s
+  "charrnn + counts", what `sample --mix` draws from);
+- reading: the network learning as it reads (charrnn/adapt.py), mixed with the counts of its
+  training text, the counts of the text read so far, the match model of the text read so far
+  (charrnn/evaluation/match_model.py) and the network as trained (steady where the learner
+  strays), its gate reading each model's record on that text (`eval`'s "charrnn + counts,
+  adapting");
+- adapting: the first three of those, without the records (what `sample --adapt --mix`
+  draws from, the text read being the prime: on text the sampler writes itself, a model's
+  record says nothing of the user's text, and matches of it would feed its own loops);
 - own: the network learning as it reads, mixed with the counts of the text read so far only
-  (what `sample --adapt` draws from, the text read being the prime).
+  (what `sample --adapt` draws from).
 
 Each mixture's gate is fitted on the run's validation text, never on the text being scored, and
 kept in the cache beside the run's counts, keyed by the model's weights: a later evaluation of
@@ -23,15 +30,16 @@ import numpy as np
 import torch
 
 from charrnn import adapt
-from charrnn.evaluation import counts, ngram
-from charrnn.evaluation.mixture import FIT_CHARS, Gate, features, fit
+from charrnn.evaluation import counts, match_model, ngram
+from charrnn.evaluation.mixture import FIT_CHARS, Gate, features, fit, records
 from charrnn.fileio import atomic_write_text, read_json_object
 from charrnn.model import CharRNN
 
 OWN_ORDER = 16  # characters of context of the counts of the text read so far
 OWN_DISCOUNT = 0.5  # their one discount (both chosen in benchmarks/adapt.py)
-KINDS = ("static", "adapting", "own")
-MODELS = {"static": 2, "adapting": 3, "own": 2}  # each mixture's models, the network's first
+RECORD_WINDOWS = (4, 32, 256, 2048)  # characters a model's record is kept over (the same)
+KINDS = ("static", "reading", "adapting", "own")
+MODELS = {"static": 2, "reading": 5, "adapting": 3, "own": 2}  # the network's first
 GATES_FORMAT = 1
 
 
@@ -43,9 +51,18 @@ class Readings:
     counts: ngram.Scores | None  # the training text's, where it was counted
     adapting: adapt.Reading | None = None
     own: ngram.Scores | None = None
+    matches: match_model.Matches | None = None
 
     def inputs(self, kind: str) -> tuple[list[np.ndarray], np.ndarray]:
         """(each model's probabilities, the gate's features) of the mixture `kind`."""
+        if kind == "reading":
+            ps, x = self.inputs("adapting")
+            ps += [self.matches.p, self.static.p]
+            length = self.matches.length
+            return ps, np.concatenate([x, np.log1p(length)[:, None] / 4,
+                                       (length > 0)[:, None].astype(np.float64),
+                                       self.static.entropy[:, None].astype(np.float64),
+                                       records(ps, RECORD_WINDOWS)], axis=1)
         if kind == "static":
             return ([self.static.p, self.counts.p],
                     features(self.static.entropy, [(self.counts, counts.ORDER)]))
@@ -62,7 +79,8 @@ class Readings:
             if r is None:
                 return None
             return type(r)(**{k: v[start:end] for k, v in vars(r).items()})
-        return Readings(cut(self.static), cut(self.counts), cut(self.adapting), cut(self.own))
+        return Readings(cut(self.static), cut(self.counts), cut(self.adapting), cut(self.own),
+                        cut(self.matches))
 
 
 def read(model: CharRNN, ids: np.ndarray, counted: ngram.Model | None, vocab_size: int,
@@ -74,7 +92,17 @@ def read(model: CharRNN, ids: np.ndarray, counted: ngram.Model | None, vocab_siz
     if adapting:
         r.adapting = adapt.read(model, ids, adapt.Adaptation(), workers)
         r.own = ngram.reading(ids, vocab_size, OWN_ORDER, OWN_DISCOUNT)
+        r.matches = match_model.reading(ids, vocab_size)
     return r
+
+
+def width(kind: str) -> int:
+    """How many features the gate of mixture `kind` reads."""
+    models = MODELS[kind]
+    if kind == "reading":  # the adapting mixture's, the match's length (2), the network's as
+        # trained entropy, the records
+        return width("adapting") + 3 + (models - 1) * len(RECORD_WINDOWS)
+    return 2 + 3 * (models - 1)
 
 
 def weights_digest(model: CharRNN) -> str:
@@ -94,6 +122,8 @@ def _entry(model: CharRNN, kind: str) -> str:
     counts of the text read so far, how much validation text it is fitted on."""
     settings = [GATES_FORMAT, kind, weights_digest(model), repr(adapt.Adaptation()),
                 OWN_ORDER, OWN_DISCOUNT, FIT_CHARS, adapt.STREAM]
+    if kind == "reading":
+        settings += [match_model.LENGTHS, match_model.MISS, RECORD_WINDOWS]
     return hashlib.blake2b(json.dumps(settings).encode(), digest_size=16).hexdigest()
 
 
@@ -104,7 +134,7 @@ def gate(kind: str, model: CharRNN, config: dict, vocab, counted: ngram.Model | 
     name = counts.key(config, vocab)
     path, entry = _gates_path(name), _entry(model, kind)
     models = MODELS[kind]
-    cached = Gate.from_json(read_json_object(path).get(entry), models, 2 + 3 * (models - 1))
+    cached = Gate.from_json(read_json_object(path).get(entry), models, width(kind))
     if cached is not None:
         return cached
     if val_ids is None:

@@ -1,13 +1,17 @@
-"""The network mixed with count models: p = w_0 p_net + w_1 p_counts (+ w_2 p_own).
+"""The network mixed with other models: p = w_0 p_net + w_1 p_counts + ... , the weights w
+depending on the context.
 
 The counts are those of the run's training text (an interpolated Kneser-Ney model), and, for a
 model that adapts as it reads, those of the text read so far (charrnn/evaluation/ngram.py's
-`reading`). The weights come from a small gate on what each model knows of the context before
-the character, never the character itself: the network's uncertainty (the entropy of its
-distribution), and for each count model how long a context it has seen, how often, and how much
-weight that context leaves to shorter ones. The gate is fitted by maximum likelihood on the
-run's validation text, never on the text being scored; benchmarks/adapt.py measures it against
-fixed weights.
+`reading`), and its match model (charrnn/evaluation/match_model.py). The weights come from a
+small gate on what each model knows of the context before the character, never the character
+itself: the network's uncertainty (the entropy of its distribution), and for each count model
+how long a context it has seen, how often, and how much weight that context leaves to shorter
+ones. A mixture that reads a text as it goes (`charrnn eval`'s adapting row) also reads each
+model's record on the text so far (`records`: which model has been right lately) and how long a
+context the match model matched. The gate is fitted by maximum likelihood on the run's
+validation text, never on the text being scored; benchmarks/adapt.py measures it against fixed
+weights.
 """
 
 from __future__ import annotations
@@ -32,6 +36,24 @@ def features(entropy: np.ndarray, counts: list[tuple[Scores, int]]) -> np.ndarra
     for scores, order in counts:
         columns += [scores.depth / max(order, 1), scores.backoff, np.log1p(scores.total) / 10]
     return np.stack(columns, axis=1)
+
+
+def records(ps: list[np.ndarray], windows) -> np.ndarray:
+    """(N, (models - 1) * len(windows)): for each window W and each model after the network,
+    how much likelier it made the W characters before each one than the network did (the mean
+    of log p_model - log p_net over them, halved; 0 before the first), so a character's features
+    never include its own probability."""
+    logs = [np.log(np.maximum(np.asarray(p, dtype=np.float64), 1e-300)) for p in ps]
+    n = len(logs[0])
+    columns = []
+    for w in windows:
+        at = np.arange(n)
+        first = np.maximum(at - w, 0)
+        size = np.maximum(at - first, 1)
+        for lp in logs[1:]:
+            running = np.concatenate([[0.0], np.cumsum(lp - logs[0])])
+            columns.append((running[at] - running[first]) / size / 2)
+    return np.stack(columns, axis=1) if columns else np.zeros((n, 0))
 
 
 def _softmax_rows(z: np.ndarray) -> np.ndarray:
