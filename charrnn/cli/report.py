@@ -33,10 +33,11 @@ def eval_(
     """The run's loss on a text (nats and bits per character, perplexity), beside what could be
     had without the network. Rows: the network as trained; the network learning from the text
     as it reads it (dynamic evaluation); both mixed with the counts of the training text (and,
-    adapting, of the text read so far); interpolated Kneser-Ney n-gram models (one discount per
-    order, Chen and Goodman 1998) with 0 to 9 characters of context, counted on the run's
-    training text; uniform; and bz2, lzma and zlib over the text alone. Each row says whether
-    it saw the training text and whether it adapts as it reads. The counts are cached."""
+    adapting, with the counts and the match model of the text read so far); interpolated
+    Kneser-Ney n-gram models (one discount per order, Chen and Goodman 1998) with 0 to 9
+    characters of context, counted on the run's training text; uniform; and bz2, lzma and zlib
+    over the text alone. Each row says whether it saw the training text and whether it adapts
+    as it reads. The counts are cached."""
     import json
 
     from charrnn.evaluation import evaluate, summary

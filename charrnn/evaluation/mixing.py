@@ -97,12 +97,12 @@ def read(model: CharRNN, ids: np.ndarray, counted: ngram.Model | None, vocab_siz
 
 
 def width(kind: str) -> int:
-    """How many features the gate of mixture `kind` reads."""
-    models = MODELS[kind]
-    if kind == "reading":  # the adapting mixture's, the match's length (2), the network's as
-        # trained entropy, the records
-        return width("adapting") + 3 + (models - 1) * len(RECORD_WINDOWS)
-    return 2 + 3 * (models - 1)
+    """How many features the gate of mixture `kind` reads: a constant, the network's entropy
+    and 3 per count model; the reading mixture also the match's length (2 columns), the entropy
+    of the network as trained, and a record per window for each model after the first."""
+    if kind == "reading":
+        return width("adapting") + 3 + (MODELS[kind] - 1) * len(RECORD_WINDOWS)
+    return 2 + 3 * (MODELS[kind] - 1)
 
 
 def weights_digest(model: CharRNN) -> str:
