@@ -96,9 +96,12 @@ def _adapt_details(r: dict) -> str:
              f"| mixture, one fixed weight / the gate / a 16-unit two-layer gate (held-out "
              f"code, nats) | {g['static_fixed']:.3f} / {g['static_gate']:.3f} / "
              f"{g['static_mlp16']:.3f} |",
-             f"| adapting mixture, fixed weights / the gate / a 16-unit two-layer gate | "
-             f"{g['adapting_fixed']:.3f} / {g['adapting_gate']:.3f} / "
-             f"{g['adapting_mlp16']:.3f} |",
+             f"| adapting mixture without the match model and the records (`sample --adapt "
+             f"--mix`'s), the same three | {g['adapting_fixed']:.3f} / "
+             f"{g['adapting_gate']:.3f} / {g['adapting_mlp16']:.3f} |",
+             f"| adapting mixture with them (`eval`'s adapting row), the same three | "
+             f"{g['reading_fixed']:.3f} / {g['reading_gate']:.3f} / "
+             f"{g['reading_mlp16']:.3f} |",
              f"| held-out code in {s['streams']} parallel streams / in one sequential reading "
              f"(nats) | {s['parallel_nats']:.4f} / {s['sequential_nats']:.4f} |",
              f"| the same, seconds | {s['parallel_s']:.1f} / {s['sequential_s']:.1f} |",
@@ -140,6 +143,15 @@ def _adapt_tune(r: dict) -> str:
         cells += [f"{row[n]:.4f}" for n in runs]
         cells.append(f"**{row['mean_final']:.4f}**" if chosen else f"{row['mean_final']:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| the match model's lengths | the records' windows | " + " | ".join(runs) +
+              " | mean final |", "|---|---|" + "---|" * len(runs) + "---|"]
+    for row in t["reading"]:
+        chosen = (row["lengths"], row["windows"]) == (t["chosen_reading"]["lengths"],
+                                                      t["chosen_reading"]["windows"])
+        cells = [", ".join(map(str, row["lengths"])), ", ".join(map(str, row["windows"])) or
+                 "none"] + [f"{row[n]:.4f}" for n in runs]
+        cells.append(f"**{row['mean_final']:.4f}**" if chosen else f"{row['mean_final']:.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
     static = ", ".join(f"{n} {v:.4f}" for n, v in t["static"].items())
     speeds = ", ".join(f"segment {k}: {v:,.0f} chars/s" for k, v in
                        t["segment_chars_per_s"].items())
@@ -147,7 +159,8 @@ def _adapt_tune(r: dict) -> str:
             f"{max(t['characters'].values()):,} characters of each run's validation text "
             f"(the network as trained: {static}). Adapting a 2x128 LSTM: {speeds} (target "
             f"{r['targets']['adapt_chars_per_s']:,}). Chosen (bold): of the settings fast "
-            f"enough, the cheapest within {t['tolerance']} nats of the best.\n\n" + _source(r))
+            f"enough with a margin of 25%, the cheapest within {t['tolerance']} nats of the "
+            f"best.\n\n" + _source(r))
 
 
 def _residual(r: dict) -> str:
