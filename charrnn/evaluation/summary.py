@@ -36,9 +36,10 @@ def eval_table(result: dict) -> Table:
 
 EVAL_CAPTION = ("training: the row learned from the run's training text ({:,} characters); "
                 "adapts: it learns from the text as it reads it, each character predicted "
-                "first. + counts: mixed with the counts of the training text (adapting: and of "
-                "the text read so far); n-grams: interpolated Kneser-Ney; bz2, lzma, zlib: the "
-                "text alone, compressed.")
+                "first. + counts: mixed with the counts of the training text (adapting: also "
+                "with the counts and the match model of the text read so far, and the network "
+                "as trained); n-grams: interpolated Kneser-Ney; bz2, lzma, zlib: the text "
+                "alone, compressed.")
 
 
 def info_lines(facts: dict, run: Path) -> list[str]:
