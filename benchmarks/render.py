@@ -298,11 +298,59 @@ def _budget_seeds(r: dict) -> str:
             + _source(r))
 
 
+def _contention(r: dict) -> str:
+    c = r["contention"]
+    policies = ("fixed", "auto")
+    lines = ["| training, chars/s | torch's default threads | charrnn's (`--threads auto`) |",
+             "|---|---|---|"]
+
+    def speed(x: dict, quiet: float, bold: bool = False) -> str:
+        ratio = f"{x['chars_per_s'] / quiet:.2f}x"
+        return f"{x['chars_per_s']:,.0f} ({f'**{ratio}**' if bold else ratio})"
+
+    for row in c["training"]:
+        quiet = {k: row["quiet_" + k]["chars_per_s"] for k in policies}
+        cells = {"quiet": [f"{quiet[k]:,.0f}" for k in policies],
+                 "beside one busy core": [speed(row["busy_" + k], quiet[k], True)
+                                          for k in policies],
+                 "two trainings at once (each)": [
+                     " and ".join(speed(x, quiet[k]) for x in row["pair_" + k])
+                     for k in policies]}
+        lines += [f"| {row['model']}, {what} | " + " | ".join(v) + " |"
+                  for what, v in cells.items()]
+    sm = c["sampling"]
+    ratios = {k: sm["busy_" + k] / sm["quiet_" + k] for k in policies}
+    lines.append("| sampling a 2x512 lstm (`charrnn sample`), quiet / beside one busy core | "
+                 + " | ".join(f"{sm['quiet_' + k]:,.0f} / {sm['busy_' + k]:,.0f} "
+                              f"(**{ratios[k]:.2f}x**)" for k in policies) + " |")
+    text = "\n".join(lines) + "\n\n(x: of the same threads' quiet speed, in the same run.)"
+    if c.get("budget"):
+        b = c["budget"]
+        q, busy = b["quiet_threads_1"], b["busy_auto"]
+        gap = busy["val_loss"] - q["val_loss"]
+        text += (f"\n\n`charrnn train tinyshakespeare.txt --time {b['seconds']:g}s`, nothing "
+                 f"else given, beside one busy core: {busy['model']}, validation loss "
+                 f"{busy['val_loss']:.4f} in {busy['wall_s']:.0f} s; the same command on the "
+                 f"quiet machine with `--threads 1`: {q['model']}, {q['val_loss']:.4f} in "
+                 f"{q['wall_s']:.0f} s (a gap of {gap:+.4f} nats).")
+    if c.get("cache"):
+        k = c["cache"]
+        if k["poisoned"]["model"] == k["fresh"]["model"]:
+            verdict = "the planted entry did not move the choice"
+        else:
+            verdict = "corrected by one run" if k["corrected"] else "not corrected by one run"
+        text += (f" A calibration cache with the chosen size's entry planted 100x slow: the "
+                 f"fresh choice {k['fresh']['model']}, the run on the planted cache "
+                 f"{k['poisoned']['model']}, the run after it {k['after']['model']} "
+                 f"({verdict}).")
+    return text + "\n\n" + _source(r)
+
+
 TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
           "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
-          "tune": _adapt_tune}
+          "tune": _adapt_tune, "contention": _contention}
 
 
 def render(text: str) -> str:
