@@ -4,6 +4,9 @@ selection's ranking of every cell (with its matches).
 
     python benchmarks/explore.py [--chars 100000] [--hidden 512]
 
+Writes benchmarks/results/explore.json (machine, date, commit and command inside); the table in
+docs/inspect.md is rendered from it (benchmarks/render.py).
+
 The model is untrained (its weights do not change the cost) and the text generated here (code
 with comments, strings and brackets). Each figure is the median of its repeats; the repaint is
 timed two ways: the explorer's rows drawn for a full screen, and a key pressed through Textual's
@@ -25,6 +28,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from results import write_results  # noqa: E402
 
 from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.interp import inspection  # noqa: E402
@@ -65,6 +70,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chars", type=int, default=100_000)
     ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" /
+                    "explore.json")
     args = ap.parse_args()
     text = generated_code(args.chars)
     vocab = Vocab(sorted(set(text)))
@@ -73,8 +80,9 @@ def main() -> None:
                                 hidden_size=args.hidden, embedding_size=64, dropout=0.0)).eval()
     start = time.perf_counter()
     ins = inspection.inspect(model, vocab, text)
+    pass_s = time.perf_counter() - start
     print(f"the pass: {len(text):,} characters through a 2x{args.hidden} LSTM, every state kept, "
-          f"in {time.perf_counter() - start:.1f} s, once")
+          f"in {pass_s:.1f} s, once")
     x = Explorer(ins, [])
     app = ExploreApp(x, "run", colour=True, html=lambda e: "")
     figures = {}
@@ -118,6 +126,8 @@ def main() -> None:
     asyncio.run(drive())
     for what, seconds in figures.items():
         print(f"{what:<48} {seconds * 1000:8.1f} ms")
+    write_results(args.json, {"characters": len(text), "model": f"2x{args.hidden} lstm",
+                              "terminal": list(SIZE), "pass_s": pass_s, "seconds": figures})
 
 
 if __name__ == "__main__":
