@@ -346,11 +346,20 @@ def _contention(r: dict) -> str:
     return text + "\n\n" + _source(r)
 
 
+def _explore(r: dict) -> str:
+    lines = [f"| on {r['characters']:,} characters through a {r['model']}, a "
+             f"{r['terminal'][0]}x{r['terminal'][1]} terminal | ms |", "|---|---|"]
+    lines += [f"| {what} | {seconds * 1000:.1f} |" for what, seconds in r["seconds"].items()]
+    return ("\n".join(lines) + f"\n\nThe one pass of the text through the model, every state "
+            f"kept, before any of it: {r['pass_s']:.1f} s.\n\n" + _source(r))
+
+
 TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
           "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
-          "tune": _adapt_tune, "contention": _contention}
+          "tune": _adapt_tune, "contention": _contention,
+          "explore": _explore}
 
 
 def render(text: str) -> str:
