@@ -354,12 +354,19 @@ def _explore(r: dict) -> str:
             f"kept, before any of it: {r['pass_s']:.1f} s.\n\n" + _source(r))
 
 
+def _ngram(r: dict) -> str:
+    n = r["ngram"]
+    return (f"Counting every order up to {n['order']} characters of context over the first "
+            f"{n['characters']:,} characters of python-stdlib: **{n['count_s']:.1f} s**, "
+            f"{n['peak_rss_mb']:,.0f} MB peak resident.\n\n" + _source(r))
+
+
 TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
           "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
           "tune": _adapt_tune, "contention": _contention,
-          "explore": _explore}
+          "explore": _explore, "ngram": _ngram}
 
 
 def render(text: str) -> str:
