@@ -361,12 +361,28 @@ def _ngram(r: dict) -> str:
             f"{n['peak_rss_mb']:,.0f} MB peak resident.\n\n" + _source(r))
 
 
+def _torchrun(r: dict) -> str:
+    t = r["torchrun"]
+    n = t["nproc"]
+    lines = [f"| {t['device']}, chars/s | one process | {n} processes, the same global batch | "
+             f"{n} processes, {n} times the batch |", "|---|---|---|---|"]
+    for row in t["rows"]:
+        one = row["one_chars_per_s"]
+        lines.append(f"| {row['model']}, batch {row['batch']} x 100 | {one:,.0f} | "
+                     f"{row['same_batch_chars_per_s']:,.0f} "
+                     f"({row['same_batch_chars_per_s'] / one:.2f}x) | "
+                     f"{row['n_times_batch_chars_per_s']:,.0f} "
+                     f"({row['n_times_batch_chars_per_s'] / one:.2f}x) |")
+    return "\n".join(lines) + "\n\n" + _source(r)
+
+
 TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
           "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
           "tune": _adapt_tune, "contention": _contention,
-          "explore": _explore, "ngram": _ngram}
+          "explore": _explore, "ngram": _ngram,
+          "torchrun": _torchrun}
 
 
 def render(text: str) -> str:
