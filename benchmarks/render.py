@@ -376,13 +376,33 @@ def _torchrun(r: dict) -> str:
     return "\n".join(lines) + "\n\n" + _source(r)
 
 
+def _sizes(r: dict) -> str:
+    lines = ["| corpus | --time | the automatic choice | the sizes around it, same --time | "
+             "gap to the best | target | better with more time |",
+             "|---|---|---|---|---|---|---|"]
+
+    def size(x: dict) -> str:
+        return f"2x{x['hidden_size']}, dropout {x['dropout']:g}: {x['best_val_loss']:.4f}"
+
+    for row in r["budget"]["rows"]:
+        met = row["gap"] <= row["target_gap"]
+        lines.append(f"| {row['corpus']} | {row['seconds']:g} s | {size(row['auto'])} | "
+                     + "; ".join(size(g) for g in row["grid"])
+                     + f" | {row['gap']:+.4f}{'' if met else ' (**over**)'} | "
+                     f"<= {row['target_gap']:g} | {'yes' if row['non_increasing'] else 'no'} |")
+    return ("\n".join(lines) + "\n\nEach run's best model scored on its whole validation text "
+            "(nats per character); two runs at a time, each on one thread. \"Better with more "
+            "time\": the choice's loss never rises from one budget to the next on that corpus."
+            "\n\n" + _source(r))
+
+
 TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
           "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
           "tune": _adapt_tune, "contention": _contention,
           "explore": _explore, "ngram": _ngram,
-          "torchrun": _torchrun}
+          "torchrun": _torchrun, "sizes": _sizes}
 
 
 def render(text: str) -> str:
