@@ -396,13 +396,28 @@ def _sizes(r: dict) -> str:
             "\n\n" + _source(r))
 
 
+def _samples(r: dict) -> str:
+    x = r["samples"]
+    return (f"The samples shown while training cost little: in a {x['elapsed']:.0f} s run on tiny "
+            f"Shakespeare ({x['model']}), {x['evaluations']} samples of 200 characters took "
+            f"{x['sample_seconds']:.2f} s, **{x['share']:.2%}** of the run.\n\n" + _source(r))
+
+
+def _inspect_pass(r: dict) -> str:
+    x = r["inspect"]
+    return (f"{x['characters']:,} characters through a {x['model']} (untrained: the weights do "
+            f"not change the cost): the pass **{x['trace_s']:.1f} s**, then every probe, the gate "
+            f"table, surprisal and the HTML page **{x['views_s']:.1f} s**.\n\n" + _source(r))
+
+
 TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
           "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
           "rows": _adapt_rows, "targets": _adapt_targets, "details": _adapt_details,
           "tune": _adapt_tune, "contention": _contention,
           "explore": _explore, "ngram": _ngram,
-          "torchrun": _torchrun, "sizes": _sizes}
+          "torchrun": _torchrun, "sizes": _sizes,
+          "samples": _samples, "inspect": _inspect_pass}
 
 
 def render(text: str) -> str:
