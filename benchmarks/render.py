@@ -294,8 +294,14 @@ def _budget_seeds(r: dict) -> str:
         d = x["time_best_val_loss"] - x["max_steps_best_val_loss"]
         lines.append(f"| {x['seed']} | {x['steps']:,} | {x['time_best_val_loss']:.4f} | "
                      f"{x['max_steps_best_val_loss']:.4f} | {d:+.4f} |")
+    diffs = [x["time_best_val_loss"] - x["max_steps_best_val_loss"] for x in r["pairs"]]
+    better, worse = sum(d <= -5e-5 for d in diffs), sum(d >= 5e-5 for d in diffs)
+    ties = len(diffs) - better - worse  # (the same to the 4 decimals shown)
     return (f"{r['corpus']}, `--time {r['seconds']:g}s`:\n\n" + "\n".join(lines) + "\n\n"
-            + _source(r))
+            f"`--time` the better in {better} of {len(diffs)}, the worse in {worse}"
+            + (f", the same to 4 decimals in {ties}" if ties else "") + "; the mean "
+            f"difference **{sum(diffs) / len(diffs):+.4f}**, the largest either way "
+            f"{min(diffs):+.4f} and {max(diffs):+.4f}.\n\n" + _source(r))
 
 
 def _contention(r: dict) -> str:
