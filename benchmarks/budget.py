@@ -13,6 +13,8 @@ headers, as the c-headers corpus builds them) with --time 45s, each run as a use
   original's;
 - the same model, settings and steps with `--max-steps` instead of `--time` (a plain cosine
   over the steps, no re-plans): its best validation loss beside the time run's.
+With --seeds, the last pair once for each seed, and beside it the --max-steps run one step
+longer: what a pair differs by when its learning-rate paths differ by almost nothing.
 Writes benchmarks/results/budget.json; docs/performance.md renders its table from it.
 """
 
@@ -80,12 +82,13 @@ def one(corpus: Path, seconds: float, folder: Path, env: dict) -> dict:
     return row
 
 
-def as_steps(corpus: Path, run: Path, out: Path, env: dict) -> float:
-    """The same model, settings, seed and steps as `run`, with --max-steps instead of --time (a
-    plain cosine over steps known from the start, no clock, no re-plan): its best loss."""
+def as_steps(corpus: Path, run: Path, out: Path, env: dict, more: int = 0) -> float:
+    """The same model, settings, seed and steps as `run` (and `more`), with --max-steps instead
+    of --time (a plain cosine over steps known from the start, no clock, no re-plan): its best
+    loss."""
     config = json.loads((run / "config.json").read_text())
     m, cfg, plan = config["model"], config["train"], config["plan"]
-    charrnn("train", corpus, "--max-steps", config["step"], "--out", out,
+    charrnn("train", corpus, "--max-steps", config["step"] + more, "--out", out,
             *[x for k in ("layers", "hidden_size", "embedding_size", "dropout")
               for x in (f"--{k.replace('_', '-')}", m[k])],
             *[x for k in ("batch_size", "seq_len", "lr", "seed")
@@ -96,7 +99,9 @@ def as_steps(corpus: Path, run: Path, out: Path, env: dict) -> float:
 
 def seeds(corpus: Path, seconds: float, folder: Path, env: dict, chosen: list[int]) -> list:
     """The --time run against the same plan as --max-steps, once for each seed: what a single
-    pair differs by, and whether one side is better the other."""
+    pair differs by, and whether one side is better the other. Beside it what two --max-steps
+    runs differ by when nothing but one step more sets them apart (its cosine a step longer):
+    how far any small change to a run's learning-rate path moves its loss, either way."""
     pairs = []
     for seed in chosen:
         run = folder / f"{corpus.stem}-{seconds:g}-seed{seed}"
@@ -106,7 +111,9 @@ def seeds(corpus: Path, seconds: float, folder: Path, env: dict, chosen: list[in
         pairs.append({"seed": seed, "steps": config["step"],
                       "time_best_val_loss": config["best_val_loss"],
                       "max_steps_best_val_loss": as_steps(corpus, run, folder / f"{run.name}-s",
-                                                          env)})
+                                                          env),
+                      "one_step_more_best_val_loss": as_steps(
+                          corpus, run, folder / f"{run.name}-s1", env, more=1)})
         print(pairs[-1], flush=True)
     return pairs
 
