@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -288,20 +289,30 @@ def _serve(r: dict) -> str:
 
 
 def _budget_seeds(r: dict) -> str:
-    lines = ["| seed | steps | best loss: --time | the same plan as --max-steps | difference |",
-             "|---|---|---|---|---|"]
+    lines = ["| seed | steps | best loss: --time | the same plan as --max-steps | difference | "
+             "--max-steps one step longer | difference |", "|---|---|---|---|---|---|---|"]
     for x in r["pairs"]:
         d = x["time_best_val_loss"] - x["max_steps_best_val_loss"]
+        e = x["one_step_more_best_val_loss"] - x["max_steps_best_val_loss"]
         lines.append(f"| {x['seed']} | {x['steps']:,} | {x['time_best_val_loss']:.4f} | "
-                     f"{x['max_steps_best_val_loss']:.4f} | {d:+.4f} |")
-    diffs = [x["time_best_val_loss"] - x["max_steps_best_val_loss"] for x in r["pairs"]]
-    better, worse = sum(d <= -5e-5 for d in diffs), sum(d >= 5e-5 for d in diffs)
-    ties = len(diffs) - better - worse  # (the same to the 4 decimals shown)
+                     f"{x['max_steps_best_val_loss']:.4f} | {d:+.4f} | "
+                     f"{x['one_step_more_best_val_loss']:.4f} | {e:+.4f} |")
+
+    def tally(key: str, who: str) -> str:
+        diffs = [x[key] - x["max_steps_best_val_loss"] for x in r["pairs"]]
+        better, worse = sum(d <= -5e-5 for d in diffs), sum(d >= 5e-5 for d in diffs)
+        ties = len(diffs) - better - worse  # (the same to the 4 decimals shown)
+        return (f"{who} the better in {better} of {len(diffs)}, the worse in {worse}"
+                + (f", the same to 4 decimals in {ties}" if ties else "") + "; the mean "
+                f"difference **{statistics.mean(diffs):+.4f}** (its standard error "
+                f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.4f}), the largest either way "
+                f"{min(diffs):+.4f} and {max(diffs):+.4f}, the standard deviation of one "
+                f"pair {statistics.stdev(diffs):.4f}")
+
     return (f"{r['corpus']}, `--time {r['seconds']:g}s`:\n\n" + "\n".join(lines) + "\n\n"
-            f"`--time` the better in {better} of {len(diffs)}, the worse in {worse}"
-            + (f", the same to 4 decimals in {ties}" if ties else "") + "; the mean "
-            f"difference **{sum(diffs) / len(diffs):+.4f}**, the largest either way "
-            f"{min(diffs):+.4f} and {max(diffs):+.4f}.\n\n" + _source(r))
+            + tally("time_best_val_loss", "`--time`") + ".\n\n"
+            + tally("one_step_more_best_val_loss", "The `--max-steps` run one step longer")
+            + ".\n\n" + _source(r))
 
 
 def _contention(r: dict) -> str:
