@@ -65,7 +65,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grid import stdlib_slice  # noqa: E402 - the slice the grid was measured on
+from grid import corpus_file, stdlib_slice  # noqa: E402 - the grid's own texts
 from results import write_results  # noqa: E402
 
 from charrnn import checkpoint  # noqa: E402
@@ -420,17 +420,20 @@ def full_validation_loss(run: Path, corpus: Path) -> float:
 
 
 def budget_run(corpus: Path, seconds: float, hidden: int | None, folder: Path,
-               env: dict, dropout: float | None = None) -> dict:
-    """One `charrnn train --time` run (sizes chosen, or --hidden-size and --dropout given) in
-    its own process."""
+               env: dict, dropout: float | None = None, seed: int | None = None) -> dict:
+    """One `charrnn train --time` run (sizes chosen, or --hidden-size and --dropout given; the
+    default seed, or `seed`) in its own process."""
     run = folder / (f"budget-{corpus.stem}-{seconds:g}s-{hidden or 'auto'}"
-                    f"{'' if dropout is None else f'-d{dropout:g}'}")
+                    f"{'' if dropout is None else f'-d{dropout:g}'}"
+                    f"{'' if seed is None else f'-seed{seed}'}")
     args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(run),
             "--overwrite", "--time", f"{seconds:g}s", "--device", "cpu"]
     if hidden:
         args += ["--hidden-size", str(hidden)]
     if dropout is not None:
         args += ["--dropout", f"{dropout:g}"]
+    if seed is not None:
+        args += ["--seed", str(seed)]
     start = time.perf_counter()
     proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -443,44 +446,67 @@ def budget_run(corpus: Path, seconds: float, hidden: int | None, folder: Path,
             "wall_s": time.perf_counter() - start, "choice": config["choice"]["reason"]}
 
 
-def bench_budget(folder: Path, quick: bool) -> dict:
-    """For each corpus and budget, the automatic choice, then the sizes on either side of it,
-    each trained with the same --time. Two runs at a time, each on one core (OMP_NUM_THREADS=1),
-    so the full set fits in about half an hour; every run, automatic or not, sees the same
-    machine: one core, with a neighbour on the other."""
+def averaged(runs: list[dict]) -> dict:
+    """The runs of one size, one per seed, as one point: the mean of their losses."""
+    point = dict(runs[0])
+    if len(runs) > 1:
+        point["seed_losses"] = [r["best_val_loss"] for r in runs]
+        point["best_val_loss"] = sum(point["seed_losses"]) / len(runs)
+    return point
+
+
+def bench_budget(folder: Path, quick: bool, cases: list[str] | None = None,
+                 seeds: list[int] | None = None) -> dict:
+    """For each corpus and budget (or only `cases`, as "stdlib-slice:120"), the automatic choice,
+    then the sizes on either side of it, each trained with the same --time; with `seeds`, every
+    run once for each seed and each size scored by its mean (one run's loss moves by about 0.01
+    with its seed alone). Two runs at a time, each on one core (OMP_NUM_THREADS=1), so the full
+    set fits in about half an hour; every run, automatic or not, sees the same machine: one
+    core, with a neighbour on the other."""
     from concurrent.futures import ThreadPoolExecutor
 
     from charrnn.budget.rule import HIDDEN_SIZES
 
-    corpora = [TINYSHAKESPEARE] + ([] if quick else [stdlib_slice(folder)])
-    budgets = [20, 45] if quick else [45, 120, 240]
+    if cases:
+        jobs = [(corpus_file(name, folder), float(s))
+                for name, s in (case.split(":") for case in cases)]
+    else:
+        corpora = [TINYSHAKESPEARE] + ([] if quick else [stdlib_slice(folder)])
+        jobs = [(c, s) for c in corpora for s in ([20, 45] if quick else [45, 120, 240])]
+    seeds = seeds or [None]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "CHARRNN_CACHE_DIR": str(folder / "cache-budget")}
-    jobs = [(c, s) for c in corpora for s in budgets]
     with ThreadPoolExecutor(2) as pool:
-        auto = list(pool.map(lambda j: budget_run(j[0], j[1], None, folder, env), jobs))
+        auto = list(pool.map(lambda j: budget_run(j[0], j[1], None, folder, env, seed=j[2]),
+                             [(c, s, seed) for c, s in jobs for seed in seeds]))
         around = []
-        for r, (c, s) in zip(auto, jobs):
+        for c, s in jobs:  # (one calibration for all: every seed makes the same choice)
+            r = next(a for a in auto if (a["corpus"], a["seconds"]) == (c.stem, s))
             i = HIDDEN_SIZES.index(r["hidden_size"])
             around += [(c, s, HIDDEN_SIZES[k], None) for k in (i - 1, i + 1)
                        if 0 <= k < len(HIDDEN_SIZES)]
             # the choice itself, its dropout turned the other way
             around.append((c, s, r["hidden_size"], 0.1 if r["dropout"] == 0 else 0.0))
-        grid = list(pool.map(lambda j: budget_run(j[0], j[1], j[2], folder, env, j[3]), around))
+        grid_jobs = [(*a, seed) for a in around for seed in seeds]
+        grid = list(pool.map(lambda j: budget_run(j[0], j[1], j[2], folder, env, j[3], j[4]),
+                             grid_jobs))
     rows = []
-    for r, (c, s) in zip(auto, jobs):
-        points = [r] + [g for g in grid if (g["corpus"], g["seconds"]) == (c.stem, s)]
+    for c, s in jobs:
+        points = [averaged([a for a in auto if (a["corpus"], a["seconds"]) == (c.stem, s)])]
+        points += [averaged([g for g, job in zip(grid, grid_jobs) if job[:4] == a])
+                   for a in around if a[:2] == (c, s)]
         best = min(points, key=lambda p: p["best_val_loss"])
-        rows.append({"corpus": c.stem, "seconds": s, "auto": r, "grid": points[1:],
+        rows.append({"corpus": c.stem, "seconds": s, "auto": points[0], "grid": points[1:],
                      "best_grid_loss": best["best_val_loss"],
-                     "gap": r["best_val_loss"] - best["best_val_loss"],
+                     "gap": points[0]["best_val_loss"] - best["best_val_loss"],
                      "target_gap": 0.03 if s <= 45 else 0.02})
-    for c in corpora:
-        losses = [row["auto"]["best_val_loss"] for row in rows if row["corpus"] == c.stem]
-        for row in rows:
-            if row["corpus"] == c.stem:
-                row["non_increasing"] = all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
-    return {"rows": rows}
+    for c in {row["corpus"] for row in rows}:
+        losses = [row["auto"]["best_val_loss"] for row in rows if row["corpus"] == c]
+        for row in rows:  # (None: one budget of this corpus, nothing to compare)
+            if row["corpus"] == c:
+                row["non_increasing"] = (all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
+                                         if len(losses) > 1 else None)
+    return {"rows": rows, "seeds": seeds if seeds != [None] else None}
 
 
 def bench_quickstart(folder: Path, runs: int = 2) -> dict:
@@ -764,6 +790,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None,
                         help="sections: training sampling inspect encoding memory quality "
                              "budget quickstart samples ngram torchrun contention")
+    parser.add_argument("--budget-cases", nargs="*", default=None, metavar="CORPUS:SECONDS",
+                        help="the budget section's cases alone, as stdlib-slice:120 or "
+                             "tinyshakespeare:45 [default: both corpora at 45, 120, 240]")
+    parser.add_argument("--budget-seeds", nargs="*", type=int, default=None,
+                        help="the budget section's runs once for each of these seeds, each "
+                             "size scored by its mean [default: one run, the default seed]")
     parser.add_argument("--quality-minutes", nargs="*", type=float, default=None,
                         help="wall-clock budgets for the quality section [default: 1 4; 0.5 "
                              "with --quick]")
@@ -844,7 +876,8 @@ def main() -> None:
                       f"{r['best_val_loss']:.4f} nats/char (at step {r['best_step']} of "
                       f"{r['steps']})", flush=True)
         if "budget" in sections and TINYSHAKESPEARE.exists():
-            results["budget"] = bench_budget(folder, quick)
+            results["budget"] = bench_budget(folder, quick, args.budget_cases,
+                                             args.budget_seeds)
             for row in results["budget"]["rows"]:
                 a = row["auto"]
                 others = ", ".join(f"2x{g['hidden_size']} (dropout {g['dropout']:g}) "

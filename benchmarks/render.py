@@ -394,23 +394,30 @@ def _torchrun(r: dict) -> str:
 
 
 def _sizes(r: dict) -> str:
+    seeds = r["budget"].get("seeds")
     lines = ["| corpus | --time | the automatic choice | the sizes around it, same --time | "
              "gap to the best | target | better with more time |",
              "|---|---|---|---|---|---|---|"]
 
     def size(x: dict) -> str:
-        return f"2x{x['hidden_size']}, dropout {x['dropout']:g}: {x['best_val_loss']:.4f}"
+        runs = (" (" + ", ".join(f"{v:.4f}" for v in x["seed_losses"]) + ")"
+                if "seed_losses" in x else "")
+        return f"2x{x['hidden_size']}, dropout {x['dropout']:g}: {x['best_val_loss']:.4f}{runs}"
 
     for row in r["budget"]["rows"]:
         met = row["gap"] <= row["target_gap"]
+        more_time = {True: "yes", False: "no", None: "-"}[row["non_increasing"]]
         lines.append(f"| {row['corpus']} | {row['seconds']:g} s | {size(row['auto'])} | "
                      + "; ".join(size(g) for g in row["grid"])
                      + f" | {row['gap']:+.4f}{'' if met else ' (**over**)'} | "
-                     f"<= {row['target_gap']:g} | {'yes' if row['non_increasing'] else 'no'} |")
-    return ("\n".join(lines) + "\n\nEach run's best model scored on its whole validation text "
-            "(nats per character); two runs at a time, each on one thread. \"Better with more "
-            "time\": the choice's loss never rises from one budget to the next on that corpus."
-            "\n\n" + _source(r))
+                     f"<= {row['target_gap']:g} | {more_time} |")
+    scored = (f"Each size the mean of {len(seeds)} runs, seeds {', '.join(map(str, seeds))} (each "
+              "run's loss in brackets), each run's best model" if seeds else
+              "Each run's best model")
+    return ("\n".join(lines) + f"\n\n{scored} scored on its whole validation text (nats per "
+            "character); two runs at a time, each on one thread. \"Better with more time\": the "
+            "choice's loss never rises from one budget to the next on that corpus.\n\n"
+            + _source(r))
 
 
 def _samples(r: dict) -> str:
