@@ -27,6 +27,7 @@ the machine, the date, the commit and the command; docs/performance.md renders i
   and a 3M-character slice of python-stdlib (tiny Shakespeare alone with --quick), the
   automatic choice of size against the candidate sizes on either side of it, each trained with
   the same --time; two runs at a time, one core each (about 20 minutes; --quick under 5).
+  --budget-cases runs some cases alone, --budget-seeds each run once per seed.
 - ngram: the n-gram counts of `charrnn eval` (interpolated Kneser-Ney, up to 9 characters of
   context) over 10M characters of python-stdlib (2M with --quick): seconds and peak memory.
 - samples: the share of a default one-minute training run on tiny Shakespeare spent writing the
@@ -40,7 +41,8 @@ the machine, the date, the commit and the command; docs/performance.md renders i
   tiny Shakespeare `--time 2m` beside a busy core against the quiet machine with --threads 1;
   and a calibration cache planted with a 100x-slow entry, corrected by one run.
 - quickstart: the README's first command, `charrnn train python-stdlib --time 1m`, twice, each
-  with an empty cache: the validation loss it reaches (full run only).
+  in an empty home folder: what it says and the validation loss it reaches; the README's sample
+  of it; and docs/train.md's example of the choice (full run only; about 6 minutes).
 """
 
 from __future__ import annotations
@@ -509,20 +511,42 @@ def bench_budget(folder: Path, quick: bool, cases: list[str] | None = None,
     return {"rows": rows, "seeds": seeds if seeds != [None] else None}
 
 
+def as_new_user(home: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`charrnn ARGS` in `cwd` for a user whose home folder is `home`, with nothing of charrnn's
+    set in the environment: its cache and corpora where platformdirs puts them in that home."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHARRNN_") and k not in ("XDG_CACHE_HOME", "XDG_DATA_HOME")}
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], env={**env, "HOME": str(home)},
+                          cwd=cwd, capture_output=True, text=True, check=True)
+
+
 def bench_quickstart(folder: Path, runs: int = 2) -> dict:
-    """The README's first command, `charrnn train python-stdlib --time 1m`, run as a user runs
-    it, each time with an empty cache (so it calibrates afresh): its validation loss."""
-    losses = []
+    """The README's first commands as a new user runs them, each time on a machine charrnn has
+    not seen (an empty home folder: no corpus built, no calibration cached): `charrnn train
+    python-stdlib --time 1m`, `runs` times, what it says on stderr and the validation loss it
+    reaches; then `charrnn sample runs/python-stdlib --length 300 --seed 1` of the first run;
+    and, in the first home, docs/train.md's example of the choice: `--time 3m` on the first
+    300,000 characters of tiny Shakespeare (its start line)."""
+    out: dict = {"runs": []}
     for n in range(runs):
-        env = {**os.environ, "CHARRNN_CACHE_DIR": str(folder / f"cache-quickstart{n}")}
-        run = folder / f"quickstart{n}"
-        subprocess.run([sys.executable, "-m", "charrnn", "train", "python-stdlib", "--time",
-                        "1m", "--out", str(run)], env=env, capture_output=True, check=True,
-                       cwd=ROOT)
-        config = checkpoint.read_config(run)
-        losses.append({"val_loss": config["best_val_loss"], "model": "{layers}x{hidden_size} "
-                       "{model}".format(**config["model"])})
-    return {"runs": losses}
+        home, cwd = folder / f"home{n}", folder / f"user{n}"
+        cwd.mkdir(parents=True)
+        said = as_new_user(home, cwd, "train", "python-stdlib", "--time", "1m").stderr
+        config = checkpoint.read_config(cwd / "runs" / "python-stdlib")
+        out["runs"].append({"val_loss": config["best_val_loss"],
+                            "model": "{layers}x{hidden_size} {model}".format(**config["model"]),
+                            "stderr": said.replace(str(home), "~")})
+        if n == 0:
+            out["sample"] = as_new_user(home, cwd, "sample", "runs/python-stdlib", "--length",
+                                        "300", "--seed", "1").stdout
+            if TINYSHAKESPEARE.exists():
+                part = cwd / "tinyshakespeare-300k.txt"
+                part.write_text(TINYSHAKESPEARE.read_text(encoding="utf-8")[:300_000],
+                                encoding="utf-8")
+                said = as_new_user(home, cwd, "train", part.name, "--time", "3m").stderr
+                out["choice"] = next(line for line in said.splitlines()
+                                     if line.startswith("chose "))
+    return out
 
 
 def bench_ngram(folder: Path, megabytes: int) -> dict:

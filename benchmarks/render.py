@@ -434,6 +434,53 @@ def _inspect_pass(r: dict) -> str:
             f"table, surprisal and the HTML page **{x['views_s']:.1f} s**.\n\n" + _source(r))
 
 
+def _fenced(text: str) -> str:
+    """`text` as a code block, fenced by more backticks than it holds in a row."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text.rstrip(chr(10))}\n{fence}\n"
+
+
+def _said(r: dict) -> list[str]:
+    """What the quick start's first run said, the samples shown at each evaluation left out
+    (each is a 'sample at step N:' line and its text, indented)."""
+    lines = r["quickstart"]["runs"][0]["stderr"].splitlines()
+    return [line for line in lines if not line.startswith(("sample at step", "  "))
+            or line.startswith("sample from it")]
+
+
+def _quickstart_train(r: dict) -> str:
+    said = _said(r)
+    first_step = next(i for i, line in enumerate(said) if line.startswith("step "))
+    end = next(i for i, line in enumerate(said) if line.startswith("stopped at step"))
+    runs = r["quickstart"]["runs"]
+    again = "; ".join(f"{x['model']}, {x['val_loss']:.4f}" for x in runs[1:])
+    return (_fenced("\n".join(said[:first_step] + ["..."] + said[end:]))
+            + f"\n(the first run on a machine charrnn had not seen: its corpus built, the machine "
+            f"timed; {'again from an empty home: ' + again + '; ' if again else ''}a faster "
+            "machine chooses a larger model and reaches a lower loss in the same minute)\n\n"
+            + _source(r))
+
+
+def _quickstart_log(r: dict) -> str:
+    said = _said(r)
+    evals = [i for i, line in enumerate(said) if line.startswith("step ") and "val loss" in line]
+    end = next(i for i, line in enumerate(said) if line.startswith("stopped at step"))
+    start = next(i for i, line in enumerate(said) if line.startswith("calibrating"))
+    return (_fenced("\n".join(said[start:evals[0] + 1] + ["..."] + said[end - 2:]))
+            + "\n(`charrnn train python-stdlib --time 1m 2> log.txt`, the first run on a machine "
+            "charrnn had not seen; the samples shown at each evaluation are left out here)\n\n"
+            + _source(r))
+
+
+def _quickstart_sample(r: dict) -> str:
+    return _fenced(r["quickstart"]["sample"]) + "\n" + _source(r)
+
+
+def _quickstart_choice(r: dict) -> str:
+    return _fenced(r["quickstart"]["choice"]) + "\n" + _source(r)
+
+
 TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budget_seeds,
           "sampling": _sampling, "grid-prose": _grid("tinyshakespeare"),
           "grid-code": _grid("stdlib"), "fit": _fit, "budget": _budget, "residual": _residual,
@@ -441,7 +488,9 @@ TABLES = {"speed": _speed, "beam": _beam, "serve": _serve, "budget-seeds": _budg
           "tune": _adapt_tune, "contention": _contention,
           "explore": _explore, "ngram": _ngram,
           "torchrun": _torchrun, "sizes": _sizes,
-          "samples": _samples, "inspect": _inspect_pass}
+          "samples": _samples, "inspect": _inspect_pass,
+          "quickstart-train": _quickstart_train, "quickstart-log": _quickstart_log,
+          "quickstart-sample": _quickstart_sample, "quickstart-choice": _quickstart_choice}
 
 
 def render(text: str) -> str:
