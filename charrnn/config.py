@@ -16,6 +16,7 @@ from charrnn.errors import CharrnnError
 MODELS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("adamw", "adam", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+EVAL_FROM = ("spread", "start")  # TrainConfig.eval_from
 LANGUAGES = ("c", "python", "latex", "prose")  # what the probes know (charrnn/interp/probes.py)
 DEFAULT_TIME = 600.0  # seconds a run may take when no stop condition is given
 # sizes past these are mistakes (or a hostile config), not models
@@ -213,6 +214,10 @@ class TrainConfig:
     eval_chars: int | None = setting(None, "Validate on at most this many characters.",
                                      shown="200000, less where evaluation would take over 8% "
                                      "of the run")
+    # where those characters come from in a longer validation text: "spread", pieces from
+    # evenly spaced places (the whole text's loss, estimated); "start", its beginning, as runs
+    # made before this setting existed did, so that they resume and repeat exactly
+    eval_from: str = "spread"
     tensorboard: bool = setting(False, "Also write TensorBoard events to RUN/tensorboard (pip "
                                 "install 'charrnn[tensorboard]').")
     sample_every: int = setting(1, "At every this many evaluations, show a short sample of the "
@@ -258,6 +263,7 @@ class TrainConfig:
             (self.time is None or 0 < self.time < math.inf, "--time must be more than 0"),
             (self.eval_every is None or self.eval_every >= 1, "--eval-every must be 1 or more"),
             (self.eval_chars is None or self.eval_chars >= 2, "--eval-chars must be 2 or more"),
+            (self.eval_from in EVAL_FROM, f"eval_from must be {' or '.join(EVAL_FROM)}"),
             (self.sample_every >= 0, "--sample-every must be 0 (never) or more"),
             (self.patience >= 0, "--patience must be 0 (off) or more"),
             (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),

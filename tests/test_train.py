@@ -166,6 +166,45 @@ def test_the_test_fraction_is_never_trained_or_validated_on(write, tmp_path):
     assert p[z] < 1 / len(vocab)  # 'Z' is no likelier than a guess: it was never seen
 
 
+def validated(trainer) -> list[str]:
+    """Each validation stream's text: its inputs over every window, then its last target."""
+    s = trainer.val_streams
+    inputs = [s.window(i)[0] for i in range(s.windows)]
+    last = s.window(s.windows - 1)[1][:, -1]
+    return [trainer.vocab.decode([*(int(c) for x in inputs for c in x[row]), int(last[row])])
+            for row in range(s.held)]
+
+
+# a validation text whose first half is unlike its second: its start alone would mislead
+SPLIT_TEXT = TEXT * 9 + "=" * 2720 + ("Quiet quill! " * 210)[:2720]
+
+
+def test_a_short_validation_reads_the_whole_validation_text_not_its_start(write, tmp_path):
+    """With fewer validation characters than the validation text holds (a short budget's), they
+    come from evenly spaced places across it, each target the character that follows: the loss
+    estimates the whole text's, whatever its first part is (a code base's first files)."""
+    corpus = write("split.txt", SPLIT_TEXT)
+    trainer, _ = train_run(corpus, tmp_path / "run", max_steps=2, eval_chars=640, seq_len=16)
+    pieces = validated(trainer)
+    assert all(piece in SPLIT_TEXT[-5440:] for piece in pieces)  # true text, true next characters
+    assert set(pieces[0]) == {"="} and "Q" in pieces[-1]  # from its start to its end
+    assert 600 <= sum(len(p) - 1 for p in pieces) <= 640
+
+
+def test_a_run_from_before_spread_validation_resumes_on_the_start_it_validated_on(write,
+                                                                                  tmp_path):
+    """A run whose config.json has no eval_from (made before validation was spread) resumes
+    validating on the start of its validation text, as it did: its losses stay comparable."""
+    from conftest import edit_config
+
+    corpus = write("split.txt", SPLIT_TEXT)
+    train_run(corpus, tmp_path / "run", max_steps=2, eval_chars=640, seq_len=16)
+    edit_config(tmp_path / "run", lambda c: c["train"].pop("eval_from"))
+    trainer, _ = train_run(corpus, tmp_path / "run", resume=True, max_steps=4)
+    assert trainer.cfg.eval_from == "start"
+    assert all(set(piece) == {"="} for piece in validated(trainer))
+
+
 @pytest.mark.slow
 def test_a_time_budget_ends_the_run_at_its_planned_end_near_its_budget(write, tmp_path):
     """On the real clock (the planning itself is tested on faked ones, tests/test_budget.py):

@@ -34,6 +34,20 @@ def fit_batch(n: int, batch_size: int, seq_len: int) -> tuple[int, int, str | No
                   f"--seq-len {t} instead of {batch_size} and {seq_len}")
 
 
+def spread(ids: np.ndarray, chars: int, batch_size: int, seq_len: int) -> np.ndarray:
+    """About `chars` characters of `ids` for Streams(.., batch_size, seq_len): one piece for
+    each stream, from evenly spaced places, so that a few characters estimate the loss of the
+    whole text and not of its start (a code base's first files, a book's first chapter). Each
+    piece is whole windows and the one character more that its last target needs; laid end to
+    end, with one character more that is never read, each piece is one stream. All of `ids`
+    when `chars` covers them."""
+    if chars >= len(ids):
+        return ids
+    piece = max(1, (chars // batch_size - 1) // seq_len) * seq_len + 1
+    starts = np.linspace(0, len(ids) - piece, batch_size).round().astype(np.int64)
+    return np.concatenate([ids[(starts[:, None] + np.arange(piece)).ravel()], ids[-1:]])
+
+
 class Streams:
     def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int,
                  rows: tuple[int, int] | None = None):

@@ -28,7 +28,7 @@ from charrnn.data.corpus import Corpus
 from charrnn.device import pick_device
 from charrnn.engine.distributed import SINGLE, World
 from charrnn.engine.step import memory_checked
-from charrnn.engine.streams import Streams, fit_batch
+from charrnn.engine.streams import Streams, fit_batch, spread
 from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN
 from charrnn.training import text
@@ -294,7 +294,8 @@ def _stored_settings(stored: dict, overrides: dict | None, where: Path, then: st
         if not isinstance(stored.get(key), (dict, type(None))):
             raise CharrnnError(f"{where} is corrupted (its {key} is not a JSON object); {then}")
     try:
-        cfg = TrainConfig.from_dict({**stored["train"], **(overrides or {})})
+        # (a run stored before eval_from existed validated on the start of its text)
+        cfg = TrainConfig.from_dict({"eval_from": "start", **stored["train"], **(overrides or {})})
         plan = Plan.from_dict(stored["plan"]) if stored.get("plan") else None
     except CharrnnError as e:
         raise CharrnnError(f"{where} is invalid: {e}; {then}") from None
@@ -397,8 +398,9 @@ def _build(start: Start, decided: Decided, words: Text, model: CharRNN, lock,
         eval_every, eval_chars = eval_settings(total, batch * seq, len(words.val),
                                                cfg.eval_every, cfg.eval_chars)
         cfg = replace(cfg, eval_every=eval_every, eval_chars=eval_chars)
-    eval_ids = words.val[:eval_chars]
-    eb, et, _ = fit_batch(len(eval_ids), VALIDATION_BATCH, seq)
+    eb, et, _ = fit_batch(min(eval_chars, len(words.val)), VALIDATION_BATCH, seq)
+    eval_ids = (spread(words.val, eval_chars, eb, et) if cfg.eval_from == "spread" else
+                words.val[:eval_chars])
     val_streams = Streams(eval_ids, eb, et, world.share(eb, equal=False)).to(start.device)
     return Setup(run=start.run, cfg=cfg, model=model, vocab=words.vocab, corpus=words.corpus,
                  device=start.device, train_streams=train_streams, val_streams=val_streams,
