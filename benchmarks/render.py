@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -193,8 +194,18 @@ def _budget(r: dict) -> str:
             f"{x['measured_chars_per_s']:,.0f} | {x['last_lr']:.2e} / "
             f"{x['schedule_last_lr']:.2e} | {'yes' if x['plan_from_same_losses'] else '**no**'} "
             f"| {x['best_val_loss']:.4f} / {x['max_steps_best_val_loss']:.4f} |")
+    rows = r["rows"]
+    ratios = [x["ratio"] for x in rows]
+    planned = sum(x["steps"] == x["planned_end"] for x in rows)
+    last_lr = sum(math.isclose(x["last_lr"], x["schedule_last_lr"], rel_tol=1e-6) for x in rows)
+    repeated = sum(x["plan_from_same_losses"] for x in rows)
+    diffs = ", ".join(f"{x['best_val_loss'] - x['max_steps_best_val_loss']:+.4f}" for x in rows)
     return ("\n".join(lines) + f"\n\nTarget: the command's wall time between {lo} and {hi} of "
-            "its budget.\n\n" + _source(r))
+            f"its budget. Measured: {planned} of {len(rows)} runs ended at their planned end, "
+            f"between **{min(ratios):.3f}** and **{max(ratios):.3f}** of their budget; {last_lr} "
+            f"of {len(rows)} with the schedule's last learning rate; `--plan-from` repeated "
+            f"{repeated} of {len(rows)} loss for loss; `--time` against the same plan as "
+            f"`--max-steps`, best loss: {diffs}.\n\n" + _source(r))
 
 
 def _grid(corpus: str):

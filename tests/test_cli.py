@@ -183,3 +183,18 @@ def test_every_setting_is_an_option_of_its_command():
         taken = {p.name for p in group.commands[command].params}
         missing = [f.name for cls in classes for f in option_settings(cls) if f.name not in taken]
         assert missing == [], f"{command} does not take {missing}"
+
+
+def test_a_command_leaves_with_its_code_and_everything_it_wrote():
+    """The command line leaves without Python's slow teardown of torch: what was still
+    buffered on stdout and stderr is written first, and the code is sys.exit's."""
+    import os
+
+    code = ("import sys, torch; from charrnn.cli import leave; sys.stdout.write('text'); "
+            "sys.stderr.write('said'); leave({!r})")
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    for given, rc, err in ((0, 0, "said"), (3, 3, "said"), (None, 0, "said"),
+                           ("charrnn: error: why", 1, "saidcharrnn: error: why\n")):
+        done = subprocess.run([sys.executable, "-c", code.format(given)], capture_output=True,
+                              text=True, timeout=120, env=buffered)
+        assert (done.returncode, done.stdout, done.stderr) == (rc, "text", err)
