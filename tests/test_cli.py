@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -188,8 +189,6 @@ def test_every_setting_is_an_option_of_its_command():
 def test_a_command_leaves_with_its_code_and_everything_it_wrote():
     """The command line leaves without Python's slow teardown of torch: what was still
     buffered on stdout and stderr is written first, and the code is sys.exit's."""
-    import os
-
     code = ("import sys, torch; from charrnn.cli import leave; sys.stdout.write('text'); "
             "sys.stderr.write('said'); leave({!r})")
     buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}

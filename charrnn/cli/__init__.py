@@ -51,8 +51,8 @@ def main() -> None:
 
 def leave(code) -> NoReturn:
     """Exit with `code` as sys.exit would, but without Python's teardown of every module: the
-    command's files are written and closed by now, and unloading torch alone takes 0.4 s more
-    on a 2-core machine (0.7 s after a run), which every command would wait for and a time
+    command's files are written and closed by now, and unloading torch alone took 0.4 s more
+    on a 2-core AMD EPYC (0.7 s after a run), which every command would wait for and a time
     budget would overrun."""
     if code is None:
         code = 0
